@@ -1,0 +1,32 @@
+# Thin wrapper over CMake/CTest: the README's two commands.
+#   make run    install what is missing, build, train the default model if there is none, run it
+#   make test   install what is missing, build (plain and ASan+UBSan), run every test
+.PHONY: all run test deps build build-asan clean
+
+JOBS ?= $(shell nproc)
+BUILD ?= build
+CMAKE_FLAGS ?=
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DLOUPE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLOUPE_ASAN=ON -DLOUPE_WITH_TORCH=OFF -DLOUPE_WERROR=ON >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+
+test: build build-asan
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j $(JOBS) -L sanitize
+
+run: build
+	@scripts/run-default.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) build-asan

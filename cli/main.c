@@ -1,0 +1,46 @@
+/* main.c -- the `loupe` command: dispatches to the subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "blas_env.h"
+#include "train_cli.h"
+#ifdef LOUPE_HAVE_SERVER
+#include "srv_cli.h"
+#endif
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} subcommand;
+
+static const subcommand subcommands[] = {
+    {"train-mlp", train_mlp_main, "train a from-scratch MLP on Fashion-MNIST into a model folder"},
+    {"eval", eval_main, "recompute metrics.json of a model folder on the test set"},
+#ifdef LOUPE_HAVE_SERVER
+    {"serve", srv_serve_main, "serve the model store over HTTP"},
+#endif
+};
+#define N_SUBCOMMANDS (sizeof subcommands / sizeof subcommands[0])
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: loupe <command> [options]   (loupe <command> --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < N_SUBCOMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", subcommands[i].name, subcommands[i].help);
+}
+
+int main(int argc, char **argv) {
+    /* Before any BLAS call: may re-exec this process with a kernel choice. */
+    blas_env_setup(argv);
+
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < N_SUBCOMMANDS; i++)
+        if (!strcmp(argv[1], subcommands[i].name))
+            return subcommands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "loupe: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

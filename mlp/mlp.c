@@ -1,0 +1,505 @@
+/* mlp.c -- dense layers, activations, softmax cross-entropy, backward and SGD. */
+#include "mlp.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "rng.h"
+
+/* ==== Names ==== */
+
+static const char *const act_names[] = {"sigmoid", "tanh", "relu", "linear"};
+static const char *const init_names[] = {"default", "zero", "uniform", "normal", "xavier", "he"};
+
+const char *mlp_act_name(mlp_act act) {
+    return (unsigned)act < 4 ? act_names[act] : "unknown";
+}
+
+int mlp_act_parse(const char *name, mlp_act *out) {
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, act_names[i])) { *out = (mlp_act)i; return 0; }
+    if (!strcmp(name, "identity")) { *out = MLP_ACT_LINEAR; return 0; } /* sklearn's name */
+    return -1;
+}
+
+const char *mlp_init_name(mlp_init init) {
+    return (unsigned)init < 6 ? init_names[init] : "unknown";
+}
+
+int mlp_init_parse(const char *name, mlp_init *out) {
+    for (int i = 0; i < 6; i++)
+        if (!strcmp(name, init_names[i])) { *out = (mlp_init)i; return 0; }
+    return -1;
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ==== The network ==== */
+
+struct mlp {
+    int n_layers;
+    int sizes[MLP_MAX_LAYERS + 1];
+    mlp_act act;
+    size_t n_params;
+    float *params;                 /* every weight and bias, one block */
+    float *w[MLP_MAX_LAYERS];      /* [sizes[i+1], sizes[i]] into params */
+    float *b[MLP_MAX_LAYERS];      /* [sizes[i+1]] into params */
+};
+
+/* Lay out weights then bias of each layer in one block, 64-byte aligned per tensor. */
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static size_t params_floats(int n_layers, const int *sizes) {
+    size_t total = 0;
+    for (int i = 0; i < n_layers; i++)
+        total += round16((size_t)sizes[i] * sizes[i + 1]) + round16((size_t)sizes[i + 1]);
+    return total;
+}
+
+/* Point w[i]/b[i] into a block laid out by params_floats. */
+static void carve(float *block, int n_layers, const int *sizes, float **w, float **b) {
+    float *p = block;
+    for (int i = 0; i < n_layers; i++) {
+        w[i] = p;
+        p += round16((size_t)sizes[i] * sizes[i + 1]);
+        b[i] = p;
+        p += round16((size_t)sizes[i + 1]);
+    }
+}
+
+/* 64-byte aligned zeroed floats, or NULL. Free with free(). */
+static float *alloc_floats(size_t n) {
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    bytes = (bytes + 63) & ~(size_t)63;
+    float *p = aligned_alloc(64, bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+mlp *mlp_new(int n_layers, const int *sizes, mlp_act act, char *err, size_t errlen) {
+    if (n_layers < 1 || n_layers > MLP_MAX_LAYERS) {
+        set_err(err, errlen, "a network has 1 to %d layers, not %d", MLP_MAX_LAYERS, n_layers);
+        return NULL;
+    }
+    if ((unsigned)act > MLP_ACT_LINEAR) {
+        set_err(err, errlen, "unknown activation %d", (int)act);
+        return NULL;
+    }
+    for (int i = 0; i <= n_layers; i++) {
+        if (sizes[i] < 1 || sizes[i] > (1 << 20)) {
+            set_err(err, errlen, "layer width %d is %d; widths must be 1 to %d", i, sizes[i], 1 << 20);
+            return NULL;
+        }
+    }
+    mlp *net = calloc(1, sizeof *net);
+    if (!net) goto nomem;
+    net->n_layers = n_layers;
+    memcpy(net->sizes, sizes, sizeof(int) * (size_t)(n_layers + 1));
+    net->act = act;
+    net->params = alloc_floats(params_floats(n_layers, sizes));
+    if (!net->params) goto nomem;
+    carve(net->params, n_layers, sizes, net->w, net->b);
+    for (int i = 0; i < n_layers; i++)
+        net->n_params += (size_t)sizes[i] * sizes[i + 1] + sizes[i + 1];
+    return net;
+nomem:
+    mlp_free(net);
+    set_err(err, errlen, "out of memory allocating the network");
+    return NULL;
+}
+
+void mlp_free(mlp *net) {
+    if (!net) return;
+    free(net->params);
+    free(net);
+}
+
+void mlp_init_weights(mlp *net, mlp_init init, uint64_t seed) {
+    rng r;
+    rng_seed(&r, seed);
+    if (init == MLP_INIT_DEFAULT) init = net->act == MLP_ACT_RELU ? MLP_INIT_HE : MLP_INIT_XAVIER;
+    for (int i = 0; i < net->n_layers; i++) {
+        int in = net->sizes[i], out = net->sizes[i + 1];
+        size_t n = (size_t)in * out;
+        float *w = net->w[i];
+        double a;
+        switch (init) {
+        case MLP_INIT_ZERO:
+            memset(w, 0, n * sizeof *w);
+            break;
+        case MLP_INIT_UNIFORM:
+            for (size_t j = 0; j < n; j++) w[j] = (float)rng_uniform(&r, -0.05, 0.05);
+            break;
+        case MLP_INIT_NORMAL:
+            for (size_t j = 0; j < n; j++) w[j] = (float)(0.01 * rng_normal(&r));
+            break;
+        case MLP_INIT_XAVIER:
+            a = sqrt(6.0 / (in + out));
+            for (size_t j = 0; j < n; j++) w[j] = (float)rng_uniform(&r, -a, a);
+            break;
+        case MLP_INIT_HE:
+        default:
+            a = sqrt(2.0 / in);
+            for (size_t j = 0; j < n; j++) w[j] = (float)(a * rng_normal(&r));
+            break;
+        }
+        memset(net->b[i], 0, (size_t)out * sizeof(float));
+    }
+}
+
+int mlp_n_layers(const mlp *net) { return net->n_layers; }
+int mlp_size(const mlp *net, int i) { return (i >= 0 && i <= net->n_layers) ? net->sizes[i] : 0; }
+int mlp_n_inputs(const mlp *net) { return net->sizes[0]; }
+int mlp_n_outputs(const mlp *net) { return net->sizes[net->n_layers]; }
+mlp_act mlp_activation(const mlp *net) { return net->act; }
+size_t mlp_n_params(const mlp *net) { return net->n_params; }
+float *mlp_weight(mlp *net, int i) { return net->w[i]; }
+float *mlp_bias(mlp *net, int i) { return net->b[i]; }
+const float *mlp_weight_c(const mlp *net, int i) { return net->w[i]; }
+const float *mlp_bias_c(const mlp *net, int i) { return net->b[i]; }
+
+static int same_shape(const mlp *a, const mlp *b) {
+    if (a->n_layers != b->n_layers) return 0;
+    return !memcmp(a->sizes, b->sizes, sizeof(int) * (size_t)(a->n_layers + 1));
+}
+
+int mlp_copy_params(mlp *dst, const mlp *src) {
+    if (!same_shape(dst, src)) return -1;
+    memcpy(dst->params, src->params, params_floats(src->n_layers, src->sizes) * sizeof(float));
+    return 0;
+}
+
+int mlp_params_finite(const mlp *net) {
+    for (int i = 0; i < net->n_layers; i++) {
+        size_t n = (size_t)net->sizes[i] * net->sizes[i + 1];
+        float acc = 0.0f;
+        /* x * 0 is NaN exactly when x is NaN or infinite. */
+        for (size_t j = 0; j < n; j++) acc += net->w[i][j] * 0.0f;
+        for (int j = 0; j < net->sizes[i + 1]; j++) acc += net->b[i][j] * 0.0f;
+        if (acc != 0.0f) return 0;
+    }
+    return 1;
+}
+
+/* ==== Activations ==== */
+
+/* Apply the activation in place to n values. */
+static void act_forward(mlp_act act, float *x, size_t n) {
+    switch (act) {
+    case MLP_ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++) x[i] = 1.0f / (1.0f + expf(-x[i]));
+        break;
+    case MLP_ACT_TANH:
+        for (size_t i = 0; i < n; i++) x[i] = tanhf(x[i]);
+        break;
+    case MLP_ACT_RELU:
+        for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        break;
+    case MLP_ACT_LINEAR:
+        break;
+    }
+}
+
+/* delta *= act'(z), with the derivative written in terms of the output a = act(z). */
+static void act_backward(mlp_act act, const float *a, float *delta, size_t n) {
+    switch (act) {
+    case MLP_ACT_SIGMOID:
+        for (size_t i = 0; i < n; i++) delta[i] *= a[i] * (1.0f - a[i]);
+        break;
+    case MLP_ACT_TANH:
+        for (size_t i = 0; i < n; i++) delta[i] *= 1.0f - a[i] * a[i];
+        break;
+    case MLP_ACT_RELU:
+        for (size_t i = 0; i < n; i++) delta[i] = a[i] > 0.0f ? delta[i] : 0.0f;
+        break;
+    case MLP_ACT_LINEAR:
+        break;
+    }
+}
+
+/* out[n, o] = act(in[n, k] W^T + b) for layer i; the last layer stays linear. */
+static void layer_forward(const mlp *net, int i, const float *in, int n, float *out) {
+    int k = net->sizes[i], o = net->sizes[i + 1];
+    const float *b = net->b[i];
+    for (int r = 0; r < n; r++) memcpy(out + (size_t)r * o, b, (size_t)o * sizeof(float));
+    gemm_nt(n, o, k, 1.0f, in, k, net->w[i], k, 1.0f, out, o);
+    if (i < net->n_layers - 1) act_forward(net->act, out, (size_t)n * o);
+}
+
+/* ==== Softmax and loss ==== */
+
+void mlp_softmax(const float *logits, int k, float *p) {
+    float m = logits[0];
+    for (int j = 1; j < k; j++) m = logits[j] > m ? logits[j] : m;
+    float sum = 0.0f;
+    for (int j = 0; j < k; j++) { p[j] = expf(logits[j] - m); sum += p[j]; }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < k; j++) p[j] *= inv;
+}
+
+/* log(sum(exp(z))) computed stably. */
+static double logsumexp(const float *z, int k) {
+    float m = z[0];
+    for (int j = 1; j < k; j++) m = z[j] > m ? z[j] : m;
+    double s = 0.0;
+    for (int j = 0; j < k; j++) s += exp((double)z[j] - m);
+    return m + log(s);
+}
+
+double mlp_xent(const float *logits, const uint8_t *y, int n, int k) {
+    double total = 0.0;
+    for (int r = 0; r < n; r++) {
+        const float *z = logits + (size_t)r * k;
+        total += logsumexp(z, k) - z[y[r]];
+    }
+    return total / n;
+}
+
+/* ==== Inference ==== */
+
+struct mlp_scratch {
+    int n_layers;
+    int sizes[MLP_MAX_LAYERS + 1];
+    int max_batch;
+    float *a[MLP_MAX_LAYERS + 1];   /* a[i]: [max_batch, sizes[i]], i >= 1 */
+    float *d[2];                    /* deltas for input_grad: [max width] */
+    float *block;
+};
+
+mlp_scratch *mlp_scratch_new(const mlp *net, int max_batch) {
+    if (max_batch < 1) return NULL;
+    mlp_scratch *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->n_layers = net->n_layers;
+    memcpy(s->sizes, net->sizes, sizeof s->sizes);
+    s->max_batch = max_batch;
+    int widest = 0;
+    size_t total = 0;
+    for (int i = 0; i <= net->n_layers; i++) {
+        widest = net->sizes[i] > widest ? net->sizes[i] : widest;
+        if (i >= 1) total += round16((size_t)max_batch * net->sizes[i]);
+    }
+    total += 2 * round16((size_t)widest);
+    s->block = alloc_floats(total);
+    if (!s->block) { free(s); return NULL; }
+    float *p = s->block;
+    for (int i = 1; i <= net->n_layers; i++) {
+        s->a[i] = p;
+        p += round16((size_t)max_batch * net->sizes[i]);
+    }
+    s->d[0] = p;
+    s->d[1] = p + round16((size_t)widest);
+    return s;
+}
+
+void mlp_scratch_free(mlp_scratch *s) {
+    if (!s) return;
+    free(s->block);
+    free(s);
+}
+
+static int scratch_fits(const mlp *net, const mlp_scratch *s, int n) {
+    return s && n >= 1 && n <= s->max_batch && s->n_layers == net->n_layers &&
+           !memcmp(s->sizes, net->sizes, sizeof(int) * (size_t)(net->n_layers + 1));
+}
+
+/* Forward through every layer, keeping each layer's output in s->a[1..L]. */
+static void forward_keep(const mlp *net, mlp_scratch *s, const float *x, int n) {
+    const float *in = x;
+    for (int i = 0; i < net->n_layers; i++) {
+        layer_forward(net, i, in, n, s->a[i + 1]);
+        in = s->a[i + 1];
+    }
+}
+
+int mlp_forward(const mlp *net, mlp_scratch *s, const float *x, int n, float *logits) {
+    if (!scratch_fits(net, s, n)) return -1;
+    const float *in = x;
+    for (int i = 0; i < net->n_layers; i++) {
+        float *out = i == net->n_layers - 1 ? logits : s->a[i + 1];
+        layer_forward(net, i, in, n, out);
+        in = out;
+    }
+    return 0;
+}
+
+int mlp_input_grad(const mlp *net, mlp_scratch *s, const float *x, int target,
+                   float *grad, float *logits) {
+    int L = net->n_layers;
+    if (!scratch_fits(net, s, 1) || target < 0 || target >= net->sizes[L]) return -1;
+    forward_keep(net, s, x, 1);
+    if (logits) memcpy(logits, s->a[L], (size_t)net->sizes[L] * sizeof(float));
+    /* d score_target / d z_L is one-hot at target. */
+    float *delta = s->d[0], *prev = s->d[1];
+    memset(delta, 0, (size_t)net->sizes[L] * sizeof(float));
+    delta[target] = 1.0f;
+    for (int i = L - 1; i >= 0; i--) {
+        float *dst = i == 0 ? grad : prev;
+        /* [1, in] = [1, out] W [out, in] */
+        gemm_nn(1, net->sizes[i], net->sizes[i + 1], 1.0f, delta, net->sizes[i + 1],
+                net->w[i], net->sizes[i], 0.0f, dst, net->sizes[i]);
+        if (i > 0) {
+            act_backward(net->act, s->a[i], dst, (size_t)net->sizes[i]);
+            float *t = delta; delta = prev; prev = t;
+        }
+    }
+    return 0;
+}
+
+/* ==== Training ==== */
+
+mlp_sgd_params mlp_sgd_default_params(void) {
+    mlp_sgd_params p = {0.1f, 0.0f, 32, 0};
+    return p;
+}
+
+struct mlp_trainer {
+    mlp *net;
+    mlp_sgd_params p;
+    mlp_scratch *s;                /* activations of the batch */
+    float *delta[2];               /* [max_batch, widest] */
+    float *grads;                  /* gradient block, same layout as params */
+    float *gw[MLP_MAX_LAYERS], *gb[MLP_MAX_LAYERS];
+    float *vel;                    /* momentum block, same layout; NULL without momentum */
+    float *vw[MLP_MAX_LAYERS], *vb[MLP_MAX_LAYERS];
+    float *ones;                   /* [max_batch] of 1, for bias sums as a GEMV */
+    float *dblock;
+};
+
+mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errlen) {
+    if (!(p.lr > 0.0f) || !isfinite(p.lr)) {
+        set_err(err, errlen, "learning rate must be a positive number, not %g", (double)p.lr);
+        return NULL;
+    }
+    if (!(p.momentum >= 0.0f && p.momentum < 1.0f)) {
+        set_err(err, errlen, "momentum must be in [0, 1), not %g", (double)p.momentum);
+        return NULL;
+    }
+    if (p.max_batch < 1) {
+        set_err(err, errlen, "batch size must be at least 1, not %d", p.max_batch);
+        return NULL;
+    }
+    mlp_trainer *t = calloc(1, sizeof *t);
+    if (!t) goto nomem;
+    t->net = net;
+    t->p = p;
+    t->s = mlp_scratch_new(net, p.max_batch);
+    if (!t->s) goto nomem;
+    int widest = 0;
+    for (int i = 0; i <= net->n_layers; i++) widest = net->sizes[i] > widest ? net->sizes[i] : widest;
+    size_t dsz = round16((size_t)p.max_batch * widest);
+    t->dblock = alloc_floats(2 * dsz + round16((size_t)p.max_batch));
+    if (!t->dblock) goto nomem;
+    t->delta[0] = t->dblock;
+    t->delta[1] = t->dblock + dsz;
+    t->ones = t->dblock + 2 * dsz;
+    for (int r = 0; r < p.max_batch; r++) t->ones[r] = 1.0f;
+    size_t pf = params_floats(net->n_layers, net->sizes);
+    t->grads = alloc_floats(pf);
+    if (!t->grads) goto nomem;
+    carve(t->grads, net->n_layers, net->sizes, t->gw, t->gb);
+    if (p.momentum > 0.0f) {
+        t->vel = alloc_floats(pf);
+        if (!t->vel) goto nomem;
+        carve(t->vel, net->n_layers, net->sizes, t->vw, t->vb);
+    }
+    return t;
+nomem:
+    mlp_trainer_free(t);
+    set_err(err, errlen, "out of memory allocating the trainer");
+    return NULL;
+}
+
+void mlp_trainer_free(mlp_trainer *t) {
+    if (!t) return;
+    mlp_scratch_free(t->s);
+    free(t->dblock);
+    free(t->grads);
+    free(t->vel);
+    free(t);
+}
+
+const float *mlp_trainer_logits(const mlp_trainer *t) { return t->s->a[t->net->n_layers]; }
+
+const float *mlp_grad_weight(const mlp_trainer *t, int i) { return t->gw[i]; }
+const float *mlp_grad_bias(const mlp_trainer *t, int i) { return t->gb[i]; }
+
+typedef enum { STEP_GRADS, STEP_UPDATE } step_mode;
+
+/* Apply the parameter gradient of layer i, delta^T a (delta already holds 1/n),
+ * as the mode says: into the gradient buffers, straight into the weights
+ * (plain SGD: W += -lr * g, one GEMM, no gradient buffer), or through momentum. */
+static void layer_param_grad(mlp_trainer *t, int i, const float *delta, const float *a,
+                             int n, step_mode mode) {
+    mlp *net = t->net;
+    int k = net->sizes[i], o = net->sizes[i + 1];
+    float *dw, *db, alpha, beta;
+    if (mode == STEP_GRADS) {
+        dw = t->gw[i]; db = t->gb[i]; alpha = 1.0f; beta = 0.0f;
+    } else if (!t->vel) {
+        dw = net->w[i]; db = net->b[i]; alpha = -t->p.lr; beta = 1.0f;
+    } else {
+        dw = t->vw[i]; db = t->vb[i]; alpha = 1.0f; beta = t->p.momentum;
+    }
+    /* [o, k] = delta^T [o, n] a [n, k] */
+    gemm_tn(o, k, n, alpha, delta, o, a, k, beta, dw, k);
+    /* [o] = delta^T [o, n] ones [n] */
+    gemv_t(n, o, alpha, delta, o, t->ones, beta, db);
+    if (mode == STEP_UPDATE && t->vel) {
+        axpy((size_t)o * k, -t->p.lr, t->vw[i], net->w[i]);
+        axpy((size_t)o, -t->p.lr, t->vb[i], net->b[i]);
+    }
+}
+
+static int step(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *loss, step_mode mode) {
+    mlp *net = t->net;
+    int L = net->n_layers, k = net->sizes[L];
+    if (n < 1 || n > t->p.max_batch) return -1;
+    for (int r = 0; r < n; r++)
+        if (y[r] >= k) return -1;
+    forward_keep(net, t->s, x, n);
+    const float *z = t->s->a[L];
+    float l = (float)mlp_xent(z, y, n, k);
+    if (loss) *loss = l;
+    if (mode == STEP_UPDATE && !isfinite(l) && !t->p.keep_going) return 1;
+
+    /* d loss / d z_L = (softmax(z) - onehot(y)) / n */
+    float *delta = t->delta[0], *prev = t->delta[1];
+    float inv_n = 1.0f / (float)n;
+    for (int r = 0; r < n; r++) {
+        float *d = delta + (size_t)r * k;
+        mlp_softmax(z + (size_t)r * k, k, d);
+        d[y[r]] -= 1.0f;
+        for (int j = 0; j < k; j++) d[j] *= inv_n;
+    }
+    for (int i = L - 1; i >= 0; i--) {
+        const float *a = i == 0 ? x : t->s->a[i];
+        if (i > 0) {
+            /* prev [n, in] = delta [n, out] W [out, in], with W before its update */
+            gemm_nn(n, net->sizes[i], net->sizes[i + 1], 1.0f, delta, net->sizes[i + 1],
+                    net->w[i], net->sizes[i], 0.0f, prev, net->sizes[i]);
+            act_backward(net->act, a, prev, (size_t)n * net->sizes[i]);
+        }
+        layer_param_grad(t, i, delta, a, n, mode);
+        float *tmp = delta; delta = prev; prev = tmp;
+    }
+    return 0;
+}
+
+int mlp_train_step(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *loss) {
+    return step(t, x, y, n, loss, STEP_UPDATE);
+}
+
+int mlp_compute_grads(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *loss) {
+    return step(t, x, y, n, loss, STEP_GRADS);
+}

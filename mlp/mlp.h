@@ -1,0 +1,150 @@
+/* mlp.h -- a from-scratch multilayer perceptron: dense layers, softmax cross-entropy, SGD. */
+#ifndef LOUPE_MLP_H
+#define LOUPE_MLP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Most dense layers a network may have (sizes has one more entry). */
+#define MLP_MAX_LAYERS 32
+/* Error buffers passed to this module should hold at least this many bytes. */
+#define MLP_ERR_LEN 256
+
+/* Activation of every hidden layer; the output layer is always linear (logits). */
+typedef enum {
+    MLP_ACT_SIGMOID,
+    MLP_ACT_TANH,
+    MLP_ACT_RELU,
+    MLP_ACT_LINEAR
+} mlp_act;
+
+typedef enum {
+    MLP_INIT_DEFAULT, /* he for relu, xavier otherwise */
+    MLP_INIT_ZERO,
+    MLP_INIT_UNIFORM, /* U(-0.05, 0.05) */
+    MLP_INIT_NORMAL,  /* N(0, 0.01^2) */
+    MLP_INIT_XAVIER,  /* U(-a, a), a = sqrt(6 / (in + out)) */
+    MLP_INIT_HE       /* N(0, 2 / in) */
+} mlp_init;
+
+/* Names as used on the command line and in files ("relu", "xavier", ...).
+ * The parsers return 0 and set *out, or -1 when the name is unknown. */
+const char *mlp_act_name(mlp_act act);
+int mlp_act_parse(const char *name, mlp_act *out);
+const char *mlp_init_name(mlp_init init);
+int mlp_init_parse(const char *name, mlp_init *out);
+
+/* ==== The network ==== */
+
+/* Opaque: layer sizes, activation and parameters. After construction the
+ * shape never changes; parameters change only through the trainer. */
+typedef struct mlp mlp;
+
+/* Create a network with n_layers dense layers: sizes[0] inputs, sizes[n_layers]
+ * outputs, sizes[1..n_layers-1] hidden units. Parameters start at zero.
+ * Returns NULL on bad sizes or allocation failure, with a message in err. */
+mlp *mlp_new(int n_layers, const int *sizes, mlp_act act, char *err, size_t errlen);
+/* Free a network; NULL is accepted. */
+void mlp_free(mlp *net);
+
+/* Initialise every weight by `init` from a seeded generator; biases become 0.
+ * The same seed gives bit-identical parameters. */
+void mlp_init_weights(mlp *net, mlp_init init, uint64_t seed);
+
+int mlp_n_layers(const mlp *net);
+/* sizes[i] for 0 <= i <= n_layers; sizes[0] is the input width. */
+int mlp_size(const mlp *net, int i);
+int mlp_n_inputs(const mlp *net);
+int mlp_n_outputs(const mlp *net);
+mlp_act mlp_activation(const mlp *net);
+/* Total number of parameters (weights and biases). */
+size_t mlp_n_params(const mlp *net);
+
+/* Parameters of layer i (0-based), owned by the network, row-major. */
+float *mlp_weight(mlp *net, int i);            /* [out, in] */
+float *mlp_bias(mlp *net, int i);              /* [out] */
+const float *mlp_weight_c(const mlp *net, int i);
+const float *mlp_bias_c(const mlp *net, int i);
+
+/* Copy every parameter of src into dst, which must have the same shape.
+ * Returns 0, or -1 when the shapes differ. */
+int mlp_copy_params(mlp *dst, const mlp *src);
+/* 1 when every parameter is finite, else 0. */
+int mlp_params_finite(const mlp *net);
+
+/* ==== Inference (thread-safe with one scratch per thread) ==== */
+
+/* Per-caller working memory for batches of up to max_batch rows. Many threads
+ * may run mlp_forward on the same network at once, each with its own scratch. */
+typedef struct mlp_scratch mlp_scratch;
+
+mlp_scratch *mlp_scratch_new(const mlp *net, int max_batch);
+void mlp_scratch_free(mlp_scratch *s);
+
+/* Logits for n rows of x. Returns 0, or -1 when n is not in [1, max_batch]
+ * of the scratch or the scratch belongs to a network of another shape. */
+int mlp_forward(const mlp *net, mlp_scratch *s,
+                const float *x,   /* [n, in] */
+                int n,
+                float *logits);   /* [n, out] */
+
+/* Numerically stable softmax of one row of k logits into p (may alias). */
+void mlp_softmax(const float *logits, int k, float *p);
+
+/* Gradient of the pre-softmax score of class `target` with respect to the
+ * input pixels of one example: d logits[target] / d x. Optionally also the
+ * logits of x. Returns 0, or -1 on a bad target or scratch. */
+int mlp_input_grad(const mlp *net, mlp_scratch *s,
+                   const float *x,   /* [in] */
+                   int target,
+                   float *grad,      /* [in] */
+                   float *logits);   /* [out], may be NULL */
+
+/* ==== Training ==== */
+
+typedef struct {
+    float lr;        /* learning rate */
+    float momentum;  /* 0 = plain SGD (the seed's recipe) */
+    int max_batch;   /* largest batch passed to the step functions */
+    int keep_going;  /* 0: a step whose loss is not finite changes nothing (see mlp_train_step) */
+} mlp_sgd_params;
+
+mlp_sgd_params mlp_sgd_default_params(void);
+
+/* Opaque: the buffers for backward and the optimiser state of one network.
+ * One trainer per network; not thread-safe. */
+typedef struct mlp_trainer mlp_trainer;
+
+/* Returns NULL on bad params or allocation failure, with a message in err.
+ * The trainer borrows net, which must outlive it. */
+mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errlen);
+void mlp_trainer_free(mlp_trainer *t);
+
+/* One SGD step on a batch: forward, mean softmax cross-entropy over the
+ * batch, backward, update. Returns 0 and the batch's mean loss in *loss,
+ * or -1 on a bad batch size or label. When the loss is not finite and
+ * keep_going is 0, the parameters are left as they were (the last finite
+ * ones) and 1 is returned; with keep_going the update is applied anyway. */
+int mlp_train_step(mlp_trainer *t, const float *x /* [n, in] */,
+                   const uint8_t *y /* [n] */, int n, float *loss);
+
+/* Logits [n, out] of the last step's forward pass (before its update). Owned by t. */
+const float *mlp_trainer_logits(const mlp_trainer *t);
+
+/* Gradients of the mean loss of a batch without updating: fills the
+ * trainer's gradient buffers (see mlp_grad_weight). Returns as mlp_train_step. */
+int mlp_compute_grads(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *loss);
+const float *mlp_grad_weight(const mlp_trainer *t, int i); /* [out, in] */
+const float *mlp_grad_bias(const mlp_trainer *t, int i);   /* [out] */
+
+/* Mean softmax cross-entropy of logits [n, k] against labels y. */
+double mlp_xent(const float *logits, const uint8_t *y, int n, int k);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,352 @@
+/* test_mlp.c -- the MLP engine: gradients by finite differences, determinism, thread safety, bad input. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "mlp.h"
+#include "rng.h"
+
+static const mlp_act all_acts[] = {MLP_ACT_SIGMOID, MLP_ACT_TANH, MLP_ACT_RELU, MLP_ACT_LINEAR};
+
+static void fill_random(float *x, size_t n, rng *r, double lo, double hi) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)rng_uniform(r, lo, hi);
+}
+
+static mlp *small_net(mlp_act act, uint64_t seed) {
+    int sizes[] = {6, 9, 7, 4};
+    char err[MLP_ERR_LEN];
+    mlp *net = mlp_new(3, sizes, act, err, sizeof err);
+    CHECK_MSG(net != NULL, "%s", err);
+    mlp_init_weights(net, MLP_INIT_XAVIER, seed);
+    /* Non-zero biases so every path is exercised. */
+    rng r;
+    rng_seed(&r, seed + 99);
+    for (int i = 0; i < 3; i++) fill_random(mlp_bias(net, i), (size_t)sizes[i + 1], &r, -0.3, 0.3);
+    return net;
+}
+
+/* Mean loss of a batch through the trainer-free path: forward + xent in double. */
+static double batch_loss(const mlp *net, const float *x, const uint8_t *y, int n) {
+    mlp_scratch *s = mlp_scratch_new(net, n);
+    float logits[64];
+    mlp_forward(net, s, x, n, logits);
+    double l = mlp_xent(logits, y, n, mlp_n_outputs(net));
+    mlp_scratch_free(s);
+    return l;
+}
+
+/* Relative difference that tolerates tiny magnitudes. */
+static double rel(double a, double b) { return fabs(a - b) / fmax(1e-2, fabs(a) + fabs(b)); }
+
+static void test_param_gradients_match_finite_differences(void) {
+    for (size_t ai = 0; ai < 4; ai++) {
+        mlp *net = small_net(all_acts[ai], 7 + ai);
+        mlp_sgd_params p = mlp_sgd_default_params();
+        p.max_batch = 5;
+        char err[MLP_ERR_LEN];
+        mlp_trainer *t = mlp_trainer_new(net, p, err, sizeof err);
+        rng r;
+        rng_seed(&r, 3);
+        float x[5 * 6];
+        uint8_t y[5] = {0, 1, 2, 3, 1};
+        fill_random(x, 30, &r, -1, 1);
+        float loss;
+        CHECK(mlp_compute_grads(t, x, y, 5, &loss) == 0);
+        CHECK_NEAR(loss, batch_loss(net, x, y, 5), 1e-5);
+        double worst = 0;
+        for (int i = 0; i < mlp_n_layers(net); i++) {
+            int nw = mlp_size(net, i) * mlp_size(net, i + 1), nb = mlp_size(net, i + 1);
+            for (int j = 0; j < nw + nb; j++) {
+                float *param = j < nw ? &mlp_weight(net, i)[j] : &mlp_bias(net, i)[j - nw];
+                double g = j < nw ? mlp_grad_weight(t, i)[j] : mlp_grad_bias(t, i)[j - nw];
+                float keep = *param, h = all_acts[ai] == MLP_ACT_RELU ? 1e-3f : 1e-2f;
+                *param = keep + h;
+                double lp = batch_loss(net, x, y, 5);
+                *param = keep - h;
+                double lm = batch_loss(net, x, y, 5);
+                *param = keep;
+                double fd = (lp - lm) / (2.0 * h);
+                double e = rel(g, fd);
+                if (e > worst) worst = e;
+            }
+        }
+        CHECK_MSG(worst < 2e-2, "%s: worst relative gradient error %g", mlp_act_name(all_acts[ai]), worst);
+        mlp_trainer_free(t);
+        mlp_free(net);
+    }
+}
+
+static void test_input_gradient_matches_finite_differences(void) {
+    for (size_t ai = 0; ai < 4; ai++) {
+        mlp *net = small_net(all_acts[ai], 11 + ai);
+        mlp_scratch *s = mlp_scratch_new(net, 1);
+        rng r;
+        rng_seed(&r, 5);
+        float x[6], grad[6], logits[4], lp[4], lm[4];
+        fill_random(x, 6, &r, 0, 1);
+        for (int target = 0; target < 4; target++) {
+            CHECK(mlp_input_grad(net, s, x, target, grad, logits) == 0);
+            for (int j = 0; j < 6; j++) {
+                float keep = x[j], h = 1e-2f;
+                x[j] = keep + h;
+                mlp_forward(net, s, x, 1, lp);
+                x[j] = keep - h;
+                mlp_forward(net, s, x, 1, lm);
+                x[j] = keep;
+                double fd = (lp[target] - lm[target]) / (2.0 * h);
+                CHECK_MSG(rel(grad[j], fd) < 2e-2, "%s target %d pixel %d: %g vs %g",
+                          mlp_act_name(all_acts[ai]), target, j, grad[j], fd);
+            }
+        }
+        mlp_scratch_free(s);
+        mlp_free(net);
+    }
+}
+
+/* Train two copies with the same seed: parameters must be bit-identical. */
+static void train_copy(uint64_t seed, mlp_act act, float momentum, float **out, size_t *n) {
+    int sizes[] = {20, 16, 8, 3};
+    mlp *net = mlp_new(3, sizes, act, NULL, 0);
+    mlp_init_weights(net, MLP_INIT_DEFAULT, seed);
+    mlp_sgd_params p = {0.05f, momentum, 8, 0};
+    mlp_trainer *t = mlp_trainer_new(net, p, NULL, 0);
+    rng r;
+    rng_seed(&r, seed);
+    float x[8 * 20];
+    uint8_t y[8];
+    for (int step = 0; step < 50; step++) {
+        fill_random(x, 160, &r, 0, 1);
+        for (int i = 0; i < 8; i++) y[i] = (uint8_t)rng_below(&r, 3);
+        float loss;
+        mlp_train_step(t, x, y, 8, &loss);
+    }
+    *n = 0;
+    for (int i = 0; i < 3; i++) *n += (size_t)sizes[i] * sizes[i + 1] + sizes[i + 1];
+    *out = malloc(*n * sizeof(float));
+    size_t at = 0;
+    for (int i = 0; i < 3; i++) {
+        memcpy(*out + at, mlp_weight(net, i), sizeof(float) * sizes[i] * sizes[i + 1]);
+        at += (size_t)sizes[i] * sizes[i + 1];
+        memcpy(*out + at, mlp_bias(net, i), sizeof(float) * sizes[i + 1]);
+        at += (size_t)sizes[i + 1];
+    }
+    mlp_trainer_free(t);
+    mlp_free(net);
+}
+
+static void test_same_seed_bit_identical(void) {
+    float *a, *b, *c;
+    size_t n;
+    train_copy(42, MLP_ACT_RELU, 0.0f, &a, &n);
+    train_copy(42, MLP_ACT_RELU, 0.0f, &b, &n);
+    train_copy(43, MLP_ACT_RELU, 0.0f, &c, &n);
+    CHECK(memcmp(a, b, n * sizeof(float)) == 0);
+    CHECK(memcmp(a, c, n * sizeof(float)) != 0);
+    free(a); free(b); free(c);
+    train_copy(42, MLP_ACT_TANH, 0.9f, &a, &n);
+    train_copy(42, MLP_ACT_TANH, 0.9f, &b, &n);
+    CHECK(memcmp(a, b, n * sizeof(float)) == 0);
+    free(a); free(b);
+}
+
+/* SGD on one fixed batch must drive its loss down; with momentum too. */
+static void test_steps_reduce_loss(void) {
+    for (int m = 0; m < 2; m++) {
+        mlp *net = small_net(MLP_ACT_TANH, 1);
+        mlp_sgd_params p = {0.1f, m ? 0.9f : 0.0f, 5, 0};
+        mlp_trainer *t = mlp_trainer_new(net, p, NULL, 0);
+        rng r;
+        rng_seed(&r, 9);
+        float x[30];
+        uint8_t y[5] = {0, 1, 2, 3, 0};
+        fill_random(x, 30, &r, -1, 1);
+        float first, loss;
+        mlp_train_step(t, x, y, 5, &first);
+        for (int i = 0; i < 200; i++) mlp_train_step(t, x, y, 5, &loss);
+        CHECK_MSG(loss < first * 0.5f, "momentum %d: loss %g after 200 steps, %g at first", m, loss, first);
+        mlp_trainer_free(t);
+        mlp_free(net);
+    }
+}
+
+/* The plain-SGD fused update equals W - lr * grad computed separately. */
+static void test_fused_update_equals_gradient_step(void) {
+    mlp *a = small_net(MLP_ACT_SIGMOID, 4), *b = small_net(MLP_ACT_SIGMOID, 4);
+    mlp_sgd_params p = {0.3f, 0.0f, 5, 0};
+    mlp_trainer *ta = mlp_trainer_new(a, p, NULL, 0), *tb = mlp_trainer_new(b, p, NULL, 0);
+    rng r;
+    rng_seed(&r, 2);
+    float x[30], loss;
+    uint8_t y[5] = {3, 2, 1, 0, 3};
+    fill_random(x, 30, &r, 0, 1);
+    mlp_train_step(ta, x, y, 5, &loss);
+    mlp_compute_grads(tb, x, y, 5, &loss);
+    for (int i = 0; i < 3; i++) {
+        int nw = mlp_size(b, i) * mlp_size(b, i + 1);
+        for (int j = 0; j < nw; j++)
+            CHECK_NEAR(mlp_weight(a, i)[j], mlp_weight(b, i)[j] - 0.3f * mlp_grad_weight(tb, i)[j], 1e-6);
+        for (int j = 0; j < mlp_size(b, i + 1); j++)
+            CHECK_NEAR(mlp_bias(a, i)[j], mlp_bias(b, i)[j] - 0.3f * mlp_grad_bias(tb, i)[j], 1e-6);
+    }
+    mlp_trainer_free(ta); mlp_trainer_free(tb);
+    mlp_free(a); mlp_free(b);
+}
+
+static void test_softmax_and_xent_are_stable(void) {
+    float z[3] = {1000.0f, 0.0f, -1000.0f}, p[3];
+    mlp_softmax(z, 3, p);
+    CHECK(isfinite(p[0]) && isfinite(p[1]) && isfinite(p[2]));
+    CHECK_NEAR(p[0], 1.0, 1e-6);
+    uint8_t y = 1;
+    CHECK_NEAR(mlp_xent(z, &y, 1, 3), 1000.0, 1e-3);
+    float u[4] = {2, 2, 2, 2};
+    uint8_t y0 = 0;
+    CHECK_NEAR(mlp_xent(u, &y0, 1, 4), log(4.0), 1e-6);
+}
+
+static void test_divergence_keeps_last_finite_weights(void) {
+    mlp *net = small_net(MLP_ACT_LINEAR, 3);
+    mlp_sgd_params p = {1e30f, 0.0f, 5, 0};
+    mlp_trainer *t = mlp_trainer_new(net, p, NULL, 0);
+    float x[30], loss;
+    uint8_t y[5] = {0, 1, 2, 3, 0};
+    rng r;
+    rng_seed(&r, 1);
+    fill_random(x, 30, &r, 0, 1);
+    int st = 0, steps = 0;
+    while (st == 0 && steps < 100) { st = mlp_train_step(t, x, y, 5, &loss); steps++; }
+    CHECK_MSG(st == 1, "no divergence detected after %d steps at lr 1e30", steps);
+    CHECK(!isfinite(loss));
+    CHECK(mlp_params_finite(net));
+    /* Once stopped, another step changes nothing. */
+    mlp *copy = small_net(MLP_ACT_LINEAR, 3);
+    mlp_copy_params(copy, net);
+    CHECK(mlp_train_step(t, x, y, 5, &loss) == 1);
+    CHECK(memcmp(mlp_weight(copy, 0), mlp_weight(net, 0), sizeof(float) * 54) == 0);
+    mlp_trainer_free(t);
+    /* keep_going applies the update regardless, as the seed's loop did. */
+    p.keep_going = 1;
+    t = mlp_trainer_new(net, p, NULL, 0);
+    for (int i = 0; i < 5; i++) mlp_train_step(t, x, y, 5, &loss);
+    CHECK(!mlp_params_finite(net));
+    mlp_trainer_free(t);
+    mlp_free(copy);
+    mlp_free(net);
+}
+
+typedef struct {
+    const mlp *net;
+    const float *x;
+    float out[16 * 4];
+    int rc;
+} fwd_job;
+
+static void *fwd_thread(void *arg) {
+    fwd_job *j = arg;
+    mlp_scratch *s = mlp_scratch_new(j->net, 16);
+    j->rc = 0;
+    for (int rep = 0; rep < 2000 && !j->rc; rep++) j->rc = mlp_forward(j->net, s, j->x, 16, j->out);
+    mlp_scratch_free(s);
+    return NULL;
+}
+
+static void test_forward_is_thread_safe(void) {
+    mlp *net = small_net(MLP_ACT_RELU, 8);
+    float x[16 * 6], ref[16 * 4];
+    rng r;
+    rng_seed(&r, 4);
+    fill_random(x, 96, &r, 0, 1);
+    mlp_scratch *s = mlp_scratch_new(net, 16);
+    mlp_forward(net, s, x, 16, ref);
+    mlp_scratch_free(s);
+    fwd_job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i].net = net;
+        jobs[i].x = x;
+        pthread_create(&th[i], NULL, fwd_thread, &jobs[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(jobs[i].rc == 0);
+        CHECK(memcmp(jobs[i].out, ref, sizeof ref) == 0);
+    }
+    mlp_free(net);
+}
+
+static void test_bad_arguments_are_refused(void) {
+    char err[MLP_ERR_LEN] = "";
+    int zero[] = {4, 0, 2}, ok[] = {4, 3, 2};
+    CHECK(mlp_new(0, ok, MLP_ACT_RELU, err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "layers");
+    CHECK(mlp_new(2, zero, MLP_ACT_RELU, err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "width");
+    CHECK(mlp_new(2, ok, (mlp_act)9, err, sizeof err) == NULL);
+    mlp *net = mlp_new(2, ok, MLP_ACT_RELU, err, sizeof err);
+    mlp_scratch *s = mlp_scratch_new(net, 2);
+    float x[12] = {0}, out[8], g[4];
+    CHECK(mlp_forward(net, s, x, 3, out) == -1);
+    CHECK(mlp_forward(net, s, x, 0, out) == -1);
+    CHECK(mlp_input_grad(net, s, x, 2, g, NULL) == -1);
+    CHECK(mlp_input_grad(net, s, x, -1, g, NULL) == -1);
+    int other[] = {4, 5, 2};
+    mlp *net2 = mlp_new(2, other, MLP_ACT_RELU, NULL, 0);
+    CHECK(mlp_forward(net2, s, x, 1, out) == -1);
+    mlp_sgd_params p = mlp_sgd_default_params();
+    p.lr = 0;
+    CHECK(mlp_trainer_new(net, p, err, sizeof err) == NULL);
+    CHECK_CONTAINS(err, "learning rate");
+    p = mlp_sgd_default_params();
+    p.momentum = 1.0f;
+    CHECK(mlp_trainer_new(net, p, err, sizeof err) == NULL);
+    p = mlp_sgd_default_params();
+    p.max_batch = 2;
+    mlp_trainer *t = mlp_trainer_new(net, p, err, sizeof err);
+    uint8_t y[2] = {0, 2};
+    float loss;
+    CHECK(mlp_train_step(t, x, y, 2, &loss) == -1);
+    CHECK(mlp_train_step(t, x, y, 3, &loss) == -1);
+    mlp_act a;
+    mlp_init in;
+    CHECK(mlp_act_parse("identity", &a) == 0 && a == MLP_ACT_LINEAR);
+    CHECK(mlp_act_parse("swish", &a) == -1);
+    CHECK(mlp_init_parse("he", &in) == 0 && in == MLP_INIT_HE);
+    CHECK(mlp_init_parse("glorot", &in) == -1);
+    mlp_trainer_free(t);
+    mlp_scratch_free(s);
+    mlp_free(net);
+    mlp_free(net2);
+    mlp_free(NULL);
+    mlp_scratch_free(NULL);
+    mlp_trainer_free(NULL);
+}
+
+static void test_inits_have_their_scale(void) {
+    int sizes[] = {400, 300, 10};
+    mlp *net = mlp_new(2, sizes, MLP_ACT_RELU, NULL, 0);
+    const mlp_init kinds[] = {MLP_INIT_ZERO, MLP_INIT_UNIFORM, MLP_INIT_NORMAL, MLP_INIT_XAVIER, MLP_INIT_HE};
+    /* Expected standard deviation of layer 0's weights for each. */
+    const double sd[] = {0.0, 0.05 / sqrt(3.0), 0.01, sqrt(6.0 / 700) / sqrt(3.0), sqrt(2.0 / 400)};
+    for (int k = 0; k < 5; k++) {
+        mlp_init_weights(net, kinds[k], 1);
+        double ss = 0;
+        for (int j = 0; j < 120000; j++) ss += (double)mlp_weight(net, 0)[j] * mlp_weight(net, 0)[j];
+        CHECK_NEAR(sqrt(ss / 120000), sd[k], 0.02 * sd[k] + 1e-9);
+    }
+    mlp_free(net);
+}
+
+int main(void) {
+    RUN(test_param_gradients_match_finite_differences);
+    RUN(test_input_gradient_matches_finite_differences);
+    RUN(test_same_seed_bit_identical);
+    RUN(test_steps_reduce_loss);
+    RUN(test_fused_update_equals_gradient_step);
+    RUN(test_softmax_and_xent_are_stable);
+    RUN(test_divergence_keeps_last_finite_weights);
+    RUN(test_forward_is_thread_safe);
+    RUN(test_bad_arguments_are_refused);
+    RUN(test_inits_have_their_scale);
+    return check_report();
+}
