@@ -18,6 +18,7 @@
 
 /* ==== Status, limits, errors ==== */
 
+/* Slug for a status; a static string, "unknown" for anything else. */
 const char *img_status_name(int status) {
     switch (status) {
     case IMG_OK: return "ok";
@@ -32,12 +33,14 @@ const char *img_status_name(int status) {
     }
 }
 
+/* The daemon's defaults; callers copy and adjust. */
 img_limits img_default_limits(void) {
     img_limits lim;
     lim.max_pixels = 40000000u;
     return lim;
 }
 
+/* Frees the pixels and zeroes the struct, so a second call is harmless. */
 void img_free(img_image *im) {
     if (!im) return;
     free(im->pixels);
@@ -53,6 +56,7 @@ static void img__err(char *err, size_t errlen, const char *fmt, ...) {
     va_end(ap);
 }
 
+/* The big-endian 32-bit value at p (PNG's byte order). */
 static uint32_t img__be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
@@ -112,6 +116,8 @@ typedef struct {
     char msg[192];            /* libpng's last error message */
 } img__png_in;
 
+/* Decoder errors: keep libpng's message and unwind to img__decode_png's
+ * setjmp. Never returns. */
 static void img__png_on_error(png_structp png, png_const_charp msg) {
     img__png_in *in = png_get_error_ptr(png);
     if (in) {
@@ -353,6 +359,8 @@ fail:
 
 /* ==== Decoding entry point ==== */
 
+/* Sniff the signature and hand over to a decoder. On failure *out is zeroed
+ * (the decoders free what they allocated) and err holds one sentence. */
 int img_decode(const uint8_t *buf, size_t len, const img_limits *lim, img_image *out,
                char *err, size_t errlen) {
     static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
@@ -398,8 +406,9 @@ static double img__luma(const uint8_t *p, int ch) {
  * outputs, scale coordinates by n * m so that input i covers [i*m, (i+1)*m)
  * and output o covers [o*n, (o+1)*n). Overlaps are then integers, and output o
  * is sum(overlap_i * v_i) / n -- the average over its footprint, whether m is
- * smaller (down) or larger (up) than n. */
-
+ * smaller (down) or larger (up) than n. The border mean for auto inversion
+ * is taken on the resized image, the one the model will see.
+ * Returns 0, IMG_ERR_ARG or IMG_ERR_NOMEM; scratch is freed on every path. */
 int img_to_gray(const img_image *im, int w, int h, img_invert inv, float *out,
                 int *inverted) {
     double *acc = NULL, *lrow = NULL, *hrow = NULL, border = 0.0;
@@ -490,11 +499,14 @@ typedef struct {
     size_t len, cap;
 } img__png_out;
 
+/* Encoder errors: libpng's only failure on valid arguments is memory. */
 static void img__png_out_error(png_structp png, png_const_charp msg) {
     (void)msg;
     png_longjmp(png, 1);
 }
 
+/* Append to the growable buffer, doubling it; running out of memory is a
+ * libpng error (longjmp), the buffer is freed by the caller's fail path. */
 static void img__png_write(png_structp png, png_bytep src, size_t n) {
     img__png_out *o = png_get_io_ptr(png);
     if (n > o->cap - o->len) {
@@ -513,10 +525,13 @@ static void img__png_write(png_structp png, png_bytep src, size_t n) {
     o->len += n;
 }
 
+/* Nothing to flush in memory. */
 static void img__png_flush(png_structp png) {
     (void)png;
 }
 
+/* 8-bit PNG, no interlace, zlib level 6. Returns 0 with *png owned by the
+ * caller, IMG_ERR_ARG, or IMG_ERR_NOMEM (the buffer is freed, *png NULL). */
 int img_encode_png(const uint8_t *pixels, int width, int height, int channels,
                    uint8_t **png, size_t *png_len) {
     static const int types[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA,
@@ -571,6 +586,7 @@ static const uint8_t img__cmap[10][3] = {
     {31, 158, 137}, {53, 183, 121}, {109, 205, 89}, {180, 222, 44}, {253, 231, 37},
 };
 
+/* Linear interpolation between the stops; v is clamped, NaN counts as 0. */
 void img_colormap(float v, uint8_t rgb[3]) {
     float t, f;
     int i, c;
@@ -587,10 +603,13 @@ void img_colormap(float v, uint8_t rgb[3]) {
     }
 }
 
+/* v clamped to [0,1]; NaN gives 0. */
 static float img__clamp01(float v) {
     return v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f; /* NaN -> 0 */
 }
 
+/* Nearest-neighbour enlargement by scale, optionally blended over base.
+ * Writes nothing when an argument is unusable (see img.h). */
 void img_heatmap(const float *map, const float *base, int w, int h, int scale,
                  float alpha, uint8_t *rgb) {
     size_t ow, row, y, x, k;
