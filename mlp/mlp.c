@@ -193,7 +193,16 @@ int mlp_params_finite(const mlp *net) {
 
 /* ==== Activations ==== */
 
+/* The elementwise loops are compiled for AVX-512, AVX2 and baseline x86-64 and
+ * the loader picks what the CPU has: one portable binary, vector speed. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define MLP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MLP_VECTOR_CLONES
+#endif
+
 /* Apply the activation in place to n values. */
+MLP_VECTOR_CLONES
 static void act_forward(mlp_act act, float *x, size_t n) {
     switch (act) {
     case MLP_ACT_SIGMOID:
@@ -211,6 +220,7 @@ static void act_forward(mlp_act act, float *x, size_t n) {
 }
 
 /* delta *= act'(z), with the derivative written in terms of the output a = act(z). */
+MLP_VECTOR_CLONES
 static void act_backward(mlp_act act, const float *a, float *delta, size_t n) {
     switch (act) {
     case MLP_ACT_SIGMOID:
@@ -228,11 +238,11 @@ static void act_backward(mlp_act act, const float *a, float *delta, size_t n) {
 }
 
 /* out[n, o] = act(in[n, k] W^T + b) for layer i; the last layer stays linear. */
-static void layer_forward(const mlp *net, int i, const float *in, int n, float *out) {
+static void layer_forward(const mlp *net, gemm_team *team, int i, const float *in, int n, float *out) {
     int k = net->sizes[i], o = net->sizes[i + 1];
     const float *b = net->b[i];
     for (int r = 0; r < n; r++) memcpy(out + (size_t)r * o, b, (size_t)o * sizeof(float));
-    gemm_nt(n, o, k, 1.0f, in, k, net->w[i], k, 1.0f, out, o);
+    gemm_nt(team, n, o, k, 1.0f, in, k, net->w[i], k, 1.0f, out, o);
     if (i < net->n_layers - 1) act_forward(net->act, out, (size_t)n * o);
 }
 
@@ -314,10 +324,10 @@ static int scratch_fits(const mlp *net, const mlp_scratch *s, int n) {
 }
 
 /* Forward through every layer, keeping each layer's output in s->a[1..L]. */
-static void forward_keep(const mlp *net, mlp_scratch *s, const float *x, int n) {
+static void forward_keep(const mlp *net, gemm_team *team, mlp_scratch *s, const float *x, int n) {
     const float *in = x;
     for (int i = 0; i < net->n_layers; i++) {
-        layer_forward(net, i, in, n, s->a[i + 1]);
+        layer_forward(net, team, i, in, n, s->a[i + 1]);
         in = s->a[i + 1];
     }
 }
@@ -327,7 +337,7 @@ int mlp_forward(const mlp *net, mlp_scratch *s, const float *x, int n, float *lo
     const float *in = x;
     for (int i = 0; i < net->n_layers; i++) {
         float *out = i == net->n_layers - 1 ? logits : s->a[i + 1];
-        layer_forward(net, i, in, n, out);
+        layer_forward(net, NULL, i, in, n, out);
         in = out;
     }
     return 0;
@@ -337,7 +347,7 @@ int mlp_input_grad(const mlp *net, mlp_scratch *s, const float *x, int target,
                    float *grad, float *logits) {
     int L = net->n_layers;
     if (!scratch_fits(net, s, 1) || target < 0 || target >= net->sizes[L]) return -1;
-    forward_keep(net, s, x, 1);
+    forward_keep(net, NULL, s, x, 1);
     if (logits) memcpy(logits, s->a[L], (size_t)net->sizes[L] * sizeof(float));
     /* d score_target / d z_L is one-hot at target. */
     float *delta = s->d[0], *prev = s->d[1];
@@ -346,7 +356,7 @@ int mlp_input_grad(const mlp *net, mlp_scratch *s, const float *x, int target,
     for (int i = L - 1; i >= 0; i--) {
         float *dst = i == 0 ? grad : prev;
         /* [1, in] = [1, out] W [out, in] */
-        gemm_nn(1, net->sizes[i], net->sizes[i + 1], 1.0f, delta, net->sizes[i + 1],
+        gemm_nn(NULL, 1, net->sizes[i], net->sizes[i + 1], 1.0f, delta, net->sizes[i + 1],
                 net->w[i], net->sizes[i], 0.0f, dst, net->sizes[i]);
         if (i > 0) {
             act_backward(net->act, s->a[i], dst, (size_t)net->sizes[i]);
@@ -359,7 +369,7 @@ int mlp_input_grad(const mlp *net, mlp_scratch *s, const float *x, int target,
 /* ==== Training ==== */
 
 mlp_sgd_params mlp_sgd_default_params(void) {
-    mlp_sgd_params p = {0.1f, 0.0f, 32, 0};
+    mlp_sgd_params p = {0.1f, 0.0f, 32, 0, 1};
     return p;
 }
 
@@ -367,6 +377,7 @@ struct mlp_trainer {
     mlp *net;
     mlp_sgd_params p;
     mlp_scratch *s;                /* activations of the batch */
+    gemm_team *team;               /* splits the large GEMMs; NULL with one thread */
     float *delta[2];               /* [max_batch, widest] */
     float *grads;                  /* gradient block, same layout as params */
     float *gw[MLP_MAX_LAYERS], *gb[MLP_MAX_LAYERS];
@@ -389,12 +400,24 @@ mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errle
         set_err(err, errlen, "batch size must be at least 1, not %d", p.max_batch);
         return NULL;
     }
+    if (p.threads < 1 || p.threads > 64) {
+        set_err(err, errlen, "threads must be 1 to 64, not %d", p.threads);
+        return NULL;
+    }
     mlp_trainer *t = calloc(1, sizeof *t);
     if (!t) goto nomem;
     t->net = net;
     t->p = p;
     t->s = mlp_scratch_new(net, p.max_batch);
     if (!t->s) goto nomem;
+    if (p.threads > 1) {
+        t->team = gemm_team_new(p.threads);
+        if (!t->team) {
+            mlp_trainer_free(t);
+            set_err(err, errlen, "cannot start %d training threads", p.threads);
+            return NULL;
+        }
+    }
     int widest = 0;
     for (int i = 0; i <= net->n_layers; i++) widest = net->sizes[i] > widest ? net->sizes[i] : widest;
     size_t dsz = round16((size_t)p.max_batch * widest);
@@ -423,6 +446,7 @@ nomem:
 void mlp_trainer_free(mlp_trainer *t) {
     if (!t) return;
     mlp_scratch_free(t->s);
+    gemm_team_free(t->team);
     free(t->dblock);
     free(t->grads);
     free(t->vel);
@@ -452,7 +476,7 @@ static void layer_param_grad(mlp_trainer *t, int i, const float *delta, const fl
         dw = t->vw[i]; db = t->vb[i]; alpha = 1.0f; beta = t->p.momentum;
     }
     /* [o, k] = delta^T [o, n] a [n, k] */
-    gemm_tn(o, k, n, alpha, delta, o, a, k, beta, dw, k);
+    gemm_tn(t->team, o, k, n, alpha, delta, o, a, k, beta, dw, k);
     /* [o] = delta^T [o, n] ones [n] */
     gemv_t(n, o, alpha, delta, o, t->ones, beta, db);
     if (mode == STEP_UPDATE && t->vel) {
@@ -467,7 +491,7 @@ static int step(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *
     if (n < 1 || n > t->p.max_batch) return -1;
     for (int r = 0; r < n; r++)
         if (y[r] >= k) return -1;
-    forward_keep(net, t->s, x, n);
+    forward_keep(net, t->team, t->s, x, n);
     const float *z = t->s->a[L];
     float l = (float)mlp_xent(z, y, n, k);
     if (loss) *loss = l;
@@ -486,7 +510,7 @@ static int step(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *
         const float *a = i == 0 ? x : t->s->a[i];
         if (i > 0) {
             /* prev [n, in] = delta [n, out] W [out, in], with W before its update */
-            gemm_nn(n, net->sizes[i], net->sizes[i + 1], 1.0f, delta, net->sizes[i + 1],
+            gemm_nn(t->team, n, net->sizes[i], net->sizes[i + 1], 1.0f, delta, net->sizes[i + 1],
                     net->w[i], net->sizes[i], 0.0f, prev, net->sizes[i]);
             act_backward(net->act, a, prev, (size_t)n * net->sizes[i]);
         }

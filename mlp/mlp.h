@@ -111,6 +111,7 @@ typedef struct {
     float momentum;  /* 0 = plain SGD (the seed's recipe) */
     int max_batch;   /* largest batch passed to the step functions */
     int keep_going;  /* 0: a step whose loss is not finite changes nothing (see mlp_train_step) */
+    int threads;     /* threads that share each large GEMM (1..64); call BLAS single-threaded then */
 } mlp_sgd_params;
 
 mlp_sgd_params mlp_sgd_default_params(void);

@@ -254,7 +254,8 @@ int train_mlp_main(int argc, char **argv) {
     }
     char name[256];
     snprintf(name, sizeof name, "%s", base_name(o.out));
-    blas_env_set_threads(o.threads);
+    /* The trainer's own team splits each GEMM; BLAS itself runs one thread per call. */
+    blas_env_set_threads(1);
     int tty = !o.quiet && isatty(fileno(stderr));
 
     char err[512];
@@ -270,7 +271,8 @@ int train_mlp_main(int argc, char **argv) {
     int rc = 1;
     mlp *net = mlp_new(o.n_hidden + 1, sizes, o.act, err, sizeof err);
     mlp *best = mlp_new(o.n_hidden + 1, sizes, o.act, err, sizeof err);
-    mlp_sgd_params sp = {o.lr, o.momentum, o.batch, o.keep_going};
+    int threads = o.threads > 0 ? o.threads : blas_env_cores();
+    mlp_sgd_params sp = {o.lr, o.momentum, o.batch, o.keep_going, threads};
     mlp_trainer *tr = net ? mlp_trainer_new(net, sp, err, sizeof err) : NULL;
     int *order = malloc(sizeof(int) * (size_t)d.train.n);
     float *bx = malloc(sizeof(float) * (size_t)o.batch * FMNIST_PIXELS);

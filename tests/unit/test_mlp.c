@@ -109,7 +109,7 @@ static void train_copy(uint64_t seed, mlp_act act, float momentum, float **out, 
     int sizes[] = {20, 16, 8, 3};
     mlp *net = mlp_new(3, sizes, act, NULL, 0);
     mlp_init_weights(net, MLP_INIT_DEFAULT, seed);
-    mlp_sgd_params p = {0.05f, momentum, 8, 0};
+    mlp_sgd_params p = {0.05f, momentum, 8, 0, 1};
     mlp_trainer *t = mlp_trainer_new(net, p, NULL, 0);
     rng r;
     rng_seed(&r, seed);
@@ -154,7 +154,7 @@ static void test_same_seed_bit_identical(void) {
 static void test_steps_reduce_loss(void) {
     for (int m = 0; m < 2; m++) {
         mlp *net = small_net(MLP_ACT_TANH, 1);
-        mlp_sgd_params p = {0.1f, m ? 0.9f : 0.0f, 5, 0};
+        mlp_sgd_params p = {0.1f, m ? 0.9f : 0.0f, 5, 0, 1};
         mlp_trainer *t = mlp_trainer_new(net, p, NULL, 0);
         rng r;
         rng_seed(&r, 9);
@@ -173,7 +173,7 @@ static void test_steps_reduce_loss(void) {
 /* The plain-SGD fused update equals W - lr * grad computed separately. */
 static void test_fused_update_equals_gradient_step(void) {
     mlp *a = small_net(MLP_ACT_SIGMOID, 4), *b = small_net(MLP_ACT_SIGMOID, 4);
-    mlp_sgd_params p = {0.3f, 0.0f, 5, 0};
+    mlp_sgd_params p = {0.3f, 0.0f, 5, 0, 1};
     mlp_trainer *ta = mlp_trainer_new(a, p, NULL, 0), *tb = mlp_trainer_new(b, p, NULL, 0);
     rng r;
     rng_seed(&r, 2);
@@ -207,7 +207,7 @@ static void test_softmax_and_xent_are_stable(void) {
 
 static void test_divergence_keeps_last_finite_weights(void) {
     mlp *net = small_net(MLP_ACT_LINEAR, 3);
-    mlp_sgd_params p = {1e30f, 0.0f, 5, 0};
+    mlp_sgd_params p = {1e30f, 0.0f, 5, 0, 1};
     mlp_trainer *t = mlp_trainer_new(net, p, NULL, 0);
     float x[30], loss;
     uint8_t y[5] = {0, 1, 2, 3, 0};
