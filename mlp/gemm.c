@@ -10,6 +10,8 @@
 
 /* Below this many multiply-adds a split costs more than it saves. */
 #define SPLIT_MIN_MACS (64 * 1024)
+/* Columns of C per chunk: a multiple of 16 (one AVX-512 vector of floats). */
+#define CHUNK_COLS 64
 /* Spins before a worker goes to sleep (about 100 microseconds). */
 #define SPIN_LIMIT 20000
 #define MAX_TEAM 64
@@ -26,15 +28,20 @@ typedef struct {
 
 typedef struct {
     gemm_team *team;
-    int id;
     pthread_t th;
 } worker;
 
+/* Work is handed out in chunks of columns that any member claims with one
+ * atomic step, so a caller never waits for a worker that the OS has not
+ * scheduled (a shared or busy machine): it simply runs every chunk itself.
+ * `claim` packs the job's generation (high 32 bits) with the next unclaimed
+ * chunk (low 32), so a late worker cannot claim a chunk of a finished job. */
 struct gemm_team {
     int threads;
-    gemm_job job;
-    atomic_uint gen;        /* bumped once per job */
-    atomic_int pending;     /* workers still running the current job */
+    gemm_job job;           /* written by the caller only while no chunk is claimable */
+    int n_chunks;
+    atomic_ullong claim;
+    atomic_int done;        /* chunks finished in the current job */
     atomic_int sleepers;
     atomic_int stop;
     pthread_mutex_t mu;
@@ -61,12 +68,38 @@ static void run_cblas(const gemm_job *j, int n0, int n1) {
     }
 }
 
-/* Columns [n0, n1) of member id's share, in multiples of 16 (one AVX-512 vector). */
-static void share(int n, int threads, int id, int *n0, int *n1) {
-    int blocks = (n + 15) / 16;
-    int b0 = blocks * id / threads, b1 = blocks * (id + 1) / threads;
-    *n0 = b0 * 16 < n ? b0 * 16 : n;
-    *n1 = b1 * 16 < n ? b1 * 16 : n;
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Columns [n0, n1) of chunk c. Chunks have a fixed width whatever the team's
+ * size, so every element is computed by the same BLAS call shape with one
+ * thread or many, and training is bit-identical across --threads. */
+static void chunk_cols(int n, int c, int *n0, int *n1) {
+    *n0 = c * CHUNK_COLS;
+    *n1 = *n0 + CHUNK_COLS < n ? *n0 + CHUNK_COLS : n;
+}
+
+static int n_chunks_of(const gemm_job *j) {
+    if ((long)j->m * j->n * j->k < SPLIT_MIN_MACS) return 1;
+    return (j->n + CHUNK_COLS - 1) / CHUNK_COLS;
+}
+
+/* Claim and run chunks of job generation gen until none is left. */
+static void run_chunks(gemm_team *t, unsigned gen) {
+    for (;;) {
+        unsigned long long s = atomic_load_explicit(&t->claim, memory_order_acquire);
+        if ((unsigned)(s >> 32) != gen || (int)(s & 0xffffffffu) >= t->n_chunks) return;
+        if (!atomic_compare_exchange_weak_explicit(&t->claim, &s, s + 1, memory_order_acq_rel,
+                                                   memory_order_relaxed))
+            continue;
+        int n0, n1;
+        chunk_cols(t->job.n, (int)(s & 0xffffffffu), &n0, &n1);
+        run_cblas(&t->job, n0, n1);
+        atomic_fetch_add_explicit(&t->done, 1, memory_order_release);
+    }
 }
 
 static void *worker_main(void *arg) {
@@ -75,25 +108,21 @@ static void *worker_main(void *arg) {
     unsigned seen = 0;
     for (;;) {
         int spins = 0;
-        while (atomic_load_explicit(&t->gen, memory_order_acquire) == seen && !atomic_load(&t->stop)) {
-            if (++spins < SPIN_LIMIT) {
-#if defined(__x86_64__) || defined(__i386__)
-                __builtin_ia32_pause();
-#endif
-                continue;
-            }
+        unsigned gen;
+        while ((gen = (unsigned)(atomic_load_explicit(&t->claim, memory_order_acquire) >> 32)) == seen &&
+               !atomic_load(&t->stop)) {
+            if (++spins < SPIN_LIMIT) { cpu_relax(); continue; }
             pthread_mutex_lock(&t->mu);
             atomic_fetch_add(&t->sleepers, 1);
-            while (atomic_load(&t->gen) == seen && !atomic_load(&t->stop)) pthread_cond_wait(&t->wake, &t->mu);
+            while ((unsigned)(atomic_load(&t->claim) >> 32) == seen && !atomic_load(&t->stop))
+                pthread_cond_wait(&t->wake, &t->mu);
             atomic_fetch_sub(&t->sleepers, 1);
             pthread_mutex_unlock(&t->mu);
+            spins = 0;
         }
         if (atomic_load(&t->stop)) return NULL;
-        seen = atomic_load_explicit(&t->gen, memory_order_acquire);
-        int n0, n1;
-        share(t->job.n, t->threads, w->id, &n0, &n1);
-        run_cblas(&t->job, n0, n1);
-        atomic_fetch_sub_explicit(&t->pending, 1, memory_order_release);
+        seen = gen;
+        run_chunks(t, gen);
     }
 }
 
@@ -106,7 +135,6 @@ gemm_team *gemm_team_new(int threads) {
     pthread_cond_init(&t->wake, NULL);
     for (int i = 1; i < threads; i++) {
         t->w[i].team = t;
-        t->w[i].id = i;
         if (pthread_create(&t->w[i].th, NULL, worker_main, &t->w[i]) != 0) {
             t->threads = i; /* join those that started */
             gemm_team_free(t);
@@ -129,25 +157,31 @@ void gemm_team_free(gemm_team *t) {
 }
 
 static void dispatch(gemm_team *t, const gemm_job *j) {
-    if (!t || t->threads == 1 || (long)j->m * j->n * j->k < SPLIT_MIN_MACS || j->n < 32) {
-        run_cblas(j, 0, j->n);
+    int chunks = n_chunks_of(j);
+    if (!t || t->threads == 1 || chunks == 1) {
+        for (int c = 0; c < chunks; c++) {
+            int n0, n1;
+            chunk_cols(j->n, c, &n0, &n1);
+            run_cblas(j, n0, n1);
+        }
         return;
     }
     t->job = *j;
-    atomic_store_explicit(&t->pending, t->threads - 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&t->gen, 1, memory_order_release);
+    t->n_chunks = chunks;
+    atomic_store_explicit(&t->done, 0, memory_order_relaxed);
+    unsigned gen = (unsigned)(atomic_load(&t->claim) >> 32) + 1;
+    atomic_store_explicit(&t->claim, (unsigned long long)gen << 32, memory_order_release);
     if (atomic_load(&t->sleepers)) {
         pthread_mutex_lock(&t->mu);
         pthread_cond_broadcast(&t->wake);
         pthread_mutex_unlock(&t->mu);
     }
-    int n0, n1;
-    share(j->n, t->threads, 0, &n0, &n1);
-    run_cblas(j, n0, n1);
-    while (atomic_load_explicit(&t->pending, memory_order_acquire) > 0) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
+    run_chunks(t, gen);
+    /* Only chunks a worker has claimed are left; they are running now. */
+    int spins = 0;
+    while (atomic_load_explicit(&t->done, memory_order_acquire) < t->n_chunks) {
+        if (++spins < SPIN_LIMIT) cpu_relax();
+        else sched_yield();
     }
 }
 

@@ -1,0 +1,191 @@
+#!/usr/bin/python3
+"""Seconds per training epoch: Loupe's C MLP against sklearn and PyTorch, in one run.
+
+Every contender trains the seed's network (784-256-128-64-32-10, relu, plain SGD,
+lr 0.1, batch 32, no momentum, no weight decay) on 54,000 Fashion-MNIST images as
+float32, on this machine, with the same OpenBLAS kernel (OPENBLAS_CORETYPE as
+Loupe picks it from CPUID, exported here for the peers too) and all cores:
+  loupe    `loupe train-mlp`, its per-epoch seconds from history.json (the batch
+           loop alone; validation runs after the clock stops)
+  sklearn  MLPClassifier(solver="sgd", momentum=0, alpha=0, batch_size=32,
+           learning_rate_init=0.1, n_iter_no_change=max_iter), fit time / epochs
+  pytorch  eager nn.Sequential + torch.optim.SGD, torch.set_num_threads(cores),
+           batches pre-sliced before the clock starts
+It prints seconds per epoch, the ratios, Loupe's GFLOP/s beside the machine's
+large-SGEMM GFLOP/s, and the peak resident memory of a full 100-epoch Loupe run.
+
+usage: bench/mlp_train.py [--loupe build/cli/loupe] [--epochs 3] [--memory-epochs 100]
+"""
+import argparse
+import gzip
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+DATA = "/usr/share/datasets/fashion-mnist"
+SIZES = [784, 256, 128, 64, 32, 10]
+N_TRAIN = 54000
+
+
+def pick_coretype():
+    """The kernel Loupe's blas_env.c picks; the peers get the same."""
+    flags = open("/proc/cpuinfo").read()
+    if all(f in flags for f in ("avx512f", "avx512bw", "avx512dq", "avx512vl")):
+        return "SkylakeX"
+    if "avx2" in flags and "fma" in flags:
+        return "Haswell"
+    return None
+
+
+def load_images():
+    with gzip.open(os.path.join(DATA, "train-images-idx3-ubyte.gz")) as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
+    with gzip.open(os.path.join(DATA, "train-labels-idx1-ubyte.gz")) as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)
+    return (x[:N_TRAIN].astype(np.float32) / 255.0), y[:N_TRAIN].astype(np.int64)
+
+
+def flops_per_epoch():
+    """Multiply-adds x2 of one epoch: forward, weight gradients, and the input
+    gradients of every layer but the first (nobody needs d loss / d pixels)."""
+    mm = [SIZES[i] * SIZES[i + 1] for i in range(len(SIZES) - 1)]
+    return 2.0 * N_TRAIN * (sum(mm) + sum(mm) + sum(mm[1:]))
+
+
+def bench_loupe(loupe, epochs, tmp):
+    out = os.path.join(tmp, "loupe")
+    subprocess.run([loupe, "train-mlp", "--epochs", str(epochs), "--out", out, "--quiet"],
+                   check=True, stderr=subprocess.DEVNULL)
+    with open(os.path.join(out, "history.json")) as f:
+        secs = [e["seconds"] for e in json.load(f)["epochs"]]
+    # The first epoch pays for page faults and warm-up like every peer's; report the median.
+    return float(np.median(secs)), secs
+
+
+def bench_sklearn(x, y, epochs):
+    import warnings
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    clf = MLPClassifier(hidden_layer_sizes=tuple(SIZES[1:-1]), activation="relu", solver="sgd",
+                        learning_rate_init=0.1, momentum=0.0, nesterovs_momentum=False, alpha=0.0,
+                        batch_size=32, max_iter=epochs, n_iter_no_change=epochs, tol=0.0,
+                        shuffle=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t0 = time.perf_counter()
+        clf.fit(x, y)
+        dt = time.perf_counter() - t0
+    return dt / epochs
+
+
+def bench_torch(x, y, epochs):
+    import torch
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    layers = []
+    for i in range(len(SIZES) - 1):
+        layers.append(torch.nn.Linear(SIZES[i], SIZES[i + 1]))
+        if i < len(SIZES) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    perm = torch.randperm(N_TRAIN)
+    batches = [(xt[perm[i:i + 32]].contiguous(), yt[perm[i:i + 32]].contiguous())
+               for i in range(0, N_TRAIN, 32)]
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        for xb, yb in batches:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def large_sgemm_gflops():
+    a = np.random.default_rng(0).random((4096, 4096), dtype=np.float32)
+    b = a.copy()
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(3))
+    return 2 * 4096 ** 3 / best / 1e9
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def blas_kernel():
+    try:
+        from threadpoolctl import threadpool_info
+        for info in threadpool_info():
+            if info.get("internal_api") == "openblas":
+                return f"{info.get('architecture')} ({info.get('num_threads')} threads)"
+    except ImportError:
+        pass
+    return "unknown"
+
+
+def loupe_peak_rss(loupe, epochs, tmp):
+    out = os.path.join(tmp, "loupe-mem")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    subprocess.run([loupe, "train-mlp", "--epochs", str(epochs), "--out", out, "--quiet"],
+                   check=True, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open(os.path.join(out, "metrics.json")) as f:
+        acc = json.load(f)["test_accuracy"]
+    return max(peak, before) / 1024.0, wall, acc
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--loupe", default="build/cli/loupe", help="the loupe binary")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs each contender trains (default 3)")
+    ap.add_argument("--memory-epochs", type=int, default=100,
+                    help="epochs of the Loupe run whose peak memory is reported (0 skips it)")
+    args = ap.parse_args()
+    core = pick_coretype()
+    if core and "OPENBLAS_CORETYPE" not in os.environ:
+        # Re-run with the kernel set before numpy loads OpenBLAS (it reads it once, at load).
+        os.environ["OPENBLAS_CORETYPE"] = core
+        os.execv(sys.executable, [sys.executable] + sys.argv)
+    x, y = load_images()
+    cores = os.cpu_count()
+    print(f"machine: {platform.processor() or platform.machine()}, {cores} cores; "
+          f"OpenBLAS kernel {blas_kernel()}; {N_TRAIN} samples, batch 32, lr 0.1, "
+          f"hidden {','.join(map(str, SIZES[1:-1]))}, relu")
+    with tempfile.TemporaryDirectory() as tmp:
+        loupe_s, loupe_all = bench_loupe(args.loupe, max(args.epochs, 3), tmp)
+        sk_s = bench_sklearn(x, y, args.epochs)
+        th_s = bench_torch(x, y, args.epochs)
+        gemm = large_sgemm_gflops()
+        gf = flops_per_epoch() / loupe_s / 1e9
+        print(f"\n{'contender':<10} {'s/epoch':>8} {'Loupe is':>10}")
+        print(f"{'loupe':<10} {loupe_s:8.3f} {'':>10}   (epochs: {', '.join(f'{s:.3f}' for s in loupe_all)})")
+        print(f"{'sklearn':<10} {sk_s:8.3f} {sk_s / loupe_s:9.1f}x")
+        print(f"{'pytorch':<10} {th_s:8.3f} {th_s / loupe_s:9.1f}x")
+        print(f"\nLoupe: {gf:.1f} GFLOP/s useful work ({flops_per_epoch() / 1e9:.1f} GFLOP an epoch); "
+              f"large SGEMM (4096^3, numpy, same OpenBLAS kernel) on this machine: {gemm:.1f} GFLOP/s "
+              f"({100 * gf / gemm:.0f}% of it)")
+        if args.memory_epochs:
+            rss, wall, acc = loupe_peak_rss(args.loupe, args.memory_epochs, tmp)
+            print(f"Loupe {args.memory_epochs}-epoch run: peak RSS {rss:.0f} MB, {wall:.0f} s wall, "
+                  f"test accuracy {100 * acc:.2f}%")
+
+
+if __name__ == "__main__":
+    main()
