@@ -1,0 +1,471 @@
+/* reg.c -- model registry: load folders, keep an immutable snapshot, swap it under a mutex. */
+#include "reg.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mlp_io.h"
+#include "srv_log.h"
+
+struct reg_store {
+    atomic_int refs;
+    int n;
+    reg_model **models;   /* [n], sorted by name; the store holds one reference each */
+    reg_model *def;       /* borrowed from models, or NULL */
+};
+
+struct reg {
+    char *dir;
+    char *default_name;
+    pthread_mutex_t lock;        /* guards cur: held only to read or swap the pointer */
+    pthread_mutex_t reload_lock; /* one reload at a time */
+    reg_store *cur;
+};
+
+/* ==== Models ==== */
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) SRV_PRINTF(3, 4);
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static char *path_join(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    char *p = malloc(la + lb + 2);
+    if (!p) return NULL;
+    memcpy(p, a, la);
+    p[la] = '/';
+    memcpy(p + la + 1, b, lb + 1);
+    return p;
+}
+
+static void model_free(reg_model *m) {
+    if (!m) return;
+    free(m->name);
+    free(m->dir);
+    free(m->kind);
+    if (m->classes)
+        for (int i = 0; i < m->n_classes; i++) free(m->classes[i]);
+    free(m->classes);
+    mlp_free(m->net);
+    free(m->summary_json);
+    free(m->detail_json);
+    free(m);
+}
+
+void reg_model_retain(reg_model *m) {
+    if (m) atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+}
+
+void reg_model_release(reg_model *m) {
+    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) model_free(m);
+}
+
+/* An optional JSON file of the folder: NULL when absent; a parse error of a
+ * file that exists is reported in err and also returns NULL. */
+static json_t *load_optional(const char *dir, const char *file, char *err, size_t errlen) {
+    char *p = path_join(dir, file);
+    if (!p) return NULL;
+    json_t *j = NULL;
+    struct stat st;
+    if (stat(p, &st) == 0) {
+        json_error_t je;
+        j = json_load_file(p, JSON_REJECT_DUPLICATES, &je);
+        if (!j) set_err(err, errlen, "%s: line %d: %s", file, je.line, je.text);
+    }
+    free(p);
+    return j;
+}
+
+static int get_int(json_t *obj, const char *key, int lo, int hi, int *out) {
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v)) return -1;
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+/* The first entry of a number array, or the number itself. */
+static int get_first_number(json_t *obj, const char *key, double *out) {
+    json_t *v = json_object_get(obj, key);
+    if (json_is_array(v)) v = json_array_get(v, 0);
+    if (!json_is_number(v)) return -1;
+    *out = json_number_value(v);
+    return isfinite(*out) ? 0 : -1;
+}
+
+reg_model *reg_model_load(const char *dir, const char *name, char *err, size_t errlen) {
+    json_t *manifest = NULL, *metrics = NULL, *history = NULL, *summary = NULL, *detail = NULL;
+    char *path = NULL;
+    char merr[MLP_ERR_LEN] = "";
+    reg_model *m = calloc(1, sizeof *m);
+    if (!m) goto nomem;
+    atomic_init(&m->refs, 1);
+    m->name = strdup(name);
+    m->dir = strdup(dir);
+    if (!m->name || !m->dir) goto nomem;
+
+    path = path_join(dir, "model.json");
+    if (!path) goto nomem;
+    json_error_t je;
+    manifest = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!manifest) {
+        set_err(err, errlen, "model.json: line %d: %s", je.line, je.text);
+        goto fail;
+    }
+    if (!json_is_object(manifest)) {
+        set_err(err, errlen, "model.json is not a JSON object");
+        goto fail;
+    }
+    const char *kind = json_string_value(json_object_get(manifest, "kind"));
+    if (!kind) {
+        set_err(err, errlen, "model.json has no \"kind\"");
+        goto fail;
+    }
+    if (strcmp(kind, "mlp")) {
+        set_err(err, errlen, "kind \"%s\" is not supported by this daemon (only \"mlp\")", kind);
+        goto fail;
+    }
+    if (!(m->kind = strdup(kind))) goto nomem;
+
+    json_t *classes = json_object_get(manifest, "classes");
+    if (!json_is_array(classes) || json_array_size(classes) < 2 || json_array_size(classes) > 100000) {
+        set_err(err, errlen, "model.json: \"classes\" must be an array of at least 2 names");
+        goto fail;
+    }
+    m->n_classes = (int)json_array_size(classes);
+    if (!(m->classes = calloc((size_t)m->n_classes, sizeof *m->classes))) goto nomem;
+    for (int i = 0; i < m->n_classes; i++) {
+        const char *c = json_string_value(json_array_get(classes, (size_t)i));
+        if (!c) {
+            set_err(err, errlen, "model.json: classes[%d] is not a string", i);
+            goto fail;
+        }
+        if (!(m->classes[i] = strdup(c))) goto nomem;
+    }
+
+    json_t *input = json_object_get(manifest, "input");
+    double mean = 0, sd = 1;
+    if (!json_is_object(input) || get_int(input, "channels", 1, 4, &m->channels) ||
+        get_int(input, "height", 1, 4096, &m->height) || get_int(input, "width", 1, 4096, &m->width)) {
+        set_err(err, errlen, "model.json: \"input\" needs integer channels, height and width");
+        goto fail;
+    }
+    if (m->channels != 1) {
+        set_err(err, errlen, "model.json: input has %d channels; MLPs here take grayscale (1)", m->channels);
+        goto fail;
+    }
+    if ((json_object_get(input, "mean") && get_first_number(input, "mean", &mean)) ||
+        (json_object_get(input, "std") && get_first_number(input, "std", &sd)) || !(sd > 0)) {
+        set_err(err, errlen, "model.json: input mean/std must be numbers, std > 0");
+        goto fail;
+    }
+    m->mean = (float)mean;
+    m->std = (float)sd;
+
+    json_t *jm = json_object_get(manifest, "mlp");
+    json_t *sizes = json_object_get(jm, "sizes");
+    const char *act_name = json_string_value(json_object_get(jm, "activation"));
+    mlp_act act;
+    if (!json_is_object(jm) || !json_is_array(sizes) || !act_name) {
+        set_err(err, errlen, "model.json: \"mlp\" needs \"activation\" and \"sizes\"");
+        goto fail;
+    }
+    if (mlp_act_parse(act_name, &act)) {
+        set_err(err, errlen, "model.json: unknown activation \"%s\"", act_name);
+        goto fail;
+    }
+    free(path);
+    if (!(path = path_join(dir, "weights.safetensors"))) goto nomem;
+    m->net = mlp_load(path, act, 0, merr, sizeof merr);
+    if (!m->net) {
+        set_err(err, errlen, "weights.safetensors: %s", merr);
+        goto fail;
+    }
+    int nl = mlp_n_layers(m->net);
+    if ((int)json_array_size(sizes) != nl + 1) {
+        set_err(err, errlen, "model.json lists %zu sizes, weights.safetensors has %d layers",
+                json_array_size(sizes), nl);
+        goto fail;
+    }
+    for (int i = 0; i <= nl; i++) {
+        json_t *s = json_array_get(sizes, (size_t)i);
+        if (!json_is_integer(s) || json_integer_value(s) != mlp_size(m->net, i)) {
+            set_err(err, errlen, "model.json sizes[%d] does not match weights.safetensors (%d)", i,
+                    mlp_size(m->net, i));
+            goto fail;
+        }
+    }
+    if (mlp_n_inputs(m->net) != m->channels * m->height * m->width) {
+        set_err(err, errlen, "the network takes %d inputs, the input is %dx%dx%d", mlp_n_inputs(m->net),
+                m->channels, m->height, m->width);
+        goto fail;
+    }
+    if (mlp_n_outputs(m->net) != m->n_classes) {
+        set_err(err, errlen, "the network has %d outputs for %d classes", mlp_n_outputs(m->net), m->n_classes);
+        goto fail;
+    }
+    if (!mlp_params_finite(m->net)) {
+        set_err(err, errlen, "weights.safetensors holds non-finite parameters");
+        goto fail;
+    }
+
+    /* Optional files: a broken one is logged and left out, the model still serves. */
+    char oerr[256] = "";
+    metrics = load_optional(dir, "metrics.json", oerr, sizeof oerr);
+    if (oerr[0]) srv_log("model %s: ignoring %s", name, oerr);
+    oerr[0] = 0;
+    history = load_optional(dir, "history.json", oerr, sizeof oerr);
+    if (oerr[0]) srv_log("model %s: ignoring %s", name, oerr);
+    json_t *acc = json_object_get(metrics, "test_accuracy");
+    if (json_is_number(acc) && json_number_value(acc) >= 0 && json_number_value(acc) <= 1) {
+        m->has_accuracy = 1;
+        m->test_accuracy = json_number_value(acc);
+    }
+
+    summary = json_pack("{s:s, s:s, s:O, s:O, s:o, s:I, s:{s:s, s:O}}", "name", name, "kind", kind,
+                        "classes", classes, "input", input,
+                        "test_accuracy", m->has_accuracy ? json_real(m->test_accuracy) : json_null(),
+                        "parameters", (json_int_t)mlp_n_params(m->net), "mlp", "activation",
+                        mlp_act_name(act), "sizes", sizes);
+    if (!summary) goto nomem;
+    detail = json_deep_copy(summary);
+    if (!detail) goto nomem;
+    if (json_object_set(detail, "manifest", manifest) ||
+        json_object_set_new(detail, "metrics", metrics ? json_incref(metrics) : json_null()) ||
+        json_object_set_new(detail, "history", history ? json_incref(history) : json_null()))
+        goto nomem;
+    m->summary_json = json_dumps(summary, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    m->detail_json = json_dumps(detail, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    if (!m->summary_json || !m->detail_json) goto nomem;
+
+    json_decref(manifest);
+    json_decref(metrics);
+    json_decref(history);
+    json_decref(summary);
+    json_decref(detail);
+    free(path);
+    return m;
+
+nomem:
+    set_err(err, errlen, "out of memory");
+fail:
+    json_decref(manifest);
+    json_decref(metrics);
+    json_decref(history);
+    json_decref(summary);
+    json_decref(detail);
+    free(path);
+    model_free(m);
+    return NULL;
+}
+
+/* ==== Stores ==== */
+
+static void store_free(reg_store *s) {
+    if (!s) return;
+    for (int i = 0; i < s->n; i++) reg_model_release(s->models[i]);
+    free(s->models);
+    free(s);
+}
+
+void reg_store_release(reg_store *s) {
+    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) store_free(s);
+}
+
+int reg_store_count(const reg_store *s) {
+    return s ? s->n : 0;
+}
+
+reg_model *reg_store_at(const reg_store *s, int i) {
+    return s && i >= 0 && i < s->n ? s->models[i] : NULL;
+}
+
+reg_model *reg_store_find(const reg_store *s, const char *name) {
+    if (!s || !name) return NULL;
+    int lo = 0, hi = s->n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, c = strcmp(s->models[mid]->name, name);
+        if (!c) return s->models[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return NULL;
+}
+
+reg_model *reg_store_default(const reg_store *s) {
+    return s ? s->def : NULL;
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp((*(reg_model *const *)a)->name, (*(reg_model *const *)b)->name);
+}
+
+static void choose_default(reg_store *s, const char *default_name) {
+    s->def = NULL;
+    if (default_name) {
+        s->def = reg_store_find(s, default_name);
+        return;
+    }
+    for (int i = 0; i < s->n; i++) {
+        reg_model *m = s->models[i];
+        if (!s->def || (m->has_accuracy && (!s->def->has_accuracy || m->test_accuracy > s->def->test_accuracy)))
+            s->def = m;
+    }
+}
+
+/* ==== The registry ==== */
+
+reg *reg_new(const char *dir, const char *default_name) {
+    reg *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->dir = strdup(dir);
+    r->default_name = default_name ? strdup(default_name) : NULL;
+    r->cur = calloc(1, sizeof *r->cur);
+    if (!r->dir || (default_name && !r->default_name) || !r->cur) goto fail;
+    atomic_init(&r->cur->refs, 1);
+    if (pthread_mutex_init(&r->lock, NULL)) goto fail;
+    if (pthread_mutex_init(&r->reload_lock, NULL)) {
+        pthread_mutex_destroy(&r->lock);
+        goto fail;
+    }
+    return r;
+fail:
+    free(r->dir);
+    free(r->default_name);
+    free(r->cur);
+    free(r);
+    return NULL;
+}
+
+void reg_free(reg *r) {
+    if (!r) return;
+    reg_store_release(r->cur);
+    pthread_mutex_destroy(&r->lock);
+    pthread_mutex_destroy(&r->reload_lock);
+    free(r->dir);
+    free(r->default_name);
+    free(r);
+}
+
+const char *reg_default_name(const reg *r) {
+    return r->default_name;
+}
+
+reg_store *reg_acquire(reg *r) {
+    pthread_mutex_lock(&r->lock);
+    reg_store *s = r->cur;
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&r->lock);
+    return s;
+}
+
+reg_model *reg_get(reg *r, const char *name) {
+    pthread_mutex_lock(&r->lock);
+    reg_model *m = name ? reg_store_find(r->cur, name) : r->cur->def;
+    reg_model_retain(m);
+    pthread_mutex_unlock(&r->lock);
+    return m;
+}
+
+/* Add {"name", "error"} to the report's skipped list; a failed append only loses the report line. */
+static void report_skip(json_t *report, const char *name, const char *why) {
+    if (report) json_array_append_new(json_object_get(report, "skipped"), json_pack("{s:s, s:s}", "name", name, "error", why));
+}
+
+int reg_reload(reg *r, json_t **report_out, char *err, size_t errlen) {
+    json_t *report = NULL;
+    if (report_out) {
+        report = json_pack("{s:[], s:[]}", "loaded", "skipped");
+        *report_out = NULL;
+    }
+    reg_store *s = calloc(1, sizeof *s);
+    DIR *d = NULL;
+    int cap = 0;
+    if (!s) goto nomem;
+    atomic_init(&s->refs, 1);
+
+    pthread_mutex_lock(&r->reload_lock);
+    d = opendir(r->dir);
+    if (!d) {
+        set_err(err, errlen, "cannot read the model store %s: %s", r->dir, strerror(errno));
+        pthread_mutex_unlock(&r->reload_lock);
+        goto fail;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char *sub = path_join(r->dir, e->d_name);
+        if (!sub) continue;
+        struct stat st;
+        if (stat(sub, &st) || !S_ISDIR(st.st_mode)) {
+            free(sub);
+            continue;
+        }
+        char merr[REG_ERR_LEN] = "";
+        reg_model *m = reg_model_load(sub, e->d_name, merr, sizeof merr);
+        free(sub);
+        if (!m) {
+            srv_log("model %s: skipped: %s", e->d_name, merr);
+            report_skip(report, e->d_name, merr);
+            continue;
+        }
+        if (s->n == cap) {
+            int ncap = cap ? cap * 2 : 8;
+            reg_model **nm = realloc(s->models, (size_t)ncap * sizeof *nm);
+            if (!nm) {
+                reg_model_release(m);
+                srv_log("model %s: skipped: out of memory", e->d_name);
+                report_skip(report, e->d_name, "out of memory");
+                continue;
+            }
+            s->models = nm;
+            cap = ncap;
+        }
+        s->models[s->n++] = m;
+    }
+    closedir(d);
+    if (s->n) qsort(s->models, (size_t)s->n, sizeof *s->models, by_name);
+    choose_default(s, r->default_name);
+
+    pthread_mutex_lock(&r->lock);
+    reg_store *old = r->cur;
+    r->cur = s;
+    pthread_mutex_unlock(&r->lock);
+    reg_store_release(old);
+
+    for (int i = 0; i < s->n; i++) {
+        reg_model *m = s->models[i];
+        if (m->has_accuracy)
+            srv_log("model %s: loaded (%s, %zu parameters, test accuracy %.4f)%s", m->name, m->kind,
+                    mlp_n_params(m->net), m->test_accuracy, m == s->def ? ", default" : "");
+        else
+            srv_log("model %s: loaded (%s, %zu parameters)%s", m->name, m->kind, mlp_n_params(m->net),
+                    m == s->def ? ", default" : "");
+        if (report) json_array_append_new(json_object_get(report, "loaded"), json_string(m->name));
+    }
+    if (r->default_name && !s->def) srv_log("default model %s is not in the store", r->default_name);
+    int n = s->n;
+    /* Only now: s belongs to r->cur, which another reload could release. */
+    pthread_mutex_unlock(&r->reload_lock);
+    if (report_out) *report_out = report;
+    return n;
+
+nomem:
+    set_err(err, errlen, "out of memory");
+fail:
+    free(s);
+    json_decref(report);
+    return -1;
+}

@@ -1,0 +1,154 @@
+/* srv_cli.c -- `loupe serve`: configuration, start-up, and the signal loop that reloads and drains. */
+#include "srv_cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "srv_config.h"
+#include "srv_http.h"
+#include "srv_log.h"
+
+static const char *const *route_labels(void) {
+    /* The table's patterns, then the two catch-alls. */
+    static const char *labels[64];
+    int n = 0;
+    for (int i = 0; i < srv_n_routes && n < 62; i++) labels[n++] = srv_routes[i].pattern;
+    labels[n++] = "static";
+    labels[n++] = "unmatched";
+    return labels;
+}
+
+static void resolve_root(const char *dir, char *out, const char *what) {
+    out[0] = 0;
+    if (dir && !realpath(dir, out)) {
+        out[0] = 0;
+        srv_log("%s folder %s: %s (not served)", what, dir, strerror(errno));
+    }
+}
+
+static struct timespec seconds_ts(double s) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+    return ts;
+}
+
+static void do_reload(srv_ctx *ctx, const char *why) {
+    char err[512];
+    srv_log("reloading the model store (%s)", why);
+    int n = reg_reload(ctx->registry, NULL, err, sizeof err);
+    srv_metrics_reload(ctx->metrics, n >= 0);
+    if (n < 0) srv_log("reload failed, the old models stay: %s", err);
+    else srv_metrics_set_models_loaded(ctx->metrics, n);
+}
+
+/* SIGTERM/SIGINT: readiness off at once, serve for the grace period (a second
+ * signal cuts it short), stop accepting, wait for in-flight requests. */
+static int drain(srv_ctx *ctx, sigset_t *set, int sig) {
+    const srv_config *cfg = ctx->cfg;
+    atomic_store(&ctx->draining, 1);
+    srv_log("%s: draining: /readyz answers 503; serving %.1fs more", sig == SIGINT ? "SIGINT" : "SIGTERM",
+            cfg->drain_grace);
+    double end = srv_now() + cfg->drain_grace;
+    for (;;) {
+        double left = end - srv_now();
+        if (left <= 0) break;
+        struct timespec ts = seconds_ts(left);
+        int s = sigtimedwait(set, NULL, &ts);
+        if (s == SIGTERM || s == SIGINT) {
+            srv_log("second signal: ending the grace period");
+            break;
+        }
+        if (s == SIGHUP) do_reload(ctx, "SIGHUP");
+    }
+    srv_http_quiesce(ctx);
+    long n = atomic_load(&ctx->in_flight);
+    srv_log("stopped accepting connections; %ld request(s) in flight", n);
+    end = srv_now() + cfg->drain_timeout;
+    while ((n = atomic_load(&ctx->in_flight)) > 0 && srv_now() < end) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    int rc = 0;
+    if (n > 0) {
+        srv_log("%ld request(s) still in flight after %.1fs; closing them", n, cfg->drain_timeout);
+        rc = 1;
+    }
+    srv_http_stop(ctx);
+    srv_log("stopped");
+    return rc;
+}
+
+int srv_serve_main(int argc, char **argv) {
+    srv_config cfg;
+    char err[512];
+    int pc = srv_config_parse(&cfg, argc, argv, stdout, err, sizeof err);
+    if (pc == 1) return 0;
+    if (pc < 0) {
+        fprintf(stderr, "loupe serve: %s\n", err);
+        return 2;
+    }
+
+    /* Before any thread exists, so every thread inherits the mask and only
+     * sigwait in this thread sees these signals: no work in signal handlers. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    srv_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        fprintf(stderr, "loupe serve: out of memory\n");
+        return 1;
+    }
+    int rc = 1;
+    ctx->cfg = &cfg;
+    ctx->limits = img_default_limits();
+    ctx->limits.max_pixels = cfg.max_pixels;
+    resolve_root(cfg.static_dir, ctx->static_root, "static");
+    resolve_root(cfg.docs_dir, ctx->docs_root, "docs");
+    ctx->metrics = srv_metrics_new(route_labels(), srv_n_routes + 2);
+    ctx->registry = reg_new(cfg.models_dir, cfg.default_model);
+    if (!ctx->metrics || !ctx->registry) {
+        fprintf(stderr, "loupe serve: out of memory\n");
+        goto out;
+    }
+    int n = reg_reload(ctx->registry, NULL, err, sizeof err);
+    if (n < 0) srv_log("%s; serving no models until a reload finds some", err);
+    else if (n == 0) srv_log("no model in %s; /readyz answers 503 until a reload finds one", cfg.models_dir);
+    srv_metrics_set_models_loaded(ctx->metrics, n > 0 ? n : 0);
+
+    if (srv_http_start(ctx, err, sizeof err)) {
+        fprintf(stderr, "loupe serve: %s\n", err);
+        goto out;
+    }
+    srv_log("listening on http://%s:%u (%u threads, max body %zu bytes)",
+            cfg.host && *cfg.host ? cfg.host : "0.0.0.0", ctx->port, cfg.threads, cfg.max_body);
+
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig)) continue;
+        if (sig == SIGHUP) {
+            do_reload(ctx, "SIGHUP");
+            continue;
+        }
+        rc = drain(ctx, &set, sig);
+        break;
+    }
+out:
+    srv_http_stop(ctx);
+    reg_free(ctx->registry);
+    srv_metrics_free(ctx->metrics);
+    free(ctx);
+    return rc;
+}

@@ -1,0 +1,217 @@
+/* srv_config.c -- flags and environment variables of `loupe serve`, from one table. */
+#include "srv_config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#ifndef LOUPE_STATIC_DIR
+#define LOUPE_STATIC_DIR "static"
+#endif
+#ifndef LOUPE_DOCS_DIR
+#define LOUPE_DOCS_DIR "docs"
+#endif
+
+typedef enum { OPT_STR, OPT_UINT, OPT_SIZE, OPT_U64, OPT_SECONDS, OPT_BOOL } opt_type;
+
+typedef struct {
+    const char *flag;     /* without the leading "--" */
+    const char *env;
+    opt_type type;
+    size_t offset;        /* into srv_config */
+    const char *metavar;
+    const char *help;
+} opt_spec;
+
+#define OFF(f) offsetof(srv_config, f)
+
+static const opt_spec opts[] = {
+    {"host", "LOUPE_HOST", OPT_STR, OFF(host), "ADDR", "address to listen on (default all interfaces)"},
+    {"port", "LOUPE_PORT", OPT_UINT, OFF(port), "N", "TCP port; 0 picks a free one (default 8080)"},
+    {"models", "LOUPE_MODELS", OPT_STR, OFF(models_dir), "DIR", "model store, one folder per model (default ./models)"},
+    {"default-model", "LOUPE_DEFAULT_MODEL", OPT_STR, OFF(default_model), "NAME",
+     "model behind POST /predict (default: the best test accuracy)"},
+    {"threads", "LOUPE_THREADS", OPT_UINT, OFF(threads), "N", "request threads (default: the number of cores)"},
+    {"max-body", "LOUPE_MAX_BODY", OPT_SIZE, OFF(max_body), "BYTES", "largest request body, e.g. 8M (default 8 MiB)"},
+    {"max-pixels", "LOUPE_MAX_PIXELS", OPT_U64, OFF(max_pixels), "N",
+     "largest image by its header's width*height (default 40000000)"},
+    {"admin-token", "LOUPE_ADMIN_TOKEN", OPT_STR, OFF(admin_token), "TOKEN",
+     "bearer token of /v1/admin/*; unset = admin routes off (prefer the variable)"},
+    {"cors-origin", "LOUPE_CORS_ORIGIN", OPT_STR, OFF(cors_origin), "ORIGIN",
+     "value of Access-Control-Allow-Origin (default: no CORS headers)"},
+    {"static", "LOUPE_STATIC", OPT_STR, OFF(static_dir), "DIR", "static files served at / (default " LOUPE_STATIC_DIR ")"},
+    {"docs", "LOUPE_DOCS", OPT_STR, OFF(docs_dir), "DIR", "documents served at /docs/ (default " LOUPE_DOCS_DIR ")"},
+    {"timeout", "LOUPE_TIMEOUT", OPT_UINT, OFF(conn_timeout), "SECONDS", "close idle connections after this (default 30)"},
+    {"conn-memory", "LOUPE_CONN_MEMORY", OPT_SIZE, OFF(conn_memory), "BYTES",
+     "per-connection memory for headers and reads (default 64K)"},
+    {"max-connections", "LOUPE_MAX_CONNECTIONS", OPT_UINT, OFF(max_connections), "N",
+     "concurrent connections (default 1024)"},
+    {"drain-grace", "LOUPE_DRAIN_GRACE", OPT_SECONDS, OFF(drain_grace), "SECONDS",
+     "after SIGTERM: /readyz says 503, requests still served this long (default 5)"},
+    {"drain-timeout", "LOUPE_DRAIN_TIMEOUT", OPT_SECONDS, OFF(drain_timeout), "SECONDS",
+     "then wait at most this long for in-flight requests (default 30)"},
+    {"access-log", "LOUPE_ACCESS_LOG", OPT_BOOL, OFF(access_log), "on|off", "one line per request on stderr (default on)"},
+};
+#define N_OPTS (sizeof opts / sizeof opts[0])
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* "8M", "64K", "1G", "512" (also "8MiB", "8MB": powers of two either way). */
+static int parse_size(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    if (!*s || *s == '-') return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s) return -1;
+    uint64_t mul = 1;
+    if (*end) {
+        switch (*end) {
+        case 'k': case 'K': mul = 1ull << 10; break;
+        case 'm': case 'M': mul = 1ull << 20; break;
+        case 'g': case 'G': mul = 1ull << 30; break;
+        default: return -1;
+        }
+        end++;
+        if (!strcasecmp(end, "ib") || !strcasecmp(end, "b")) end += strlen(end);
+        if (*end) return -1;
+    }
+    if (v > UINT64_MAX / mul) return -1;
+    *out = v * mul;
+    return 0;
+}
+
+static int set_opt(srv_config *cfg, const opt_spec *o, const char *val, const char *src,
+                   char *err, size_t errlen) {
+    char *base = (char *)cfg + o->offset;
+    uint64_t u;
+    char *end;
+    switch (o->type) {
+    case OPT_STR:
+        *(const char **)base = *val ? val : NULL;
+        return 0;
+    case OPT_UINT:
+        errno = 0;
+        u = strtoull(val, &end, 10);
+        if (errno || end == val || *end || *val == '-' || u > 0x7fffffffu) break;
+        *(unsigned *)base = (unsigned)u;
+        return 0;
+    case OPT_SIZE:
+        if (parse_size(val, &u) || u > SIZE_MAX) break;
+        *(size_t *)base = (size_t)u;
+        return 0;
+    case OPT_U64:
+        if (parse_size(val, &u)) break;
+        *(uint64_t *)base = u;
+        return 0;
+    case OPT_SECONDS: {
+        errno = 0;
+        double d = strtod(val, &end);
+        if (errno || end == val || *end || !isfinite(d) || d < 0 || d > 86400) break;
+        *(double *)base = d;
+        return 0;
+    }
+    case OPT_BOOL:
+        if (!strcasecmp(val, "on") || !strcasecmp(val, "1") || !strcasecmp(val, "true") || !strcasecmp(val, "yes"))
+            *(int *)base = 1;
+        else if (!strcasecmp(val, "off") || !strcasecmp(val, "0") || !strcasecmp(val, "false") || !strcasecmp(val, "no"))
+            *(int *)base = 0;
+        else break;
+        return 0;
+    }
+    set_err(err, errlen, "bad value '%s' for %s%s", val, src, src[0] == '-' ? o->flag : "");
+    return -1;
+}
+
+static void defaults(srv_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->port = 8080;
+    cfg->models_dir = "models";
+    cfg->static_dir = LOUPE_STATIC_DIR;
+    cfg->docs_dir = LOUPE_DOCS_DIR;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->threads = n > 0 ? (unsigned)n : 1;
+    cfg->max_body = 8u << 20;
+    cfg->max_pixels = 40000000;
+    cfg->conn_timeout = 30;
+    cfg->conn_memory = 64u << 10;
+    cfg->max_connections = 1024;
+    cfg->drain_grace = 5;
+    cfg->drain_timeout = 30;
+    cfg->access_log = 1;
+}
+
+void srv_config_usage(FILE *out) {
+    fprintf(out, "usage: loupe serve [options]\n\n"
+                 "Serve the model store over HTTP. Every option can also be set by its environment\n"
+                 "variable; a flag wins over the variable. SIGHUP reloads the store; SIGTERM/SIGINT\n"
+                 "drain and exit 0. API reference: docs/api.md.\n\noptions:\n");
+    for (size_t i = 0; i < N_OPTS; i++) {
+        char lhs[64];
+        snprintf(lhs, sizeof lhs, "--%s %s", opts[i].flag, opts[i].metavar);
+        fprintf(out, "  %-26s %-22s %s\n", lhs, opts[i].env, opts[i].help);
+    }
+    fprintf(out, "  %-26s %-22s %s\n", "-h, --help", "", "this text");
+}
+
+int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *err, size_t errlen) {
+    defaults(cfg);
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const char *v = getenv(opts[i].env);
+        if (v && set_opt(cfg, &opts[i], v, opts[i].env, err, errlen)) return -1;
+    }
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+            srv_config_usage(out);
+            return 1;
+        }
+        if (strncmp(arg, "--", 2)) {
+            set_err(err, errlen, "unexpected argument '%s'", arg);
+            return -1;
+        }
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const opt_spec *o = NULL;
+        for (size_t i = 0; i < N_OPTS; i++)
+            if (strlen(opts[i].flag) == nlen && !strncmp(opts[i].flag, name, nlen)) o = &opts[i];
+        if (!o) {
+            set_err(err, errlen, "unknown option '%s' (see loupe serve --help)", arg);
+            return -1;
+        }
+        const char *val;
+        if (eq) val = eq + 1;
+        else if (a + 1 < argc) val = argv[++a];
+        else {
+            set_err(err, errlen, "option --%s needs a value", o->flag);
+            return -1;
+        }
+        if (set_opt(cfg, o, val, "--", err, errlen)) return -1;
+    }
+    if (cfg->port > 65535) {
+        set_err(err, errlen, "port %u is out of range", cfg->port);
+        return -1;
+    }
+    if (cfg->threads < 1) cfg->threads = 1;
+    if (cfg->threads > 1024) {
+        set_err(err, errlen, "--threads %u is too many (at most 1024)", cfg->threads);
+        return -1;
+    }
+    if (cfg->max_body < 1) {
+        set_err(err, errlen, "--max-body must be at least 1 byte");
+        return -1;
+    }
+    if (cfg->conn_memory < 4096) {
+        set_err(err, errlen, "--conn-memory must be at least 4K");
+        return -1;
+    }
+    return 0;
+}

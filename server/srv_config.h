@@ -1,0 +1,39 @@
+/* srv_config.h -- the daemon's configuration: flags, their environment variables, defaults. */
+#ifndef LOUPE_SRV_CONFIG_H
+#define LOUPE_SRV_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Set once at start-up, read-only afterwards. Strings point into argv, the
+ * environment or string literals; none is owned. */
+typedef struct {
+    const char *host;          /* address to bind; NULL or "" = all interfaces */
+    unsigned port;             /* 0 = any free port (the log line says which) */
+    const char *models_dir;
+    const char *default_model; /* NULL = the best test accuracy */
+    const char *static_dir;
+    const char *docs_dir;
+    const char *admin_token;   /* NULL = admin routes off (404) */
+    const char *cors_origin;   /* NULL = no CORS headers */
+    unsigned threads;          /* libmicrohttpd pool size */
+    size_t max_body;           /* bytes */
+    uint64_t max_pixels;       /* width * height of an upload */
+    unsigned conn_timeout;     /* seconds of inactivity before a connection is closed */
+    size_t conn_memory;        /* bytes of per-connection memory pool */
+    unsigned max_connections;
+    double drain_grace;        /* seconds of serving after SIGTERM before closing the door */
+    double drain_timeout;      /* seconds to wait for in-flight requests after that */
+    int access_log;            /* 1 = one line per request on stderr */
+} srv_config;
+
+/* Defaults, then environment variables, then flags (flags win).
+ * Returns 0, 1 when --help was asked (help printed to out), or -1 with a
+ * message in err on a bad flag or value. */
+int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *err, size_t errlen);
+
+/* Print the usage text: every flag with its environment variable and default. */
+void srv_config_usage(FILE *out);
+
+#endif

@@ -1,0 +1,518 @@
+/* srv_http.c -- libmicrohttpd glue: request lifecycle, body limits, multipart, dispatch, responses, access log. */
+#include "srv_http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "srv_log.h"
+#include "srv_static.h"
+
+/* Bytes of an over-limit body read and dropped before the connection is cut instead. */
+#define SRV_DISCARD_LIMIT (64u << 20)
+
+double srv_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ==== Responses ==== */
+
+static void resp_reset(srv_resp *p) {
+    free(p->body);
+    if (p->fd >= 0) close(p->fd);
+    memset(p, 0, sizeof *p);
+    p->fd = -1;
+}
+
+void srv_reply_buf(srv_req *r, unsigned status, const char *content_type, char *buf, size_t len) {
+    resp_reset(&r->resp);
+    if (!buf) {
+        /* Can't build the answer: say so in a constant that needs no allocation. */
+        static const char oom[] = "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
+        r->resp.status = 500;
+        r->resp.content_type = "application/json";
+        r->resp.body = malloc(sizeof oom);
+        if (r->resp.body) {
+            memcpy(r->resp.body, oom, sizeof oom);
+            r->resp.len = sizeof oom - 1;
+        }
+        r->resp.set = 1;
+        return;
+    }
+    r->resp.status = status;
+    r->resp.content_type = content_type;
+    r->resp.body = buf;
+    r->resp.len = len;
+    r->resp.set = 1;
+}
+
+void srv_reply_text(srv_req *r, unsigned status, const char *content_type, const char *text) {
+    size_t n = strlen(text);
+    char *b = malloc(n + 1);
+    if (b) memcpy(b, text, n + 1);
+    srv_reply_buf(r, status, content_type, b, n);
+}
+
+void srv_reply_json(srv_req *r, unsigned status, json_t *doc) {
+    /* 9 significant digits: enough for any float32 to round-trip. */
+    char *s = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(doc);
+    srv_reply_buf(r, status, "application/json", s, s ? strlen(s) : 0);
+}
+
+void srv_reply_fd(srv_req *r, const char *content_type, int fd, uint64_t size) {
+    resp_reset(&r->resp);
+    r->resp.status = 200;
+    r->resp.content_type = content_type;
+    r->resp.fd = fd;
+    r->resp.fd_size = size;
+    r->resp.set = 1;
+}
+
+static void reply_errorv(srv_req *r, srv_err_kind kind, const char *fmt, va_list ap) {
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    json_t *doc;
+    if (r->flags & SRV_R_V2)
+        doc = json_pack("{s:s}", "error", msg);
+    else
+        doc = json_pack("{s:{s:s, s:s}}", "error", "code", srv_err_code(kind), "message", msg);
+    srv_reply_json(r, srv_err_status(kind), doc);
+}
+
+void srv_reply_error(srv_req *r, srv_err_kind kind, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    reply_errorv(r, kind, fmt, ap);
+    va_end(ap);
+}
+
+/* Remember an error found before the body is complete; the first one wins. */
+static void early_error(srv_req *r, srv_err_kind kind, const char *fmt, ...) {
+    if (r->early_err) return;
+    r->early_err = 1;
+    r->early_kind = kind;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->early_msg, sizeof r->early_msg, fmt, ap);
+    va_end(ap);
+}
+
+static void reply_early(srv_req *r) {
+    srv_reply_error(r, r->early_kind, "%s", r->early_msg);
+}
+
+const char *srv_req_query(srv_req *r, const char *key) {
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *srv_req_header(srv_req *r, const char *key) {
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, key);
+}
+
+void srv_req_set_model(srv_req *r, const char *name) {
+    snprintf(r->model, sizeof r->model, "%s", name ? name : "");
+}
+
+/* Turn r->resp into a libmicrohttpd response and queue it. */
+static enum MHD_Result queue(srv_req *r) {
+    srv_ctx *ctx = r->ctx;
+    if (!r->resp.set) srv_reply_error(r, SRV_E_INTERNAL, "the handler gave no answer");
+    struct MHD_Response *resp;
+    if (r->resp.fd >= 0) {
+        resp = MHD_create_response_from_fd((uint64_t)r->resp.fd_size, r->resp.fd);
+        if (resp) r->resp.fd = -1; /* owned by the response now */
+        r->bytes = r->resp.fd_size;
+    } else {
+        resp = MHD_create_response_from_buffer(r->resp.len, r->resp.body ? r->resp.body : (void *)"",
+                                               r->resp.body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+        if (resp) r->resp.body = NULL;
+        r->bytes = r->resp.len;
+    }
+    if (!resp) return MHD_NO; /* out of memory: libmicrohttpd closes the connection */
+    if (r->resp.content_type) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->resp.content_type);
+    if (r->resp.allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->resp.allow);
+    if (r->resp.www_authenticate) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (ctx->cfg->cors_origin) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, ctx->cfg->cors_origin);
+        MHD_add_response_header(resp, "Vary", "Origin");
+    }
+    /* While draining, tell keep-alive clients to reconnect (to another replica). */
+    if (atomic_load_explicit(&ctx->draining, memory_order_relaxed))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    r->status = r->resp.status;
+    enum MHD_Result ret = MHD_queue_response(r->conn, r->resp.status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ==== Routing ==== */
+
+/* Match path (without its leading '/', split in place into segments) against a pattern. */
+static int route_match(const char *pattern, char **segs, int nseg, const char **param) {
+    int i = 0, np = 0;
+    const char *p = pattern + 1;
+    if (!*p) return nseg == 0;
+    while (*p) {
+        const char *e = strchr(p, '/');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (i >= nseg) return 0;
+        if (p[0] == '{') {
+            if (np < SRV_MAX_PARAMS) param[np++] = segs[i];
+        } else if (strlen(segs[i]) != n || strncmp(segs[i], p, n)) {
+            return 0;
+        }
+        i++;
+        p += n;
+        if (*p == '/') p++;
+    }
+    return i == nseg;
+}
+
+static unsigned method_bit(const char *m) {
+    if (!strcmp(m, "GET") || !strcmp(m, "HEAD")) return SRV_GET;
+    if (!strcmp(m, "POST")) return SRV_POST;
+    return 0;
+}
+
+static const char *allow_text(unsigned mask) {
+    switch (mask) {
+    case SRV_GET: return "GET, HEAD";
+    case SRV_POST: return "POST";
+    default: return "GET, HEAD, POST";
+    }
+}
+
+/* Find the route; returns its index, or -1 with *allowed the union of the
+ * methods of routes whose pattern matched (0: no pattern matched). */
+static int dispatch(srv_req *r, unsigned *allowed) {
+    char *segs[32];
+    int nseg = 0;
+    *allowed = 0;
+    char *s = r->segbuf + 1;
+    if (*s) {
+        for (;;) {
+            if (nseg == 32) return -1;
+            segs[nseg++] = s;
+            char *e = strchr(s, '/');
+            if (!e) break;
+            *e = 0;
+            s = e + 1;
+        }
+    }
+    unsigned mb = method_bit(r->method);
+    for (int i = 0; i < srv_n_routes; i++) {
+        const char *param[SRV_MAX_PARAMS] = {0};
+        if ((srv_routes[i].flags & SRV_R_ADMIN) && !r->ctx->cfg->admin_token) continue;
+        if (!route_match(srv_routes[i].pattern, segs, nseg, param)) continue;
+        *allowed |= srv_routes[i].methods;
+        if (srv_routes[i].methods & mb) {
+            memcpy(r->param, param, sizeof param);
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* ==== Multipart ==== */
+
+static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
+                                 const char *content_type, const char *transfer_encoding, const char *data,
+                                 uint64_t off, size_t size) {
+    srv_req *r = cls;
+    (void)kind, (void)filename, (void)content_type, (void)transfer_encoding, (void)off;
+    if (!key || strcmp(key, "image")) return MHD_YES;
+    r->multipart_image = 1;
+    if (!size) return MHD_YES;
+    size_t max = r->ctx->cfg->max_body;
+    if (r->body_len + size > max) {
+        early_error(r, SRV_E_TOO_LARGE, "the image field is larger than the limit of %zu bytes", max);
+        return MHD_NO;
+    }
+    if (r->body_len + size > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 65536;
+        while (cap < r->body_len + size) cap *= 2;
+        if (cap > max) cap = max;
+        unsigned char *nb = realloc(r->body, cap);
+        if (!nb) {
+            early_error(r, SRV_E_NOMEM, "out of memory reading the upload");
+            return MHD_NO;
+        }
+        r->body = nb;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, size);
+    r->body_len += size;
+    return MHD_YES;
+}
+
+static int is_multipart(const char *ct) {
+    return ct && !strncasecmp(ct, "multipart/form-data", 19);
+}
+
+/* ==== The request lifecycle ==== */
+
+static void req_free(srv_req *r) {
+    if (!r) return;
+    if (r->pp) MHD_destroy_post_processor(r->pp);
+    resp_reset(&r->resp);
+    free(r->body);
+    free(r->path);
+    free(r->segbuf);
+    free(r);
+}
+
+/* First callback of a request: headers are in, no body yet. Returns MHD_NO to
+ * drop the connection (only on allocation failure). */
+static enum MHD_Result req_begin(srv_ctx *ctx, struct MHD_Connection *conn, const char *url, const char *method,
+                                 void **con_cls) {
+    srv_req *r = calloc(1, sizeof *r);
+    if (!r) return MHD_NO;
+    r->resp.fd = -1;
+    r->ctx = ctx;
+    r->conn = conn;
+    r->method = method;
+    r->t_start = srv_now();
+    r->route = SRV_ROUTE_UNMATCHED;
+    *con_cls = r;
+    atomic_fetch_add_explicit(&ctx->in_flight, 1, memory_order_acq_rel);
+    srv_metrics_in_flight(ctx->metrics, 1);
+
+    size_t n = strlen(url);
+    r->path = malloc(n + 2);
+    r->segbuf = malloc(n + 2);
+    if (!r->path || !r->segbuf) {
+        early_error(r, SRV_E_NOMEM, "out of memory");
+        return MHD_YES;
+    }
+    if (url[0] != '/') {
+        r->path[0] = '/';
+        memcpy(r->path + 1, url, n + 1);
+    } else {
+        memcpy(r->path, url, n + 1);
+    }
+    n = strlen(r->path);
+    while (n > 1 && r->path[n - 1] == '/') r->path[--n] = 0;
+    memcpy(r->segbuf, r->path, n + 1);
+    if (!strncmp(r->path, "/v2", 3) && (r->path[3] == 0 || r->path[3] == '/')) r->flags |= SRV_R_V2;
+
+    unsigned allowed;
+    int idx = dispatch(r, &allowed);
+    if (idx >= 0) {
+        r->route = idx;
+        r->flags = srv_routes[idx].flags | (r->flags & SRV_R_V2);
+    } else if (allowed) {
+        early_error(r, SRV_E_METHOD, "%s is not allowed on %s (allowed: %s)", method, r->path, allow_text(allowed));
+        r->resp.allow = allow_text(allowed);
+    } else if (method_bit(method) == SRV_GET && srv_static_resolve(ctx, r->path, NULL, 0) == 0) {
+        r->route = SRV_ROUTE_STATIC;
+    } else if (method_bit(method) != SRV_GET && srv_static_resolve(ctx, r->path, NULL, 0) == 0) {
+        r->route = SRV_ROUTE_STATIC;
+        early_error(r, SRV_E_METHOD, "%s is not allowed on %s (allowed: GET, HEAD)", method, r->path);
+        r->resp.allow = "GET, HEAD";
+    } else {
+        early_error(r, SRV_E_NOT_FOUND, "no route %s %s", method, r->path);
+    }
+
+    /* The body limit, up front when the client says the size. */
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    unsigned long long clen = 0;
+    if (cl) {
+        char *end;
+        errno = 0;
+        clen = strtoull(cl, &end, 10);
+        if (errno || end == cl) clen = ~0ull;
+        if (clen > ctx->cfg->max_body)
+            early_error(r, SRV_E_TOO_LARGE, "the body (%s bytes) is larger than the limit of %zu bytes", cl,
+                        ctx->cfg->max_body);
+    }
+    if (r->early_err || !(r->flags & SRV_R_BODY)) return MHD_YES;
+
+    r->content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if ((r->flags & SRV_R_IMAGE) && is_multipart(r->content_type)) {
+        r->pp = MHD_create_post_processor(conn, 16384, post_iter, r);
+        if (!r->pp) early_error(r, SRV_E_BAD_REQUEST, "the multipart/form-data header has no usable boundary");
+    } else if (clen > 0 && clen <= ctx->cfg->max_body) {
+        r->body = malloc((size_t)clen);
+        if (!r->body) early_error(r, SRV_E_NOMEM, "out of memory for a %llu-byte body", clen);
+        else r->body_cap = (size_t)clen;
+    }
+    return MHD_YES;
+}
+
+/* A chunk of body. Returns MHD_NO to cut the connection (an endless over-limit body). */
+static enum MHD_Result req_body(srv_req *r, const char *data, size_t size) {
+    if (r->early_err || !(r->flags & SRV_R_BODY)) {
+        r->discarded += size;
+        return r->discarded > SRV_DISCARD_LIMIT ? MHD_NO : MHD_YES;
+    }
+    if (r->pp) {
+        if (MHD_post_process(r->pp, data, size) != MHD_YES)
+            early_error(r, SRV_E_BAD_REQUEST, "malformed multipart/form-data body");
+        return MHD_YES;
+    }
+    size_t max = r->ctx->cfg->max_body;
+    if (r->body_len + size > max) {
+        early_error(r, SRV_E_TOO_LARGE, "the body is larger than the limit of %zu bytes", max);
+        free(r->body);
+        r->body = NULL;
+        r->body_len = r->body_cap = 0;
+        r->discarded += size;
+        return MHD_YES;
+    }
+    if (r->body_len + size > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 16384;
+        while (cap < r->body_len + size) cap *= 2;
+        if (cap > max) cap = max;
+        unsigned char *nb = realloc(r->body, cap);
+        if (!nb) {
+            early_error(r, SRV_E_NOMEM, "out of memory reading the body");
+            return MHD_YES;
+        }
+        r->body = nb;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, size);
+    r->body_len += size;
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+    srv_ctx *ctx = cls;
+    (void)version;
+    srv_req *r = *con_cls;
+    if (!r) {
+        if (req_begin(ctx, conn, url, method, con_cls) != MHD_YES) return MHD_NO;
+        r = *con_cls;
+        /* Refuse before the body: libmicrohttpd then skips it and closes the connection. */
+        if (r->early_err && (r->early_kind == SRV_E_TOO_LARGE || r->early_kind == SRV_E_NOMEM)) {
+            reply_early(r);
+            return queue(r);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        enum MHD_Result ok = req_body(r, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return ok;
+    }
+    if (r->status) return MHD_YES; /* already answered */
+    if (r->pp) {
+        MHD_destroy_post_processor(r->pp);
+        r->pp = NULL;
+        if (!r->early_err && !r->multipart_image)
+            early_error(r, SRV_E_BAD_REQUEST, "the multipart/form-data body has no field named 'image'");
+    }
+    if (r->early_err) {
+        const char *allow = r->resp.allow;
+        reply_early(r);
+        r->resp.allow = allow;
+    } else if (r->route == SRV_ROUTE_STATIC) {
+        srv_static_serve(r);
+    } else {
+        srv_routes[r->route].fn(r);
+    }
+    return queue(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    srv_ctx *ctx = cls;
+    srv_req *r = *con_cls;
+    (void)conn;
+    if (!r) return;
+    *con_cls = NULL;
+    double secs = srv_now() - r->t_start;
+    srv_metrics_request(ctx->metrics, r->route, r->status, secs);
+    if (ctx->cfg->access_log) {
+        const char *why = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)";
+        srv_log("%s %s %u %lluB %.3fms %s%s", r->method, r->path ? r->path : "?", r->status,
+                (unsigned long long)r->bytes, secs * 1e3, r->model[0] ? r->model : "-", why);
+    }
+    srv_metrics_in_flight(ctx->metrics, -1);
+    req_free(r);
+    atomic_fetch_sub_explicit(&ctx->in_flight, 1, memory_order_acq_rel);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap) {
+    char msg[512];
+    (void)cls;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
+    srv_log("libmicrohttpd: %s", msg);
+}
+
+/* ==== Daemon ==== */
+
+int srv_http_start(srv_ctx *ctx, char *err, size_t errlen) {
+    const srv_config *cfg = ctx->cfg;
+    struct sockaddr_in6 a6;
+    struct sockaddr_in a4;
+    struct sockaddr *addr = NULL;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (cfg->host && *cfg->host) {
+        memset(&a4, 0, sizeof a4);
+        memset(&a6, 0, sizeof a6);
+        if (inet_pton(AF_INET, cfg->host, &a4.sin_addr) == 1) {
+            a4.sin_family = AF_INET;
+            a4.sin_port = htons((uint16_t)cfg->port);
+            addr = (struct sockaddr *)&a4;
+        } else if (inet_pton(AF_INET6, cfg->host, &a6.sin6_addr) == 1) {
+            a6.sin6_family = AF_INET6;
+            a6.sin6_port = htons((uint16_t)cfg->port);
+            addr = (struct sockaddr *)&a6;
+            flags |= MHD_USE_IPv6;
+        } else {
+            snprintf(err, errlen, "--host %s is not a numeric IPv4 or IPv6 address", cfg->host);
+            return -1;
+        }
+    }
+    struct MHD_OptionItem opts[16];
+    int n = 0;
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->conn_timeout, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->conn_memory, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->max_connections, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
+    if (cfg->threads > 1)
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)cfg->threads, NULL};
+    if (addr) opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, addr};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+
+    ctx->daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, ctx,
+                                   MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, ctx,
+                                   MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    if (!ctx->daemon) {
+        snprintf(err, errlen, "cannot listen on %s:%u (port in use, or a bad option)",
+                 cfg->host && *cfg->host ? cfg->host : "*", cfg->port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(ctx->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    ctx->port = info ? info->port : cfg->port;
+    return 0;
+}
+
+void srv_http_quiesce(srv_ctx *ctx) {
+    if (!ctx->daemon) return;
+    MHD_socket s = MHD_quiesce_daemon(ctx->daemon);
+    if (s != MHD_INVALID_SOCKET) close(s);
+}
+
+void srv_http_stop(srv_ctx *ctx) {
+    if (ctx->daemon) MHD_stop_daemon(ctx->daemon);
+    ctx->daemon = NULL;
+}

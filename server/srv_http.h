@@ -1,0 +1,140 @@
+/* srv_http.h -- the HTTP layer over libmicrohttpd: server context, requests, responses, the route table type. */
+#ifndef LOUPE_SRV_HTTP_H
+#define LOUPE_SRV_HTTP_H
+
+#include <limits.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "img.h"
+#include "reg.h"
+#include "srv_config.h"
+#include "srv_err.h"
+#include "srv_metrics.h"
+
+struct MHD_Daemon;
+struct MHD_Connection;
+struct MHD_PostProcessor;
+
+/* Everything a request handler may reach. Only the atomics change after start. */
+typedef struct srv_ctx {
+    const srv_config *cfg;
+    reg *registry;
+    srv_metrics *metrics;
+    img_limits limits;
+    char static_root[PATH_MAX];   /* realpath of cfg->static_dir, "" when missing */
+    char docs_root[PATH_MAX];     /* realpath of cfg->docs_dir, "" when missing */
+    atomic_int draining;          /* 1 once SIGTERM came: /readyz 503, connections close */
+    atomic_long in_flight;        /* requests between first callback and completion */
+    struct MHD_Daemon *daemon;
+    unsigned port;                /* the bound port */
+} srv_ctx;
+
+/* Methods as a bit mask, for the route table and Allow. */
+enum { SRV_GET = 1, SRV_POST = 2 };
+
+/* Route flags. */
+enum {
+    SRV_R_BODY = 1,   /* the handler reads the request body */
+    SRV_R_IMAGE = 2,  /* the body is an image upload: multipart/form-data is parsed */
+    SRV_R_V2 = 4,     /* KServe V2: errors as {"error": "..."} */
+    SRV_R_ADMIN = 8   /* exists only when an admin token is configured */
+};
+
+struct srv_req;
+typedef void (*srv_handler)(struct srv_req *r);
+
+typedef struct {
+    const char *pattern;  /* "/v1/models/{m}/predict": a {...} segment matches any one segment */
+    unsigned methods;     /* SRV_GET | SRV_POST; GET implies HEAD */
+    unsigned flags;
+    srv_handler fn;
+} srv_route;
+
+/* A response being built; owned by the request until queued. */
+typedef struct {
+    unsigned status;
+    const char *content_type;  /* static string */
+    char *body;                /* malloc'd, or NULL */
+    size_t len;
+    int fd;                    /* >= 0: send this file of fd_size bytes instead of body */
+    uint64_t fd_size;
+    const char *allow;         /* static string for 405, or NULL */
+    int www_authenticate;      /* add WWW-Authenticate: Bearer (401) */
+    int set;                   /* a handler answered */
+} srv_resp;
+
+#define SRV_MAX_PARAMS 3
+
+typedef struct srv_req {
+    srv_ctx *ctx;
+    struct MHD_Connection *conn;
+    const char *method;           /* from libmicrohttpd, valid for the request */
+    char *path;                   /* decoded path, trailing slash removed; owned */
+    const char *param[SRV_MAX_PARAMS]; /* {...} segments, pointing into segbuf */
+    char *segbuf;                 /* owned */
+    int route;                    /* index in srv_routes, or SRV_ROUTE_STATIC / _UNMATCHED */
+    unsigned flags;               /* the route's flags */
+    double t_start;               /* monotonic seconds */
+    /* Body: the raw body, or with multipart the `image` field only. */
+    unsigned char *body;
+    size_t body_len, body_cap;
+    const char *content_type;     /* header value or NULL */
+    struct MHD_PostProcessor *pp;
+    int multipart_image;          /* the `image` field was seen */
+    int early_err;                /* 1: answer early_kind/early_msg once the body is in */
+    srv_err_kind early_kind;
+    char early_msg[256];
+    uint64_t discarded;           /* bytes dropped after an early error */
+    int first_done;               /* the first access callback happened */
+    char model[128];              /* model name for the log line */
+    srv_resp resp;
+    unsigned status;              /* what was queued */
+    uint64_t bytes;               /* body bytes queued */
+} srv_req;
+
+/* The route table (srv_routes.c). */
+extern const srv_route srv_routes[];
+extern const int srv_n_routes;
+/* Metrics indices after the table's. */
+#define SRV_ROUTE_STATIC (srv_n_routes)
+#define SRV_ROUTE_UNMATCHED (srv_n_routes + 1)
+
+/* Start the daemon on cfg's host/port; ctx->port gets the bound port.
+ * Returns 0 or -1 with a message in err. */
+int srv_http_start(srv_ctx *ctx, char *err, size_t errlen);
+/* Stop accepting new connections (in-flight requests continue). */
+void srv_http_quiesce(srv_ctx *ctx);
+/* Close every connection and stop the threads. */
+void srv_http_stop(srv_ctx *ctx);
+
+/* Monotonic clock in seconds. */
+double srv_now(void);
+
+/* ==== For handlers ==== */
+
+/* A query argument or header of the request (NULL when absent). */
+const char *srv_req_query(srv_req *r, const char *key);
+const char *srv_req_header(srv_req *r, const char *key);
+/* Remember the model for the log line. */
+void srv_req_set_model(srv_req *r, const char *name);
+
+/* Answer with a JSON document (reference stolen; NULL means allocation failed → 500). */
+void srv_reply_json(srv_req *r, unsigned status, json_t *doc);
+/* Answer with a malloc'd buffer (ownership taken; NULL → 500). */
+void srv_reply_buf(srv_req *r, unsigned status, const char *content_type, char *buf, size_t len);
+/* Answer with a copy of a constant string. */
+void srv_reply_text(srv_req *r, unsigned status, const char *content_type, const char *text);
+/* Answer with an open file (ownership of fd taken). */
+void srv_reply_fd(srv_req *r, const char *content_type, int fd, uint64_t size);
+/* Answer with an error: {"error":{"code","message"}}, or {"error": message} on /v2 routes. */
+void srv_reply_error(srv_req *r, srv_err_kind kind, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+#endif

@@ -1,0 +1,284 @@
+/* srv_input.c -- parse an image upload at the edge, once: content type, then decoder or JSON, then preprocessing. */
+#include "srv_input.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+/* ==== base64 ==== */
+
+static int b64_value(unsigned char c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+' || c == '-') return 62;
+    if (c == '/' || c == '_') return 63;
+    return -1;
+}
+
+unsigned char *srv_base64_decode(const char *s, size_t n, size_t *out_len, int *bad) {
+    *bad = 0;
+    unsigned char *out = malloc(n / 4 * 3 + 3);
+    if (!out) return NULL;
+    size_t o = 0;
+    unsigned acc = 0;
+    int bits = 0, pad = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
+        if (c == '=') {
+            pad++;
+            continue;
+        }
+        int v = b64_value(c);
+        if (v < 0 || pad) goto bad; /* data after padding is not base64 either */
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    /* 6 leftover bits mean one lone character: not a whole byte. */
+    if (bits >= 6 || pad > 2) goto bad;
+    *out_len = o;
+    return out;
+bad:
+    free(out);
+    *bad = 1;
+    return NULL;
+}
+
+/* ==== Helpers ==== */
+
+static int parse_invert(srv_req *r, img_invert *inv) {
+    const char *v = srv_req_query(r, "invert");
+    if (!v || !strcasecmp(v, "auto")) *inv = IMG_INVERT_AUTO;
+    else if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes")) *inv = IMG_INVERT_TRUE;
+    else if (!strcasecmp(v, "false") || !strcmp(v, "0") || !strcasecmp(v, "no")) *inv = IMG_INVERT_FALSE;
+    else {
+        srv_reply_error(r, SRV_E_BAD_PARAMETER, "invert must be auto, true or false, not '%s'", v);
+        return -1;
+    }
+    return 0;
+}
+
+/* Same rule as img_to_gray for pixels that arrive as numbers: invert when the
+ * border is brighter than half scale. */
+static int border_is_light(const float *p, int w, int h) {
+    double sum = 0;
+    int n = 0;
+    for (int x = 0; x < w; x++) {
+        sum += p[x] + p[(size_t)(h - 1) * w + x];
+        n += 2;
+    }
+    for (int y = 1; y < h - 1; y++) {
+        sum += p[(size_t)y * w] + p[(size_t)y * w + w - 1];
+        n += 2;
+    }
+    return n && sum / n > 0.5;
+}
+
+static int media_is(const char *ct, const char *type) {
+    size_t n = strlen(type);
+    return ct && !strncasecmp(ct, type, n) && (ct[n] == 0 || ct[n] == ';' || ct[n] == ' ');
+}
+
+static int is_json_type(const char *ct) {
+    if (media_is(ct, "application/json")) return 1;
+    if (!ct) return 0;
+    const char *semi = strchr(ct, ';');
+    size_t n = semi ? (size_t)(semi - ct) : strlen(ct);
+    return n > 5 && !strncasecmp(ct + n - 5, "+json", 5);
+}
+
+static int first_char_is_brace(const unsigned char *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') continue;
+        return b[i] == '{';
+    }
+    return 0;
+}
+
+/* Decode an encoded image and preprocess it into in->pixels. */
+static int from_encoded(srv_req *r, const unsigned char *buf, size_t len, img_invert inv, srv_input *in) {
+    char err[256] = "";
+    img_image im;
+    int st = img_decode(buf, len, &r->ctx->limits, &im, err, sizeof err);
+    if (st < 0) {
+        srv_err_kind k = srv_err_from_img(st);
+        if (st == IMG_ERR_FORMAT)
+            srv_reply_error(r, k, "the body is neither PNG nor JPEG%s%s", err[0] ? ": " : "", err);
+        else
+            srv_reply_error(r, k, "%s", err[0] ? err : "the image could not be decoded");
+        return -1;
+    }
+    st = img_to_gray(&im, in->width, in->height, inv, in->pixels, &in->inverted);
+    img_free(&im);
+    if (st < 0) {
+        srv_reply_error(r, srv_err_from_img(st), "the image could not be brought to %dx%d", in->width, in->height);
+        return -1;
+    }
+    return 0;
+}
+
+/* Put one JSON pixel value into in->pixels[i]. */
+static int take_pixel(srv_req *r, json_t *v, size_t i, const char *where, srv_input *in) {
+    if (!json_is_number(v)) {
+        srv_reply_error(r, SRV_E_BAD_INPUT, "%s is %s, expected a number in [0,1]", where,
+                        json_is_string(v) ? "a string" : json_is_null(v) ? "null" : json_is_array(v) ? "an array"
+                        : json_is_object(v) ? "an object" : "a boolean");
+        return -1;
+    }
+    double d = json_number_value(v);
+    if (!isfinite(d) || d < 0 || d > 1) {
+        srv_reply_error(r, SRV_E_BAD_INPUT, "%s = %g is outside [0,1] (divide 8-bit values by 255)", where, d);
+        return -1;
+    }
+    in->pixels[i] = (float)d;
+    return 0;
+}
+
+static int from_pixels(srv_req *r, json_t *px, img_invert inv, srv_input *in) {
+    int w = in->width, h = in->height;
+    size_t n = json_array_size(px);
+    char where[64];
+    if (!json_is_array(px)) {
+        srv_reply_error(r, SRV_E_BAD_INPUT, "\"pixels\" must be an array of %d numbers or %d rows of %d", w * h, h, w);
+        return -1;
+    }
+    if (n == (size_t)w * h && !json_is_array(json_array_get(px, 0))) {
+        for (size_t i = 0; i < n; i++) {
+            snprintf(where, sizeof where, "pixels[%zu]", i);
+            if (take_pixel(r, json_array_get(px, i), i, where, in)) return -1;
+        }
+    } else if (n == (size_t)h && json_is_array(json_array_get(px, 0))) {
+        for (int y = 0; y < h; y++) {
+            json_t *row = json_array_get(px, (size_t)y);
+            if (!json_is_array(row) || json_array_size(row) != (size_t)w) {
+                srv_reply_error(r, SRV_E_BAD_INPUT, "pixels[%d] must be a row of %d numbers, it has %zu", y, w,
+                                json_is_array(row) ? json_array_size(row) : (size_t)0);
+                return -1;
+            }
+            for (int x = 0; x < w; x++) {
+                snprintf(where, sizeof where, "pixels[%d][%d]", y, x);
+                if (take_pixel(r, json_array_get(row, (size_t)x), (size_t)y * w + x, where, in)) return -1;
+            }
+        }
+    } else {
+        srv_reply_error(r, SRV_E_BAD_INPUT,
+                        "\"pixels\" has %zu %s; the model takes %d values (%dx%d), flat or as %d rows of %d", n,
+                        json_is_array(json_array_get(px, 0)) ? "rows" : "values", w * h, h, w, h, w);
+        return -1;
+    }
+    in->inverted = inv == IMG_INVERT_TRUE || (inv == IMG_INVERT_AUTO && border_is_light(in->pixels, w, h));
+    if (in->inverted)
+        for (int i = 0; i < w * h; i++) in->pixels[i] = 1.0f - in->pixels[i];
+    return 0;
+}
+
+static int from_json(srv_req *r, img_invert inv, srv_input *in) {
+    json_error_t je;
+    json_t *doc = json_loadb((const char *)r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!doc) {
+        srv_reply_error(r, SRV_E_BAD_JSON, "invalid JSON at line %d, column %d: %s", je.line, je.column, je.text);
+        return -1;
+    }
+    int rc = -1;
+    if (!json_is_object(doc)) {
+        srv_reply_error(r, SRV_E_BAD_JSON, "the JSON body must be an object with \"pixels\" or \"image\"");
+    } else if (json_object_get(doc, "pixels")) {
+        rc = from_pixels(r, json_object_get(doc, "pixels"), inv, in);
+    } else if (json_object_get(doc, "image")) {
+        const char *s = json_string_value(json_object_get(doc, "image"));
+        if (!s) {
+            srv_reply_error(r, SRV_E_BAD_INPUT, "\"image\" must be a base64 string of a PNG or JPEG");
+        } else {
+            size_t n = json_string_length(json_object_get(doc, "image"));
+            /* Accept a data: URL as a browser's FileReader makes it. */
+            if (!strncmp(s, "data:", 5)) {
+                const char *comma = memchr(s, ',', n);
+                if (comma) {
+                    n -= (size_t)(comma + 1 - s);
+                    s = comma + 1;
+                }
+            }
+            int bad;
+            size_t len = 0;
+            unsigned char *bytes = srv_base64_decode(s, n, &len, &bad);
+            if (!bytes && bad) srv_reply_error(r, SRV_E_BAD_INPUT, "\"image\" is not valid base64");
+            else if (!bytes) srv_reply_error(r, SRV_E_NOMEM, "out of memory decoding base64");
+            else if (!len) srv_reply_error(r, SRV_E_EMPTY_BODY, "\"image\" is empty");
+            else rc = from_encoded(r, bytes, len, inv, in);
+            free(bytes);
+        }
+    } else {
+        srv_reply_error(r, SRV_E_BAD_JSON, "the JSON body must have \"pixels\" (numbers in [0,1]) or \"image\" (base64)");
+    }
+    json_decref(doc);
+    return rc;
+}
+
+/* ==== Entry ==== */
+
+void srv_input_free(srv_input *in) {
+    if (!in) return;
+    free(in->x);
+    free(in->pixels);
+    in->x = in->pixels = NULL;
+}
+
+int srv_input_read(srv_req *r, const reg_model *m, srv_input *in) {
+    memset(in, 0, sizeof *in);
+    img_invert inv;
+    if (parse_invert(r, &inv)) return -1;
+    if (!r->body_len) {
+        srv_reply_error(r, SRV_E_EMPTY_BODY,
+                        "the request has no body: send a PNG or JPEG, multipart/form-data with an 'image' field, "
+                        "or JSON {\"pixels\": [...]}");
+        return -1;
+    }
+    double t0 = srv_now();
+    in->width = m->width;
+    in->height = m->height;
+    size_t n = (size_t)m->width * m->height;
+    in->pixels = malloc(n * sizeof *in->pixels);
+    in->x = malloc(n * m->channels * sizeof *in->x);
+    if (!in->pixels || !in->x) {
+        srv_input_free(in);
+        srv_reply_error(r, SRV_E_NOMEM, "out of memory");
+        return -1;
+    }
+    const char *ct = r->content_type;
+    int rc;
+    if (r->multipart_image) {
+        rc = from_encoded(r, r->body, r->body_len, inv, in);
+    } else if (is_json_type(ct)) {
+        rc = from_json(r, inv, in);
+    } else if (!ct || media_is(ct, "application/x-www-form-urlencoded") || media_is(ct, "application/octet-stream")) {
+        /* curl --data-binary sends x-www-form-urlencoded; sniff what really came. */
+        rc = first_char_is_brace(r->body, r->body_len) ? from_json(r, inv, in)
+                                                        : from_encoded(r, r->body, r->body_len, inv, in);
+    } else if (media_is(ct, "image/png") || media_is(ct, "image/jpeg") || media_is(ct, "image/jpg") ||
+               media_is(ct, "image/pjpeg")) {
+        rc = from_encoded(r, r->body, r->body_len, inv, in);
+    } else {
+        srv_reply_error(r, SRV_E_MEDIA_TYPE,
+                        "content type '%s' is not supported: send image/png, image/jpeg, multipart/form-data "
+                        "(field 'image') or application/json",
+                        ct);
+        rc = -1;
+    }
+    if (rc) {
+        srv_input_free(in);
+        return -1;
+    }
+    for (size_t c = 0; c < (size_t)m->channels; c++)
+        for (size_t i = 0; i < n; i++) in->x[c * n + i] = (in->pixels[i] - m->mean) / m->std;
+    in->decode_ms = (srv_now() - t0) * 1e3;
+    return 0;
+}

@@ -1,0 +1,278 @@
+/* srv_metrics.c -- Prometheus metrics from relaxed atomics: no lock on the request path. */
+#include "srv_metrics.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Statuses counted one by one; everything else falls in "other". */
+static const unsigned status_list[] = {200, 204, 400, 401, 404, 405, 413, 415, 422, 429, 500, 503};
+#define N_STATUS (sizeof status_list / sizeof status_list[0] + 1)
+
+/* Upper bounds in seconds of the histogram buckets (+Inf is implicit). */
+static const double req_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                     0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+static const double inf_buckets[] = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+                                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
+#define N_REQ_B (sizeof req_buckets / sizeof req_buckets[0])
+#define N_INF_B (sizeof inf_buckets / sizeof inf_buckets[0])
+
+#define MAX_MODELS 256
+#define MODEL_NAME_LEN 128
+
+typedef struct {
+    atomic_uint_fast64_t bucket[N_REQ_B + 1]; /* non-cumulative; last is +Inf */
+    atomic_uint_fast64_t sum_ns;
+    atomic_uint_fast64_t count;
+} req_hist;
+
+typedef struct {
+    char name[MODEL_NAME_LEN];
+    atomic_uint_fast64_t bucket[N_INF_B + 1];
+    atomic_uint_fast64_t sum_ns;
+    atomic_uint_fast64_t count;
+} model_hist;
+
+struct srv_metrics {
+    const char *const *labels;
+    int n_routes;
+    atomic_uint_fast64_t *requests;   /* [n_routes, N_STATUS] */
+    req_hist *durations;              /* [n_routes] */
+    model_hist models[MAX_MODELS];
+    atomic_int n_models;              /* published count of models[] */
+    pthread_mutex_t models_lock;      /* serialises adding a model */
+    atomic_long in_flight;
+    atomic_int models_loaded;
+    atomic_uint_fast64_t reloads_ok, reloads_failed;
+    double start_time;                /* seconds since the epoch */
+};
+
+srv_metrics *srv_metrics_new(const char *const *labels, int n_routes) {
+    srv_metrics *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->labels = labels;
+    m->n_routes = n_routes;
+    m->requests = calloc((size_t)n_routes * N_STATUS, sizeof *m->requests);
+    m->durations = calloc((size_t)n_routes, sizeof *m->durations);
+    if (!m->requests || !m->durations || pthread_mutex_init(&m->models_lock, NULL)) {
+        free(m->requests);
+        free(m->durations);
+        free(m);
+        return NULL;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    m->start_time = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    return m;
+}
+
+void srv_metrics_free(srv_metrics *m) {
+    if (!m) return;
+    pthread_mutex_destroy(&m->models_lock);
+    free(m->requests);
+    free(m->durations);
+    free(m);
+}
+
+static int status_slot(unsigned status) {
+    for (size_t i = 0; i < N_STATUS - 1; i++)
+        if (status_list[i] == status) return (int)i;
+    return N_STATUS - 1;
+}
+
+static uint64_t to_ns(double s) {
+    return s <= 0 ? 0 : (uint64_t)(s * 1e9);
+}
+
+void srv_metrics_request(srv_metrics *m, int route, unsigned status, double seconds) {
+    if (!m || route < 0 || route >= m->n_routes) return;
+    atomic_fetch_add_explicit(&m->requests[(size_t)route * N_STATUS + status_slot(status)], 1,
+                              memory_order_relaxed);
+    req_hist *h = &m->durations[route];
+    size_t b = 0;
+    while (b < N_REQ_B && seconds > req_buckets[b]) b++;
+    atomic_fetch_add_explicit(&h->bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_ns, to_ns(seconds), memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+}
+
+void srv_metrics_in_flight(srv_metrics *m, int delta) {
+    if (m) atomic_fetch_add_explicit(&m->in_flight, delta, memory_order_relaxed);
+}
+
+/* The histogram of model `name`, added on first use; NULL when the table is full. */
+static model_hist *model_slot(srv_metrics *m, const char *name) {
+    int n = atomic_load_explicit(&m->n_models, memory_order_acquire);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(m->models[i].name, name)) return &m->models[i];
+    model_hist *h = NULL;
+    pthread_mutex_lock(&m->models_lock);
+    n = atomic_load_explicit(&m->n_models, memory_order_relaxed);
+    for (int i = 0; i < n && !h; i++)
+        if (!strcmp(m->models[i].name, name)) h = &m->models[i];
+    if (!h && n < MAX_MODELS && strlen(name) < MODEL_NAME_LEN) {
+        h = &m->models[n];
+        strcpy(h->name, name);
+        /* Publish the name before the count that makes it visible. */
+        atomic_store_explicit(&m->n_models, n + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&m->models_lock);
+    return h;
+}
+
+void srv_metrics_inference(srv_metrics *m, const char *model, double seconds) {
+    if (!m || !model) return;
+    model_hist *h = model_slot(m, model);
+    if (!h) return;
+    size_t b = 0;
+    while (b < N_INF_B && seconds > inf_buckets[b]) b++;
+    atomic_fetch_add_explicit(&h->bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_ns, to_ns(seconds), memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+}
+
+void srv_metrics_set_models_loaded(srv_metrics *m, int n) {
+    if (m) atomic_store_explicit(&m->models_loaded, n, memory_order_relaxed);
+}
+
+void srv_metrics_reload(srv_metrics *m, int ok) {
+    if (m) atomic_fetch_add_explicit(ok ? &m->reloads_ok : &m->reloads_failed, 1, memory_order_relaxed);
+}
+
+/* ==== Rendering ==== */
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int failed;
+} sbuf;
+
+static void sb_printf(sbuf *s, const char *fmt, ...) {
+    if (s->failed) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(s->buf + s->len, s->cap - s->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            s->failed = 1;
+            return;
+        }
+        if ((size_t)n < s->cap - s->len) {
+            s->len += (size_t)n;
+            return;
+        }
+        size_t cap = s->cap * 2 + (size_t)n + 1;
+        char *nb = realloc(s->buf, cap);
+        if (!nb) {
+            s->failed = 1;
+            return;
+        }
+        s->buf = nb;
+        s->cap = cap;
+    }
+}
+
+/* Label values are route patterns and model folder names: escape \ " and newline anyway. */
+static void sb_label(sbuf *s, const char *v) {
+    for (; *v; v++) {
+        if (*v == '\\') sb_printf(s, "\\\\");
+        else if (*v == '"') sb_printf(s, "\\\"");
+        else if (*v == '\n') sb_printf(s, "\\n");
+        else sb_printf(s, "%c", *v);
+    }
+}
+
+static uint64_t ld(atomic_uint_fast64_t *a) {
+    return atomic_load_explicit(a, memory_order_relaxed);
+}
+
+char *srv_metrics_render(srv_metrics *m, size_t *len) {
+    sbuf s = {malloc(16384), 0, 16384, 0};
+    if (!s.buf) return NULL;
+
+    sb_printf(&s, "# HELP loupe_http_requests_total HTTP requests by route and status.\n"
+                  "# TYPE loupe_http_requests_total counter\n");
+    for (int r = 0; r < m->n_routes; r++)
+        for (size_t k = 0; k < N_STATUS; k++) {
+            uint64_t v = ld(&m->requests[(size_t)r * N_STATUS + k]);
+            if (!v) continue;
+            sb_printf(&s, "loupe_http_requests_total{route=\"");
+            sb_label(&s, m->labels[r]);
+            if (k < N_STATUS - 1) sb_printf(&s, "\",status=\"%u\"} %llu\n", status_list[k], (unsigned long long)v);
+            else sb_printf(&s, "\",status=\"other\"} %llu\n", (unsigned long long)v);
+        }
+
+    sb_printf(&s, "# HELP loupe_http_request_duration_seconds Time from request headers to response sent.\n"
+                  "# TYPE loupe_http_request_duration_seconds histogram\n");
+    for (int r = 0; r < m->n_routes; r++) {
+        req_hist *h = &m->durations[r];
+        uint64_t count = ld(&h->count);
+        if (!count) continue;
+        uint64_t cum = 0;
+        for (size_t b = 0; b <= N_REQ_B; b++) {
+            cum += ld(&h->bucket[b]);
+            sb_printf(&s, "loupe_http_request_duration_seconds_bucket{route=\"");
+            sb_label(&s, m->labels[r]);
+            if (b < N_REQ_B) sb_printf(&s, "\",le=\"%g\"} %llu\n", req_buckets[b], (unsigned long long)cum);
+            else sb_printf(&s, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        }
+        sb_printf(&s, "loupe_http_request_duration_seconds_sum{route=\"");
+        sb_label(&s, m->labels[r]);
+        sb_printf(&s, "\"} %.9f\n", ld(&h->sum_ns) / 1e9);
+        sb_printf(&s, "loupe_http_request_duration_seconds_count{route=\"");
+        sb_label(&s, m->labels[r]);
+        /* The buckets were read one by one; +Inf is the count Prometheus checks against. */
+        sb_printf(&s, "\"} %llu\n", (unsigned long long)cum);
+    }
+
+    sb_printf(&s, "# HELP loupe_inference_duration_seconds Forward or gradient pass time by model.\n"
+                  "# TYPE loupe_inference_duration_seconds histogram\n");
+    int nm = atomic_load_explicit(&m->n_models, memory_order_acquire);
+    for (int i = 0; i < nm; i++) {
+        model_hist *h = &m->models[i];
+        uint64_t cum = 0;
+        for (size_t b = 0; b <= N_INF_B; b++) {
+            cum += ld(&h->bucket[b]);
+            sb_printf(&s, "loupe_inference_duration_seconds_bucket{model=\"");
+            sb_label(&s, h->name);
+            if (b < N_INF_B) sb_printf(&s, "\",le=\"%g\"} %llu\n", inf_buckets[b], (unsigned long long)cum);
+            else sb_printf(&s, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        }
+        sb_printf(&s, "loupe_inference_duration_seconds_sum{model=\"");
+        sb_label(&s, h->name);
+        sb_printf(&s, "\"} %.9f\n", ld(&h->sum_ns) / 1e9);
+        sb_printf(&s, "loupe_inference_duration_seconds_count{model=\"");
+        sb_label(&s, h->name);
+        sb_printf(&s, "\"} %llu\n", (unsigned long long)cum);
+    }
+
+    sb_printf(&s, "# HELP loupe_http_requests_in_flight Requests being handled now.\n"
+                  "# TYPE loupe_http_requests_in_flight gauge\n"
+                  "loupe_http_requests_in_flight %ld\n",
+              (long)atomic_load_explicit(&m->in_flight, memory_order_relaxed));
+    sb_printf(&s, "# HELP loupe_models_loaded Models in the registry.\n"
+                  "# TYPE loupe_models_loaded gauge\n"
+                  "loupe_models_loaded %d\n",
+              atomic_load_explicit(&m->models_loaded, memory_order_relaxed));
+    sb_printf(&s, "# HELP loupe_reloads_total Reloads of the model store by result.\n"
+                  "# TYPE loupe_reloads_total counter\n"
+                  "loupe_reloads_total{result=\"ok\"} %llu\n"
+                  "loupe_reloads_total{result=\"error\"} %llu\n",
+              (unsigned long long)ld(&m->reloads_ok), (unsigned long long)ld(&m->reloads_failed));
+    sb_printf(&s, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n"
+                  "# TYPE process_start_time_seconds gauge\n"
+                  "process_start_time_seconds %.3f\n",
+              m->start_time);
+    if (s.failed) {
+        free(s.buf);
+        return NULL;
+    }
+    if (len) *len = s.len;
+    return s.buf;
+}

@@ -1,0 +1,28 @@
+/* srv_metrics.h -- lock-free request and inference counters, rendered as Prometheus text. */
+#ifndef LOUPE_SRV_METRICS_H
+#define LOUPE_SRV_METRICS_H
+
+#include <stddef.h>
+
+typedef struct srv_metrics srv_metrics;
+
+/* Counters for n_routes routes named by labels (borrowed; they must outlive
+ * the metrics). Returns NULL on allocation failure. */
+srv_metrics *srv_metrics_new(const char *const *labels, int n_routes);
+void srv_metrics_free(srv_metrics *m);
+
+/* One finished request on route index `route` (out of range: ignored). */
+void srv_metrics_request(srv_metrics *m, int route, unsigned status, double seconds);
+/* In-flight gauge: +1 when a request starts, -1 when it ends. */
+void srv_metrics_in_flight(srv_metrics *m, int delta);
+/* One forward (or gradient) pass of model `name`; models past the table's
+ * capacity are not recorded. Never blocks except on a model's first use. */
+void srv_metrics_inference(srv_metrics *m, const char *model, double seconds);
+void srv_metrics_set_models_loaded(srv_metrics *m, int n);
+void srv_metrics_reload(srv_metrics *m, int ok);
+
+/* The exposition text in a malloc'd NUL-terminated buffer (caller frees),
+ * or NULL on allocation failure. */
+char *srv_metrics_render(srv_metrics *m, size_t *len);
+
+#endif

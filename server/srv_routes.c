@@ -1,0 +1,211 @@
+/* srv_routes.c -- the route table and the small routes: index page, health, metrics, model listing, admin. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "srv_routes.h"
+#include "srv_static.h"
+
+static void h_root(srv_req *r);
+static void h_healthz(srv_req *r);
+static void h_readyz(srv_req *r);
+static void h_metrics(srv_req *r);
+static void h_models(srv_req *r);
+static void h_model(srv_req *r);
+static void h_reload(srv_req *r);
+
+/* Order matters only for readability: a path matches at most one pattern per method. */
+const srv_route srv_routes[] = {
+    {"/", SRV_GET, 0, h_root},
+    {"/healthz", SRV_GET, 0, h_healthz},
+    {"/readyz", SRV_GET, 0, h_readyz},
+    {"/metrics", SRV_GET, 0, h_metrics},
+    {"/v1/models", SRV_GET, 0, h_models},
+    {"/v1/models/{m}", SRV_GET, 0, h_model},
+    {"/v1/models/{m}/predict", SRV_POST, SRV_R_BODY | SRV_R_IMAGE, srv_h_predict},
+    {"/v1/models/{m}/saliency", SRV_POST, SRV_R_BODY | SRV_R_IMAGE, srv_h_saliency},
+    {"/predict", SRV_POST, SRV_R_BODY | SRV_R_IMAGE, srv_h_predict_default},
+    {"/v1/admin/reload", SRV_POST, SRV_R_ADMIN, h_reload},
+    {"/v2", SRV_GET, SRV_R_V2, srv_h_v2_server},
+    {"/v2/health/live", SRV_GET, SRV_R_V2, srv_h_v2_live},
+    {"/v2/health/ready", SRV_GET, SRV_R_V2, srv_h_v2_ready},
+    {"/v2/models/{m}", SRV_GET, SRV_R_V2, srv_h_v2_model},
+    {"/v2/models/{m}/ready", SRV_GET, SRV_R_V2, srv_h_v2_model_ready},
+    {"/v2/models/{m}/infer", SRV_POST, SRV_R_V2 | SRV_R_BODY, srv_h_v2_infer},
+};
+const int srv_n_routes = (int)(sizeof srv_routes / sizeof srv_routes[0]);
+
+/* ==== Pages and probes ==== */
+
+/* HTML-escape into a growing string; returns 0 or -1 on allocation failure. */
+static int append(char **buf, size_t *len, size_t *cap, const char *s, int escape) {
+    for (; *s; s++) {
+        char tmp[8];
+        const char *piece = tmp;
+        if (escape && *s == '<') piece = "&lt;";
+        else if (escape && *s == '>') piece = "&gt;";
+        else if (escape && *s == '&') piece = "&amp;";
+        else if (escape && *s == '"') piece = "&quot;";
+        else {
+            tmp[0] = *s;
+            tmp[1] = 0;
+        }
+        size_t n = strlen(piece);
+        if (*len + n + 1 > *cap) {
+            size_t nc = *cap * 2 + n + 1;
+            char *nb = realloc(*buf, nc);
+            if (!nb) return -1;
+            *buf = nb;
+            *cap = nc;
+        }
+        memcpy(*buf + *len, piece, n + 1);
+        *len += n;
+    }
+    return 0;
+}
+
+/* The browser page when static/ has one, else a plain list of the models. */
+static void h_root(srv_req *r) {
+    char real[PATH_MAX];
+    if (!srv_static_resolve(r->ctx, "/index.html", real, sizeof real)) {
+        free(r->path);
+        r->path = strdup("/index.html");
+        if (r->path) {
+            srv_static_serve(r);
+            return;
+        }
+    }
+    reg_store *s = reg_acquire(r->ctx->registry);
+    size_t len = 0, cap = 4096;
+    char *b = malloc(cap);
+    int bad = !b;
+    if (b) b[0] = 0;
+    bad = bad || append(&b, &len, &cap,
+                        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Loupe</title></head>\n"
+                        "<body><h1>Loupe</h1>\n<p>Image classifiers over HTTP. API reference: "
+                        "<a href=\"/docs/api.md\">docs/api.md</a>.</p>\n<h2>Models</h2>\n<ul>\n", 0);
+    reg_model *def = reg_store_default(s);
+    for (int i = 0; !bad && i < reg_store_count(s); i++) {
+        reg_model *m = reg_store_at(s, i);
+        char acc[64] = "";
+        if (m->has_accuracy) snprintf(acc, sizeof acc, ", test accuracy %.2f%%", m->test_accuracy * 100);
+        bad = append(&b, &len, &cap, "<li><a href=\"/v1/models/", 0) || append(&b, &len, &cap, m->name, 1) ||
+              append(&b, &len, &cap, "\">", 0) || append(&b, &len, &cap, m->name, 1) ||
+              append(&b, &len, &cap, "</a> (", 0) || append(&b, &len, &cap, m->kind, 1) ||
+              append(&b, &len, &cap, acc, 0) || append(&b, &len, &cap, m == def ? ", default" : "", 0) ||
+              append(&b, &len, &cap, ")</li>\n", 0);
+    }
+    if (!bad && !reg_store_count(s)) bad = append(&b, &len, &cap, "<li>none loaded</li>\n", 0);
+    bad = bad || append(&b, &len, &cap,
+                        "</ul>\n<p>Try: <code>curl --data-binary @shoe.png http://HOST/predict</code></p>\n"
+                        "</body></html>\n",
+                        0);
+    reg_store_release(s);
+    if (bad) {
+        free(b);
+        b = NULL;
+    }
+    srv_reply_buf(r, 200, "text/html; charset=utf-8", b, len);
+}
+
+static void h_healthz(srv_req *r) {
+    srv_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void h_readyz(srv_req *r) {
+    if (atomic_load_explicit(&r->ctx->draining, memory_order_relaxed)) {
+        srv_reply_json(r, 503, json_pack("{s:s, s:s}", "status", "draining", "reason", "shutting down"));
+        return;
+    }
+    reg_store *s = reg_acquire(r->ctx->registry);
+    int n = reg_store_count(s);
+    reg_store_release(s);
+    if (!n)
+        srv_reply_json(r, 503, json_pack("{s:s, s:s}", "status", "not_ready", "reason", "no model is loaded"));
+    else
+        srv_reply_json(r, 200, json_pack("{s:s, s:i}", "status", "ready", "models", n));
+}
+
+static void h_metrics(srv_req *r) {
+    size_t len = 0;
+    char *text = srv_metrics_render(r->ctx->metrics, &len);
+    srv_reply_buf(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+/* ==== Models ==== */
+
+static void h_models(srv_req *r) {
+    reg_store *s = reg_acquire(r->ctx->registry);
+    reg_model *def = reg_store_default(s);
+    size_t len = 0, cap = 1024;
+    char *b = malloc(cap);
+    int bad = !b;
+    if (b) b[0] = 0;
+    /* The entries are rendered at load: splice them in rather than re-encode. */
+    bad = bad || append(&b, &len, &cap, "{\"default\":", 0);
+    if (def) {
+        json_t *name = json_string(def->name);
+        char *q = name ? json_dumps(name, JSON_ENCODE_ANY) : NULL;
+        bad = bad || !q || append(&b, &len, &cap, q, 0);
+        free(q);
+        json_decref(name);
+    } else {
+        bad = bad || append(&b, &len, &cap, "null", 0);
+    }
+    bad = bad || append(&b, &len, &cap, ",\"models\":[", 0);
+    for (int i = 0; !bad && i < reg_store_count(s); i++)
+        bad = (i && append(&b, &len, &cap, ",", 0)) || append(&b, &len, &cap, reg_store_at(s, i)->summary_json, 0);
+    bad = bad || append(&b, &len, &cap, "]}", 0);
+    reg_store_release(s);
+    if (bad) {
+        free(b);
+        b = NULL;
+    }
+    srv_reply_buf(r, 200, "application/json", b, len);
+}
+
+static void h_model(srv_req *r) {
+    reg_model *m = srv_route_model(r);
+    if (!m) return;
+    srv_reply_text(r, 200, "application/json", m->detail_json);
+    reg_model_release(m);
+}
+
+/* ==== Admin ==== */
+
+/* Compare without leaking the length of the common prefix through timing. */
+static int token_equal(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char d = la != lb;
+    for (size_t i = 0; i < la; i++) d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return d == 0;
+}
+
+static void h_reload(srv_req *r) {
+    const char *token = r->ctx->cfg->admin_token;
+    if (!token) {
+        srv_reply_error(r, SRV_E_NOT_FOUND, "no route POST %s (admin routes are off without LOUPE_ADMIN_TOKEN)",
+                        r->path);
+        return;
+    }
+    const char *auth = srv_req_header(r, "Authorization");
+    if (!auth || strncmp(auth, "Bearer ", 7) || !token_equal(auth + 7, token)) {
+        srv_reply_error(r, SRV_E_UNAUTHORIZED, "%s", auth ? "wrong bearer token" : "this route needs Authorization: Bearer <token>");
+        r->resp.www_authenticate = 1;
+        return;
+    }
+    json_t *report = NULL;
+    char err[512];
+    int n = reg_reload(r->ctx->registry, &report, err, sizeof err);
+    srv_metrics_reload(r->ctx->metrics, n >= 0);
+    if (n < 0) {
+        srv_reply_error(r, SRV_E_INTERNAL, "reload failed, the old models stay: %s", err);
+        return;
+    }
+    srv_metrics_set_models_loaded(r->ctx->metrics, n);
+    reg_store *s = reg_acquire(r->ctx->registry);
+    reg_model *def = reg_store_default(s);
+    if (report) json_object_set_new(report, "default", def ? json_string(def->name) : json_null());
+    reg_store_release(s);
+    srv_reply_json(r, 200, report);
+}

@@ -1,0 +1,21 @@
+/* srv_static.h -- static files under --static (at /) and --docs (at /docs/), with no way out of either folder. */
+#ifndef LOUPE_SRV_STATIC_H
+#define LOUPE_SRV_STATIC_H
+
+#include <stddef.h>
+
+#include "srv_http.h"
+
+/* Resolve a decoded request path to a regular file inside the static (or, for
+ * /docs/..., the docs) folder. Segments that are empty or start with '.', and
+ * anything whose real path (symlinks resolved) leaves the folder, are refused.
+ * Returns 0 and the real path in out (when out is non-NULL), or -1. */
+int srv_static_resolve(const srv_ctx *ctx, const char *path, char *out, size_t outlen);
+
+/* Answer r with the file its path names (404 when there is none). */
+void srv_static_serve(srv_req *r);
+
+/* Content type by file extension; "application/octet-stream" when unknown. */
+const char *srv_static_content_type(const char *path);
+
+#endif
