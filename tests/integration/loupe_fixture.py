@@ -1,0 +1,219 @@
+"""Helpers for the daemon's integration tests: a model store, a live `loupe serve`, images, HTTP.
+
+Standard library plus numpy and Pillow (Debian python3-numpy, python3-pil); run with /usr/bin/python3.
+"""
+import gzip
+import http.client
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+import zlib
+
+import numpy as np
+
+DATA = os.environ.get("LOUPE_DATA", "/usr/share/datasets/fashion-mnist")
+
+
+# ==== Fashion-MNIST ====
+
+def load_idx(name):
+    with gzip.open(os.path.join(DATA, name), "rb") as f:
+        raw = f.read()
+    magic, = struct.unpack(">I", raw[:4])
+    ndim = magic & 0xFF
+    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def test_set():
+    """(images [10000,28,28] uint8, labels [10000])."""
+    return load_idx("t10k-images-idx3-ubyte.gz"), load_idx("t10k-labels-idx1-ubyte.gz")
+
+
+# ==== Images ====
+
+def _chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_gray(img, width=None, height=None, idat=None):
+    """An 8-bit grayscale PNG of a [h,w] uint8 array, written by hand (no encoder involved).
+    width/height override the header (zero sizes, bombs); idat overrides the compressed data."""
+    h, w = img.shape
+    raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))
+    ihdr = struct.pack(">IIBBBBB", width if width is not None else w, height if height is not None else h,
+                       8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) +
+            _chunk(b"IDAT", idat if idat is not None else zlib.compress(raw, 6)) + _chunk(b"IEND", b""))
+
+
+def png_bomb(width, height):
+    """A PNG whose header promises width*height gray pixels of zeros, compressed to a few hundred KB."""
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)
+    parts = [comp.compress(row) for _ in range(height)]
+    parts.append(comp.flush())
+    return png_gray(np.zeros((1, 1), np.uint8), width=width, height=height, idat=b"".join(parts))
+
+
+def pil_encode(img, fmt, mode="L", **kw):
+    from PIL import Image
+    im = Image.fromarray(img).convert(mode) if mode != "L" else Image.fromarray(img)
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def multipart(field, data, filename="x.png", ctype="image/png", extra=None):
+    boundary = "loupe-test-boundary-7d1c"
+    parts = []
+    for k, v in (extra or {}).items():
+        parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode())
+    parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+                 f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+# ==== Model store ====
+
+def write_safetensors(path, tensors, activation="relu"):
+    """tensors: list of (name, float32 array). Written by hand, as the format says."""
+    header, blobs, off = {"__metadata__": {"format": "pt", "activation": activation}}, [], 0
+    for name, arr in tensors:
+        b = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def write_zero_model(folder):
+    """A one-layer MLP with all-zero weights: its input gradient is exactly zero."""
+    os.makedirs(folder, exist_ok=True)
+    write_safetensors(os.path.join(folder, "weights.safetensors"),
+                      [("layers.0.weight", np.zeros((10, 784), np.float32)),
+                       ("layers.0.bias", np.zeros(10, np.float32))])
+    manifest = {"name": os.path.basename(folder), "kind": "mlp", "classes": CLASSES,
+                "input": {"channels": 1, "height": 28, "width": 28, "mean": [0.0], "std": [1.0],
+                          "resize": "area", "invert": "auto"},
+                "mlp": {"activation": "relu", "sizes": [784, 10]}, "layers": [], "training": {}}
+    with open(os.path.join(folder, "model.json"), "w") as f:
+        json.dump(manifest, f)
+
+
+def make_store(loupe, root):
+    """Train two small models with the real trainer, add a zero model and a broken folder."""
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    # alpha has a hidden layer wider than 64 after the first: batch-1 GEMMs of every shape.
+    for name, hidden, seed in (("alpha", "128,96", 1), ("beta", "32", 2)):
+        out = os.path.join(root, name)
+        subprocess.run([loupe, "train-mlp", "--epochs", "1", "--hidden", hidden, "--seed", str(seed),
+                        "--out", out], check=True, stdout=subprocess.DEVNULL)
+    write_zero_model(os.path.join(root, "zero"))
+    broken = os.path.join(root, "broken")
+    os.makedirs(broken, exist_ok=True)
+    with open(os.path.join(broken, "model.json"), "w") as f:
+        f.write("{ this is not json")
+
+
+# ==== The daemon ====
+
+class Daemon:
+    """`loupe serve` on a free port; stderr goes to a file the tests can read."""
+
+    def __init__(self, loupe, models, *args, env=None):
+        self.log_path = tempfile.mktemp(prefix="loupe-serve-", suffix=".log")
+        self.log = open(self.log_path, "wb")
+        e = dict(os.environ)
+        e.update(env or {})
+        self.proc = subprocess.Popen([loupe, "serve", "--models", models, "--port", "0", "--host", "127.0.0.1",
+                                      *args], stdout=self.log, stderr=self.log, env=e)
+        self.port = None
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            text = self.read_log()
+            if "listening on http://" in text:
+                self.port = int(text.split("listening on http://", 1)[1].split(" ", 1)[0].rsplit(":", 1)[1])
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError("loupe serve exited %d:\n%s" % (self.proc.returncode, text))
+            time.sleep(0.02)
+        if self.port is None:
+            self.stop()
+            raise RuntimeError("loupe serve did not start:\n" + self.read_log())
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=60):
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.log.close()
+        return rc
+
+    def conn(self, timeout=30):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, conn=None):
+        """(status, headers dict lower-cased, body bytes); reuses conn when given (keep-alive)."""
+        c = conn or self.conn()
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        finally:
+            if conn is None:
+                c.close()
+
+    def json(self, method, path, body=None, headers=None, conn=None):
+        st, h, data = self.request(method, path, body, headers, conn)
+        return st, h, json.loads(data) if data else None
+
+    def raw(self, data, read_timeout=10):
+        """Send raw bytes on a fresh socket and return everything read until close or timeout."""
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=read_timeout)
+        try:
+            s.sendall(data)
+            out = b""
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except (socket.timeout, ConnectionResetError):
+                    break
+                if not chunk:
+                    break
+                out += chunk
+                if b"\r\n\r\n" in out:
+                    head, rest = out.split(b"\r\n\r\n", 1)
+                    for line in head.split(b"\r\n"):
+                        if line.lower().startswith(b"content-length:") and len(rest) >= int(line.split(b":")[1]):
+                            return out
+            return out
+        finally:
+            s.close()

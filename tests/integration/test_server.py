@@ -1,0 +1,777 @@
+"""Integration tests of `loupe serve`: the real daemon on a free port, real HTTP.
+
+    LOUPE_BIN=build/cli/loupe LOUPE_STORE=/tmp/store /usr/bin/python3 test_server.py --make-store
+    LOUPE_BIN=build/cli/loupe LOUPE_STORE=/tmp/store /usr/bin/python3 test_server.py Routes BadInput ...
+
+LOUPE_QUICK=1 (the sanitizer build) checks 500 test images instead of 10,000.
+"""
+import base64
+import concurrent.futures as cf
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import unittest
+import zlib
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loupe_fixture as fx  # noqa: E402
+
+LOUPE = os.environ.get("LOUPE_BIN", "build/cli/loupe")
+STORE = os.environ.get("LOUPE_STORE", "/tmp/loupe-test-store")
+QUICK = os.environ.get("LOUPE_QUICK", "0") == "1"
+IMAGES, LABELS = fx.test_set()
+
+
+def png(i):
+    return fx.png_gray(IMAGES[i])
+
+
+def pixels(i):
+    return (IMAGES[i].astype(np.float64) / 255.0).tolist()
+
+
+class Served(unittest.TestCase):
+    """One daemon for the whole class."""
+    args = ("--max-body", "1M", "--threads", "4", "--drain-grace", "0")
+    env = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = fx.Daemon(LOUPE, STORE, *cls.args, env=cls.env)
+        st, _, cls.baseline = cls.d.json("POST", "/v1/models/alpha/predict", png(0), {"Content-Type": "image/png"})
+        assert st == 200, cls.baseline
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.d.stop()
+        assert rc == 0, "loupe serve exited %d\n%s" % (rc, cls.d.read_log())
+
+    def post(self, path, body, ctype="image/png", headers=None, conn=None):
+        h = {"Content-Type": ctype} if ctype else {}
+        h.update(headers or {})
+        return self.d.json("POST", path, body, h, conn)
+
+    def predict(self, body, ctype="image/png", query="", model="alpha"):
+        return self.post("/v1/models/%s/predict%s" % (model, query), body, ctype)
+
+    def assert_error(self, st, body, status, code=None):
+        self.assertEqual(st, status, body)
+        self.assertIsInstance(body, dict)
+        self.assertIsInstance(body.get("error"), dict, body)
+        self.assertTrue(body["error"]["message"], body)
+        if code:
+            self.assertEqual(body["error"]["code"], code, body)
+
+    def assert_still_serving(self):
+        """After a bad request: the daemon answers, with the same predictions as before."""
+        st, _, b = self.predict(png(0))
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["probabilities"], self.baseline["probabilities"])
+
+
+class Routes(Served):
+    def test_healthz(self):
+        st, _, b = self.d.json("GET", "/healthz")
+        self.assertEqual((st, b["status"]), (200, "ok"))
+
+    def test_readyz(self):
+        st, _, b = self.d.json("GET", "/readyz")
+        self.assertEqual((st, b["status"], b["models"]), (200, "ready", 3))
+
+    def test_head(self):
+        st, h, body = self.d.request("HEAD", "/healthz")
+        self.assertEqual((st, body), (200, b""))
+
+    def test_root_page_lists_models(self):
+        st, h, body = self.d.request("GET", "/")
+        self.assertEqual(st, 200)
+        self.assertTrue(h["content-type"].startswith("text/html"))
+        for name in (b"alpha", b"beta", b"zero", b"docs/api.md"):
+            self.assertIn(name, body)
+
+    def test_docs_served(self):
+        st, h, body = self.d.request("GET", "/docs/api.md")
+        self.assertEqual(st, 200)
+        self.assertTrue(h["content-type"].startswith("text/markdown"))
+        self.assertIn(b"/v1/models", body)
+
+    def test_models_list(self):
+        st, _, b = self.d.json("GET", "/v1/models")
+        self.assertEqual(st, 200)
+        names = [m["name"] for m in b["models"]]
+        self.assertEqual(names, ["alpha", "beta", "zero"])  # broken/ is skipped
+        for m in b["models"]:
+            self.assertEqual(m["kind"], "mlp")
+            self.assertEqual(m["classes"], fx.CLASSES)
+            self.assertEqual(m["input"]["height"], 28)
+        acc = {m["name"]: m["test_accuracy"] for m in b["models"]}
+        self.assertIsNone(acc["zero"])
+        self.assertEqual(b["default"], max(("alpha", "beta"), key=lambda n: acc[n]))
+
+    def test_broken_model_logged(self):
+        self.assertIn("model broken: skipped: model.json", self.d.read_log())
+
+    def test_model_detail(self):
+        st, _, b = self.d.json("GET", "/v1/models/alpha")
+        self.assertEqual(st, 200)
+        with open(os.path.join(STORE, "alpha", "metrics.json")) as f:
+            metrics = json.load(f)
+        with open(os.path.join(STORE, "alpha", "history.json")) as f:
+            history = json.load(f)
+        self.assertEqual(b["manifest"]["mlp"]["sizes"], [784, 128, 96, 10])
+        self.assertEqual(b["metrics"]["confusion"], metrics["confusion"])
+        self.assertAlmostEqual(b["metrics"]["test_accuracy"], metrics["test_accuracy"], places=12)
+        self.assertEqual(json.dumps(b["history"], sort_keys=True)[:20], json.dumps(history, sort_keys=True)[:20])
+
+    def test_unknown_model(self):
+        for method, path in (("GET", "/v1/models/nope"), ("POST", "/v1/models/nope/predict"),
+                             ("POST", "/v1/models/nope/saliency")):
+            st, _, b = self.d.json(method, path, png(0) if method == "POST" else None)
+            self.assert_error(st, b, 404, "model_not_found")
+
+    def test_unknown_route(self):
+        st, _, b = self.d.json("GET", "/v1/nothing/here")
+        self.assert_error(st, b, 404, "not_found")
+
+    def test_method_not_allowed(self):
+        for method, path, allow in (("GET", "/v1/models/alpha/predict", "POST"), ("DELETE", "/v1/models", "GET, HEAD"),
+                                    ("POST", "/healthz", "GET, HEAD"), ("PUT", "/predict", "POST")):
+            st, h, b = self.d.json(method, path, b"" if method != "GET" else None)
+            self.assert_error(st, b, 405, "method_not_allowed")
+            self.assertEqual(h.get("allow"), allow)
+
+    def test_admin_off_without_token(self):
+        st, _, b = self.post("/v1/admin/reload", b"", None)
+        self.assert_error(st, b, 404)
+
+
+class Static(Served):
+    @classmethod
+    def setUpClass(cls):
+        import tempfile
+        cls.tmp = tempfile.mkdtemp(prefix="loupe-static-")
+        root = os.path.join(cls.tmp, "static")
+        os.makedirs(os.path.join(root, "css"))
+        with open(os.path.join(root, "index.html"), "w") as f:
+            f.write("<html>page</html>")
+        with open(os.path.join(root, "css", "a.css"), "w") as f:
+            f.write("body{}")
+        with open(os.path.join(cls.tmp, "secret.txt"), "w") as f:
+            f.write("TOP-SECRET-CONTENT")
+        os.symlink(os.path.join(cls.tmp, "secret.txt"), os.path.join(root, "link.txt"))
+        cls.args = Served.args + ("--static", root)
+        super().setUpClass()
+
+    def test_index_and_types(self):
+        st, h, body = self.d.request("GET", "/")
+        self.assertEqual((st, body), (200, b"<html>page</html>"))
+        st, h, body = self.d.request("GET", "/css/a.css")
+        self.assertEqual((st, h["content-type"].split(";")[0], body), (200, "text/css", b"body{}"))
+
+    def test_no_escape(self):
+        for path in ("/../secret.txt", "/css/../../secret.txt", "/%2e%2e/secret.txt", "/css/%2E%2E/%2e%2e/secret.txt",
+                     "/link.txt", "/..%2fsecret.txt", "/.%2e/secret.txt", "//etc/passwd", "/css/..", "/.hidden"):
+            raw = self.d.raw(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
+            self.assertNotIn(b"TOP-SECRET", raw, path)
+            self.assertTrue(raw.startswith(b"HTTP/1.1 404") or raw.startswith(b"HTTP/1.1 400"), (path, raw[:80]))
+
+
+class Inputs(Served):
+    def check_same(self, st, b, ref=None):
+        self.assertEqual(st, 200, b)
+        ref = ref or self.baseline
+        self.assertEqual(b["index"], ref["index"])
+        np.testing.assert_allclose(b["probabilities"], ref["probabilities"], rtol=0, atol=2e-6)
+
+    def test_predict_shape(self):
+        b = self.baseline
+        self.assertEqual(b["model"], "alpha")
+        self.assertEqual(b["class"], fx.CLASSES[b["index"]])
+        self.assertEqual(len(b["probabilities"]), 10)
+        self.assertAlmostEqual(sum(b["probabilities"]), 1.0, places=5)
+        self.assertEqual(b["probability"], max(b["probabilities"]))
+        p = np.array(b["probabilities"], np.float64)
+        h = -(p[p > 0] * np.log(p[p > 0])).sum()
+        self.assertAlmostEqual(b["entropy_nats"], h, places=5)
+        self.assertAlmostEqual(b["entropy_bits"], h / math.log(2), places=5)
+        self.assertEqual(len(b["top_k"]), 5)
+        self.assertEqual(b["top_k"][0]["index"], b["index"])
+        self.assertFalse(b["inverted"])
+        for k in ("decode", "inference", "total"):
+            self.assertGreaterEqual(b["timing_ms"][k], 0)
+
+    def test_top_k(self):
+        st, _, b = self.predict(png(0), query="?top_k=3")
+        self.assertEqual([e["index"] for e in b["top_k"]],
+                         list(np.argsort(-np.array(self.baseline["probabilities"]), kind="stable")[:3]))
+        st, _, b = self.predict(png(0), query="?top_k=100")
+        self.assertEqual(len(b["top_k"]), 10)
+
+    def test_png_content_types(self):
+        for ct in ("image/png", "application/octet-stream", "application/x-www-form-urlencoded", None):
+            self.check_same(*self.predict(png(0), ct)[::2])
+
+    def test_default_route(self):
+        st, _, models = self.d.json("GET", "/v1/models")
+        st, _, b = self.post("/predict", png(0), "application/x-www-form-urlencoded")  # what curl --data-binary sends
+        self.assertEqual((st, b["model"]), (200, models["default"]))
+
+    def test_jpeg_baseline_and_progressive(self):
+        for kw in ({"quality": 100}, {"quality": 100, "progressive": True}):
+            st, _, b = self.predict(fx.pil_encode(IMAGES[0], "JPEG", **kw), "image/jpeg")
+            self.assertEqual(st, 200, b)
+            self.assertEqual(b["index"], self.baseline["index"])
+            np.testing.assert_allclose(b["probabilities"], self.baseline["probabilities"], atol=0.05)
+
+    def test_png_colour_types(self):
+        from PIL import Image
+        import io
+        img = Image.fromarray(IMAGES[0])
+        variants = {
+            "rgb": img.convert("RGB"), "rgba": img.convert("RGBA"), "la": img.convert("LA"),
+            "palette": img.convert("P"),
+            "i16": Image.fromarray(IMAGES[0].astype(np.uint16) * 257, "I;16"),
+        }
+        for name, im in variants.items():
+            buf = io.BytesIO()
+            im.save(buf, "PNG")
+            st, _, b = self.predict(buf.getvalue())
+            self.assertEqual(st, 200, (name, b))
+            self.assertEqual(b["index"], self.baseline["index"], name)
+            np.testing.assert_allclose(b["probabilities"], self.baseline["probabilities"], atol=0.02, err_msg=name)
+
+    def test_large_image_resized(self):
+        big = np.kron(IMAGES[0], np.ones((8, 8), np.uint8))  # 224x224, area-averages back exactly
+        self.check_same(*self.predict(fx.png_gray(big))[::2])
+
+    def test_invert(self):
+        inv = fx.png_gray(255 - IMAGES[0])
+        st, _, b = self.predict(inv)
+        self.assertTrue(b["inverted"])
+        self.check_same(st, b)
+        st, _, b = self.predict(inv, query="?invert=false")
+        self.assertFalse(b["inverted"])
+        st, _, b = self.predict(png(0), query="?invert=true")
+        self.assertTrue(b["inverted"])
+
+    def test_multipart(self):
+        body, ct = fx.multipart("image", png(0), extra={"note": "hello"})
+        self.check_same(*self.predict(body, ct)[::2])
+
+    def test_json_pixels_flat_and_rows(self):
+        rows = pixels(0)
+        flat = [v for r in rows for v in r]
+        self.check_same(*self.predict(json.dumps({"pixels": flat}).encode(), "application/json")[::2])
+        self.check_same(*self.predict(json.dumps({"pixels": rows}).encode(), "application/json")[::2])
+        # curl -d '{"pixels": ...}' sends x-www-form-urlencoded: sniffed as JSON.
+        self.check_same(*self.predict(json.dumps({"pixels": rows}).encode(), "application/x-www-form-urlencoded")[::2])
+
+    def test_json_base64(self):
+        b64 = base64.b64encode(png(0)).decode()
+        self.check_same(*self.predict(json.dumps({"image": b64}).encode(), "application/json")[::2])
+        url = "data:image/png;base64," + b64
+        self.check_same(*self.predict(json.dumps({"image": url}).encode(), "application/json")[::2])
+
+    def test_saliency_png(self):
+        for q, size in (("", 28), ("?scale=4", 112), ("?overlay=1&scale=2", 56), ("?target=Sneaker", 28)):
+            st, h, body = self.d.request("POST", "/v1/models/alpha/saliency" + q, png(0), {"Content-Type": "image/png"})
+            self.assertEqual(st, 200, body[:200])
+            self.assertEqual(h["content-type"], "image/png")
+            from PIL import Image
+            import io
+            im = Image.open(io.BytesIO(body))
+            self.assertEqual(im.size, (size, size), q)
+
+    def test_saliency_json(self):
+        st, _, b = self.post("/v1/models/alpha/saliency?format=json", png(0))
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["target"]["index"], self.baseline["index"])
+        m = np.array(b["saliency"])
+        self.assertEqual(m.shape, (28, 28))
+        self.assertTrue(np.all(np.isfinite(m)))
+        self.assertGreaterEqual(m.min(), 0.0)
+        self.assertEqual(m.max(), 1.0)
+        # The 99th percentile is the top: about 1% of the pixels clip at 1.
+        self.assertLessEqual((m >= 1.0).sum(), 10)
+        for t in ("3", "Dress", "dress"):
+            st, _, b = self.post("/v1/models/alpha/saliency?format=json&target=" + t, png(0))
+            self.assertEqual((st, b["target"]["index"], b["target"]["class"]), (200, 3, "Dress"))
+
+    def test_saliency_matches_numpy(self):
+        """|d logit_t / d x| from the weights in weights.safetensors, normalised as documented."""
+        import struct
+        with open(os.path.join(STORE, "alpha", "weights.safetensors"), "rb") as f:
+            raw = f.read()
+        n, = struct.unpack("<Q", raw[:8])
+        hdr = json.loads(raw[8:8 + n])
+        t = {k: np.frombuffer(raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], "<f4").reshape(v["shape"])
+             for k, v in hdr.items() if k != "__metadata__"}
+        a = IMAGES[0].reshape(-1).astype(np.float64) / 255
+        n_layers = len(t) // 2
+        masks = []
+        for i in range(n_layers - 1):  # relu hidden layers; the last is linear
+            z = t["layers.%d.weight" % i] @ a + t["layers.%d.bias" % i]
+            masks.append(z > 0)
+            a = np.maximum(z, 0)
+        delta = np.zeros(10)
+        delta[self.baseline["index"]] = 1.0
+        for i in range(n_layers - 1, -1, -1):
+            delta = delta @ t["layers.%d.weight" % i]
+            if i > 0:
+                delta = delta * masks[i - 1]
+        g = np.abs(delta)
+        top = np.percentile(g, 99)
+        want = np.minimum(g / top, 1.0)
+        st, _, b = self.post("/v1/models/alpha/saliency?format=json", png(0))
+        np.testing.assert_allclose(np.array(b["saliency"]).reshape(-1), want, atol=1e-4)
+
+    def test_saliency_zero_gradient(self):
+        st, _, b = self.post("/v1/models/zero/saliency?format=json", png(0))
+        self.assertEqual(st, 200, b)
+        self.assertEqual(np.array(b["saliency"]).tolist(), np.zeros((28, 28)).tolist())
+        st, h, body = self.d.request("POST", "/v1/models/zero/saliency", png(0), {"Content-Type": "image/png"})
+        self.assertEqual((st, h["content-type"]), (200, "image/png"))
+
+    def test_keep_alive(self):
+        c = self.d.conn()
+        for _ in range(20):
+            self.check_same(*self.predict_on(c)[::2])
+        c.close()
+
+    def predict_on(self, c):
+        return self.post("/v1/models/alpha/predict", png(0), conn=c)
+
+
+class BadInput(Served):
+    """Each bad input is its own case; after each the daemon answers with the same predictions."""
+
+    def tearDown(self):
+        self.assert_still_serving()
+
+    def bad(self, body, ctype, status, code=None, query="", route="/v1/models/alpha/predict"):
+        st, _, b = self.post(route + query, body, ctype)
+        self.assert_error(st, b, status, code)
+        return b
+
+    def test_empty_body(self):
+        self.bad(b"", "image/png", 400, "empty_body")
+
+    def test_empty_body_saliency(self):
+        self.bad(b"", "image/png", 400, "empty_body", route="/v1/models/alpha/saliency")
+
+    def test_unsupported_content_type(self):
+        self.bad(png(0), "text/plain", 415, "unsupported_media_type")
+
+    def test_gif_content_type(self):
+        self.bad(b"GIF89a....", "image/gif", 415, "unsupported_media_type")
+
+    def test_truncated_png(self):
+        self.bad(png(0)[:60], "image/png", 400, "bad_image")
+
+    def test_corrupted_png(self):
+        data = bytearray(png(0))
+        for i in range(45, 80):
+            data[i] ^= 0x5A
+        self.bad(bytes(data), "image/png", 400, "bad_image")
+
+    def test_truncated_jpeg(self):
+        self.bad(fx.pil_encode(IMAGES[0], "JPEG")[:100], "image/jpeg", 400, "bad_image")
+
+    def test_corrupted_jpeg(self):
+        data = bytearray(fx.pil_encode(IMAGES[0], "JPEG"))
+        dht = data.index(b"\xff\xc4")  # garble the Huffman tables
+        for i in range(dht + 5, dht + 40):
+            data[i] = 0xFF
+        self.bad(bytes(data), "image/jpeg", 400, "bad_image")
+
+    def test_non_image_bytes(self):
+        self.bad(os.urandom(1000), "image/png", 415, "unsupported_media_type")
+
+    def test_zero_dimensions(self):
+        self.bad(fx.png_gray(IMAGES[0], width=0), "image/png", 400, "bad_dimensions")
+
+    def test_json_not_object(self):
+        self.bad(b"[1, 2, 3]", "application/json", 400, "bad_json")
+
+    def test_json_invalid(self):
+        self.bad(b"{\"pixels\": [", "application/json", 400, "bad_json")
+
+    def test_json_no_known_key(self):
+        self.bad(b"{\"foo\": 1}", "application/json", 400, "bad_json")
+
+    def test_wrong_pixel_count(self):
+        b = self.bad(json.dumps({"pixels": [0.5] * 783}).encode(), "application/json", 400, "bad_input")
+        self.assertIn("783", b["error"]["message"])
+
+    def test_wrong_row_length(self):
+        rows = pixels(0)
+        rows[5] = rows[5][:27]
+        self.bad(json.dumps({"pixels": rows}).encode(), "application/json", 400, "bad_input")
+
+    def test_nan_pixel(self):
+        self.bad(b"{\"pixels\": [NaN" + b", 0" * 783 + b"]}", "application/json", 400, "bad_json")
+
+    def test_huge_pixel(self):
+        self.bad(b"{\"pixels\": [1e999" + b", 0" * 783 + b"]}", "application/json", 400, "bad_json")
+
+    def test_string_pixel(self):
+        b = self.bad(json.dumps({"pixels": ["0.5"] + [0] * 783}).encode(), "application/json", 400, "bad_input")
+        self.assertIn("string", b["error"]["message"])
+
+    def test_out_of_range_pixel(self):
+        for v in (1.5, -0.1, 255):
+            self.bad(json.dumps({"pixels": [v] + [0] * 783}).encode(), "application/json", 400, "bad_input")
+
+    def test_bad_base64(self):
+        self.bad(b"{\"image\": \"not base64 !!\"}", "application/json", 400, "bad_input")
+
+    def test_base64_of_garbage(self):
+        self.bad(json.dumps({"image": base64.b64encode(b"hello world").decode()}).encode(),
+                 "application/json", 415, "unsupported_media_type")
+
+    def test_multipart_without_image(self):
+        body, ct = fx.multipart("file", png(0))
+        self.bad(body, ct, 400, "bad_request")
+
+    def test_bad_top_k(self):
+        for q in ("?top_k=0", "?top_k=-1", "?top_k=abc", "?top_k=", "?top_k=1.5"):
+            self.bad(png(0), "image/png", 400, "bad_parameter", q)
+
+    def test_bad_invert(self):
+        self.bad(png(0), "image/png", 400, "bad_parameter", "?invert=maybe")
+
+    def test_bad_target(self):
+        for q in ("?target=10", "?target=-1", "?target=Nope", "?target="):
+            self.bad(png(0), "image/png", 400, "bad_parameter", q, route="/v1/models/alpha/saliency")
+
+    def test_bad_saliency_options(self):
+        for q in ("?format=gif", "?scale=0", "?scale=33", "?scale=x", "?overlay=2"):
+            self.bad(png(0), "image/png", 400, "bad_parameter", q, route="/v1/models/alpha/saliency")
+
+    def test_oversize_body(self):
+        # Refused from the Content-Length alone, before any of the body is read.
+        raw = self.d.raw(b"POST /v1/models/alpha/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                         b"Content-Length: %d\r\n\r\n" % ((1 << 20) + 1))
+        self.assertTrue(raw.startswith(b"HTTP/1.1 413"), raw[:100])
+        self.assertIn(b'"code":"payload_too_large"', raw)
+
+    def test_oversize_body_expect_continue(self):
+        raw = self.d.raw(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                         b"Content-Length: 50000000\r\nExpect: 100-continue\r\n\r\n")
+        self.assertTrue(raw.startswith(b"HTTP/1.1 413"), raw[:100])
+
+    def test_oversize_chunked(self):
+        chunk = b"\0" * 65536
+        body = b"".join(b"%x\r\n" % len(chunk) + chunk + b"\r\n" for _ in range(20)) + b"0\r\n\r\n"
+        raw = self.d.raw(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                         b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + body)
+        self.assertTrue(raw.startswith(b"HTTP/1.1 413"), raw[:100])
+
+    def test_decompression_bomb(self):
+        bomb = fx.png_bomb(10000, 5000)  # 50 megapixels in ~50 KB
+        self.assertLess(len(bomb), 1 << 20)
+        self.bad(bomb, "image/png", 413, "payload_too_large")
+
+
+class V2(Served):
+    def infer(self, tensor, model="alpha", extra=None):
+        body = {"id": "req-1", "inputs": [tensor]}
+        body.update(extra or {})
+        return self.post("/v2/models/%s/infer" % model, json.dumps(body).encode(), "application/json")
+
+    def assert_v2_error(self, st, b, status):
+        self.assertEqual(st, status, b)
+        self.assertIsInstance(b["error"], str)
+        self.assertTrue(b["error"])
+
+    def test_server_and_health(self):
+        st, _, b = self.d.json("GET", "/v2")
+        self.assertEqual((st, b["name"]), (200, "loupe"))
+        self.assertEqual(self.d.json("GET", "/v2/health/live")[::2], (200, {"live": True}))
+        self.assertEqual(self.d.json("GET", "/v2/health/ready")[::2], (200, {"ready": True}))
+        self.assertEqual(self.d.json("GET", "/v2/models/alpha/ready")[::2], (200, {"name": "alpha", "ready": True}))
+
+    def test_model_metadata(self):
+        st, _, b = self.d.json("GET", "/v2/models/alpha")
+        self.assertEqual(st, 200)
+        self.assertEqual(b["inputs"][0]["datatype"], "FP32")
+        self.assertEqual(b["inputs"][0]["shape"], [-1, 784])
+        self.assertEqual(b["outputs"][0]["shape"], [-1, 10])
+
+    def test_infer_agrees_with_v1(self):
+        idx = list(range(8))
+        refs = []
+        for i in idx:
+            st, _, b = self.predict(png(i))
+            refs.append(b["probabilities"])
+        flat = [v / 255.0 for i in idx for v in IMAGES[i].reshape(-1).tolist()]
+        nested = [[[[v / 255.0 for v in row] for row in IMAGES[i].tolist()]] for i in idx]
+        u8 = [v for i in idx for v in IMAGES[i].reshape(-1).tolist()]
+        for tensor in ({"name": "input", "datatype": "FP32", "shape": [8, 784], "data": flat},
+                       {"name": "input", "datatype": "FP32", "shape": [8, 1, 28, 28], "data": nested},
+                       {"name": "input", "datatype": "UINT8", "shape": [8, 784], "data": u8}):
+            st, _, b = self.infer(tensor)
+            self.assertEqual(st, 200, b)
+            self.assertEqual((b["model_name"], b["id"]), ("alpha", "req-1"))
+            out = b["outputs"][0]
+            self.assertEqual((out["name"], out["datatype"], out["shape"]), ("probabilities", "FP32", [8, 10]))
+            np.testing.assert_allclose(np.array(out["data"]).reshape(8, 10), np.array(refs), atol=1e-6)
+
+    def test_errors_in_v2_shape(self):
+        cases = [
+            ({"name": "input", "datatype": "FP32", "shape": [1, 783], "data": [0] * 783}, 400),
+            ({"name": "input", "datatype": "FP32", "shape": [2, 784], "data": [0] * 784}, 400),
+            ({"name": "input", "datatype": "INT64", "shape": [1, 784], "data": [0] * 784}, 400),
+            ({"name": "input", "datatype": "UINT8", "shape": [1, 784], "data": [256] + [0] * 783}, 400),
+            ({"name": "input", "datatype": "FP32", "shape": [1, 784], "data": ["x"] + [0] * 783}, 400),
+            ({"name": "input", "datatype": "FP32", "shape": [0, 784], "data": []}, 400),
+        ]
+        for tensor, status in cases:
+            self.assert_v2_error(*self.infer(tensor)[::2], status)
+        self.assert_v2_error(*self.post("/v2/models/alpha/infer", b"[]", "application/json")[::2], 400)
+        self.assert_v2_error(*self.post("/v2/models/alpha/infer", b"{", "application/json")[::2], 400)
+        self.assert_v2_error(*self.infer({"name": "input", "datatype": "FP32", "shape": [1, 784], "data": [0] * 784},
+                                         model="nope")[::2], 404)
+        self.assert_v2_error(*self.d.json("GET", "/v2/models/nope")[::2], 404)
+        self.assert_v2_error(*self.d.json("GET", "/v2/nothing")[::2], 404)
+        self.assert_still_serving()
+
+
+class Metrics(Served):
+    def test_parses(self):
+        from prometheus_client.parser import text_string_to_metric_families
+        self.predict(png(0))
+        self.d.json("GET", "/v1/models/nope")
+        st, h, body = self.d.request("GET", "/metrics")
+        self.assertEqual(st, 200)
+        self.assertTrue(h["content-type"].startswith("text/plain"))
+        fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        req = fams["loupe_http_requests"]
+        self.assertEqual(req.type, "counter")
+        labels = {(s.labels["route"], s.labels["status"]) for s in req.samples if s.name.endswith("_total")}
+        self.assertIn(("/v1/models/{m}/predict", "200"), labels)
+        self.assertIn(("/v1/models/{m}", "404"), labels)
+        self.assertEqual(fams["loupe_http_request_duration_seconds"].type, "histogram")
+        inf = fams["loupe_inference_duration_seconds"]
+        self.assertEqual(inf.type, "histogram")
+        self.assertIn("alpha", {s.labels["model"] for s in inf.samples})
+        gauges = {f.name: f.samples[0].value for f in fams.values() if f.type == "gauge"}
+        self.assertEqual(gauges["loupe_models_loaded"], 3)
+        self.assertGreaterEqual(gauges["loupe_http_requests_in_flight"], 1)  # this request
+        self.assertLess(abs(gauges["process_start_time_seconds"] - time.time()), 3600)
+
+
+class Docs(Served):
+    """Every curl line of docs/api.md, as pasted (port and model name substituted)."""
+    env = {"LOUPE_ADMIN_TOKEN": "docs-token"}
+    expect_error = ("-X DELETE", "text/plain", "[[[0.0]]]")
+
+    def test_examples(self):
+        import re
+        import subprocess
+        import tempfile
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "api.md")) as f:
+            blocks = re.findall(r"```sh\n(.*?)```", f.read(), re.S)
+        work = tempfile.mkdtemp(prefix="loupe-docs-")
+        env = dict(os.environ, LOUPE_ADMIN_TOKEN="docs-token", PATH="/usr/bin:/bin")
+        self.assertIn("python3 - <<'EOF'", blocks[0])
+        subprocess.run(["bash", "-c", blocks[0]], cwd=work, env=env, check=True)
+        lines = [ln for b in blocks[1:] for ln in b.splitlines() if ln.startswith("curl ")]
+        self.assertGreater(len(lines), 20)
+        for ln in lines:
+            cmd = ln.replace("localhost:8080", "127.0.0.1:%d" % self.d.port).replace("mlp-relu", "alpha")
+            r = subprocess.run(["bash", "-c", cmd], cwd=work, env=env, capture_output=True)
+            self.assertEqual(r.returncode, 0, (ln, r.stderr))
+            out = r.stdout.decode(errors="replace")
+            if any(e in ln for e in self.expect_error):
+                self.assertIn('"error"', out, ln)
+            elif " -o " in ln:
+                name = ln.split(" -o ")[1].split()[0]
+                with open(os.path.join(work, name), "rb") as f:
+                    self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n", ln)
+            else:
+                self.assertTrue(out, ln)
+                if out.startswith("{"):
+                    self.assertNotIn("error", json.loads(out), (ln, out[:300]))
+
+
+class Accuracy(Served):
+    """The test set sent as PNG gives exactly the trainer's test accuracy (LOUPE_QUICK: 500 images agree with V2)."""
+
+    def test_test_set_as_png(self):
+        with open(os.path.join(STORE, "alpha", "metrics.json")) as f:
+            want = json.load(f)["test_accuracy"]
+        n = 500 if QUICK else len(IMAGES)
+        workers = 4
+        preds = [None] * n
+
+        def work(w):
+            c = self.d.conn()
+            for i in range(w, n, workers):
+                st, _, b = self.predict_on(c, png(i))
+                assert st == 200, b
+                preds[i] = b["index"]
+            c.close()
+
+        t0 = time.time()
+        with cf.ThreadPoolExecutor(workers) as ex:
+            list(ex.map(work, range(workers)))
+        print("\n%d PNG predictions in %.1fs" % (n, time.time() - t0), file=sys.stderr)
+        correct = sum(int(p == l) for p, l in zip(preds, LABELS[:n]))
+        if not QUICK:
+            self.assertEqual(correct / n, want)
+        else:
+            x = (IMAGES[:n].reshape(n, -1)).tolist()
+            st, _, b = self.post("/v2/models/alpha/infer", json.dumps(
+                {"inputs": [{"name": "input", "datatype": "UINT8", "shape": [n, 784],
+                             "data": [v for r in x for v in r]}]}).encode(), "application/json")
+            v2 = np.array(b["outputs"][0]["data"]).reshape(n, 10).argmax(1)
+            self.assertEqual(preds, v2.tolist())
+
+    def predict_on(self, c, body):
+        return self.post("/v1/models/alpha/predict", body, "image/png", conn=c)
+
+
+class Drain(unittest.TestCase):
+    def test_sigterm_loses_no_request_in_flight(self):
+        d = fx.Daemon(LOUPE, STORE, "--drain-grace", "1", "--threads", "4")
+        body = png(0)
+        st, _, ref = d.json("POST", "/v1/models/alpha/predict", body, {"Content-Type": "image/png"})
+        self.assertEqual(st, 200)
+        # Requests in flight: headers and half the body sent, the rest after the door has closed.
+        socks = []
+        for _ in range(6):
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=30)
+            s.sendall(b"POST /v1/models/alpha/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body[:len(body) // 2])
+            socks.append(s)
+        # And steady load on keep-alive connections.
+        stop, results = threading.Event(), []
+
+        def load():
+            c = d.conn()
+            while not stop.is_set():
+                try:
+                    st, _, b = d.json("POST", "/v1/models/alpha/predict", body, {"Content-Type": "image/png"}, conn=c)
+                except (ConnectionError, OSError, Exception) as e:  # connection refused once the door closes
+                    results.append(("conn", repr(e)))
+                    c.close()
+                    c = d.conn()
+                    time.sleep(0.01)
+                    continue
+                results.append((st, b.get("probabilities") if isinstance(b, dict) else b))
+            c.close()
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t_sig = time.time()
+        d.signal(signal.SIGTERM)
+        time.sleep(0.1)
+        st, _, b = d.json("GET", "/readyz")
+        self.assertEqual(st, 503, b)
+        # Still served during the grace period.
+        st, _, b = d.json("POST", "/v1/models/alpha/predict", body, {"Content-Type": "image/png"})
+        self.assertEqual(st, 200, b)
+        time.sleep(max(0, 1.5 - (time.time() - t_sig)))
+        stop.set()
+        for t in threads:
+            t.join()
+        # The door is closed now...
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", d.port), timeout=2).close()
+        # ...and the requests in flight still finish.
+        for s in socks:
+            s.sendall(body[len(body) // 2:])
+            raw = b""
+            while b"\r\n\r\n" not in raw or len(raw.split(b"\r\n\r\n", 1)[1]) < 10:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                raw += chunk
+            self.assertTrue(raw.startswith(b"HTTP/1.1 200"), raw[:200])
+            while True:
+                head, rest = raw.split(b"\r\n\r\n", 1)
+                clen = int([ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")][0])
+                if len(rest) >= clen:
+                    break
+                raw += s.recv(65536)
+            self.assertEqual(json.loads(rest[:clen])["probabilities"], ref["probabilities"])
+            s.close()
+        rc = d.proc.wait(30)
+        d.log.close()
+        self.assertEqual(rc, 0, d.read_log())
+        ok = [r for r in results if r[0] == 200]
+        self.assertGreater(len(ok), 10)
+        for r in results:
+            if r[0] != "conn":
+                self.assertEqual(r, (200, ref["probabilities"]))
+        # Every response that started was completed: nothing but 200s and refused connections.
+        self.assertIn("stopped", d.read_log())
+
+
+class Reload(unittest.TestCase):
+    def test_reload_under_load_fails_none(self):
+        d = fx.Daemon(LOUPE, STORE, "--threads", "4", "--drain-grace", "0", env={"LOUPE_ADMIN_TOKEN": "s3cret"})
+        try:
+            body = png(1)
+            st, _, ref = d.json("POST", "/v1/models/alpha/predict", body, {"Content-Type": "image/png"})
+            st, _, ref_b = d.json("POST", "/v1/models/beta/predict", body, {"Content-Type": "image/png"})
+            # Token checks.
+            st, h, b = d.json("POST", "/v1/admin/reload")
+            self.assertEqual(st, 401, b)
+            self.assertEqual(h.get("www-authenticate"), "Bearer")
+            st, _, b = d.json("POST", "/v1/admin/reload", headers={"Authorization": "Bearer wrong"})
+            self.assertEqual(st, 401, b)
+
+            stop, failures, count = threading.Event(), [], [0]
+
+            def load(model, want):
+                c = d.conn()
+                while not stop.is_set():
+                    try:
+                        st, _, b = d.json("POST", "/v1/models/%s/predict" % model, body,
+                                          {"Content-Type": "image/png"}, conn=c)
+                        if st != 200 or b["probabilities"] != want:
+                            failures.append((st, b))
+                        count[0] += 1
+                    except Exception as e:  # noqa: BLE001 -- any failure counts
+                        failures.append(repr(e))
+                        c.close()
+                        c = d.conn()
+                c.close()
+
+            threads = [threading.Thread(target=load, args=(m, w)) for m, w in
+                       (("alpha", ref["probabilities"]), ("beta", ref_b["probabilities"]), ("alpha", ref["probabilities"]))]
+            for t in threads:
+                t.start()
+            for i in range(10):
+                st, _, b = d.json("POST", "/v1/admin/reload", headers={"Authorization": "Bearer s3cret"})
+                self.assertEqual(st, 200, b)
+                self.assertEqual(sorted(b["loaded"]), ["alpha", "beta", "zero"])
+                self.assertEqual([s["name"] for s in b["skipped"]], ["broken"])
+                d.signal(signal.SIGHUP)
+                time.sleep(0.05)
+            stop.set()
+            for t in threads:
+                t.join()
+            self.assertEqual(failures, [])
+            self.assertGreater(count[0], 20)
+            self.assertGreaterEqual(d.read_log().count("reloading the model store (SIGHUP)"), 1)
+        finally:
+            self.assertEqual(d.stop(), 0)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--make-store"]:
+        fx.make_store(LOUPE, STORE)
+        sys.exit(0)
+    unittest.main(verbosity=2)
