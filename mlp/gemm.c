@@ -158,7 +158,11 @@ void gemm_team_free(gemm_team *t) {
 
 static void dispatch(gemm_team *t, const gemm_job *j) {
     int chunks = n_chunks_of(j);
-    if (!t || t->threads == 1 || chunks == 1) {
+    if (chunks == 1) {
+        run_cblas(j, 0, j->n);
+        return;
+    }
+    if (!t || t->threads == 1) {
         for (int c = 0; c < chunks; c++) {
             int n0, n1;
             chunk_cols(j->n, c, &n0, &n1);

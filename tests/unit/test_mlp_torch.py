@@ -39,7 +39,7 @@ def close(a, b, what):
 
 
 def check(ref_bin, act, tmp):
-    torch.manual_seed(hash(act) % 1000)
+    torch.manual_seed(sorted(ACTS).index(act))
     gen = np.random.default_rng(len(act))
     params = {}
     for i in range(len(SIZES) - 1):
