@@ -17,6 +17,7 @@ typedef struct {
 static const subcommand subcommands[] = {
     {"train-mlp", train_mlp_main, "train a from-scratch MLP on Fashion-MNIST into a model folder"},
     {"eval", eval_main, "recompute metrics.json of a model folder on the test set"},
+    {"split", split_main, "print the train/validation/test indices of a data split as JSON"},
 #ifdef LOUPE_HAVE_SERVER
     {"serve", srv_serve_main, "serve the model store over HTTP"},
 #endif

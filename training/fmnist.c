@@ -30,6 +30,20 @@ int fm_split_parse(const char *name, fm_split_kind *out) {
     return -1;
 }
 
+void fm_split_plan(int n, fm_split_kind kind, uint64_t split_seed, int *perm, int *n_test, int *n_val) {
+    for (int i = 0; i < n; i++) perm[i] = i;
+    rng r;
+    rng_seed(&r, split_seed ^ 0x5eed5eedull);
+    rng_shuffle(&r, perm, n);
+    if (kind == FM_SPLIT_SEED) {
+        *n_test = n / 10;                                    /* 6,000 of 60,000 */
+        *n_val = (int)((double)(n - *n_test) * 0.11 + 0.5);  /* 5,940 of 54,000 */
+    } else {
+        *n_test = 0;
+        *n_val = n / 10;                                     /* 6,000 of 60,000 */
+    }
+}
+
 /* Read dir/base.gz, or dir/base when there is no .gz. */
 static int read_part(const char *dir, const char *base, int dims, idx_array *a, char *err, size_t errlen) {
     char path[4096];
@@ -91,19 +105,8 @@ int fm_load(const char *dir, fm_split_kind kind, uint64_t split_seed, int train_
     int n = trx.n;
     perm = malloc(sizeof(int) * (size_t)n);
     if (!perm) { set_err(err, errlen, "out of memory"); goto fail; }
-    for (int i = 0; i < n; i++) perm[i] = i;
-    rng r;
-    rng_seed(&r, split_seed ^ 0x5eed5eedull);
-    rng_shuffle(&r, perm, n);
-
     int n_test, n_val;
-    if (kind == FM_SPLIT_SEED) {
-        n_test = n / 10;                                 /* 6,000 of 60,000 */
-        n_val = (int)((double)(n - n_test) * 0.11 + 0.5); /* 5,940 of 54,000 */
-    } else {
-        n_test = 0;
-        n_val = n / 10;                                  /* 6,000 of 60,000 */
-    }
+    fm_split_plan(n, kind, split_seed, perm, &n_test, &n_val);
     int n_train = n - n_test - n_val;
     if (n_train < 1) { set_err(err, errlen, "%s: only %d training images", dir, n); goto fail; }
     if (train_limit > 0 && train_limit < n_train) n_train = train_limit;

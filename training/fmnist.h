@@ -30,6 +30,11 @@ typedef struct {
 const char *fm_split_name(fm_split_kind k);
 int fm_split_parse(const char *name, fm_split_kind *out);
 
+/* The split of n official training images: perm (n entries, filled here) lists
+ * them as test (the first *n_test; 0 for the default split, whose test set is
+ * the official 10k), then validation (*n_val), then training (the rest). */
+void fm_split_plan(int n, fm_split_kind kind, uint64_t split_seed, int *perm, int *n_test, int *n_val);
+
 /* Load dir's four files (train-images-idx3-ubyte.gz, ...; .gz optional) and split
  * them with a generator seeded by split_seed: the same seed gives the same split.
  * train_limit > 0 keeps only the first train_limit training examples (quick runs).

@@ -9,4 +9,7 @@ int train_mlp_main(int argc, char **argv);
 /* `loupe eval MODEL_DIR [options]`: recompute metrics.json on the test set. */
 int eval_main(int argc, char **argv);
 
+/* `loupe split`: print a split's indices as JSON. */
+int split_main(int argc, char **argv);
+
 #endif
