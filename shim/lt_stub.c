@@ -1,0 +1,153 @@
+/* lt without libtorch (LOUPE_WITH_TORCH=OFF): the API of lt.h, refusing models. */
+#include "lt.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define LT_STUB_MESSAGE "this build has no libtorch (LOUPE_WITH_TORCH=OFF)"
+
+static void stub_err(char *err, size_t err_len)
+{
+    if (err != NULL && err_len > 0)
+        snprintf(err, err_len, "%s", LT_STUB_MESSAGE);
+}
+
+int lt_available(void)
+{
+    return 0;
+}
+
+lt_model_params lt_model_default_params(void)
+{
+    lt_model_params p;
+    int c;
+
+    memset(&p, 0, sizeof p);
+    p.channels = 1;
+    p.height = 32;
+    p.width = 32;
+    for (c = 0; c < LT_MAX_CHANNELS; c++)
+        p.std[c] = 1.0f;
+    return p;
+}
+
+lt_viz_params lt_viz_default_params(void)
+{
+    lt_viz_params p;
+
+    memset(&p, 0, sizeof p);
+    p.iterations = 30;
+    p.every = 5;
+    p.lr = 0.1f;
+    p.weight_decay = 1e-6f;
+    return p;
+}
+
+int lt_viz_n_frames(const lt_viz_params *p)
+{
+    if (p == NULL || p->iterations < 1 || p->every < 1)
+        return 0;
+    return p->iterations / p->every;
+}
+
+int lt_set_threads(int intra_op, int inter_op, char *err, size_t err_len)
+{
+    (void)intra_op;
+    (void)inter_op;
+    (void)err;
+    (void)err_len;
+    return LT_OK; /* nothing to configure */
+}
+
+lt_model *lt_model_load(const char *path, const lt_model_params *params,
+                        char *err, size_t err_len)
+{
+    (void)path;
+    (void)params;
+    stub_err(err, err_len);
+    return NULL;
+}
+
+void lt_model_free(lt_model *model)
+{
+    (void)model;
+}
+
+lt_model_params lt_model_input(const lt_model *model)
+{
+    (void)model;
+    return lt_model_default_params();
+}
+
+int lt_model_n_classes(const lt_model *model)
+{
+    (void)model;
+    return 0;
+}
+
+int lt_model_n_layers(const lt_model *model)
+{
+    (void)model;
+    return 0;
+}
+
+int lt_layer_get_info(const lt_model *model, int layer, lt_layer_info *info,
+                      char *err, size_t err_len)
+{
+    (void)model;
+    (void)layer;
+    (void)info;
+    stub_err(err, err_len);
+    return LT_ENOTORCH;
+}
+
+int lt_forward(lt_model *model, const float *input, int n, float *logits,
+               char *err, size_t err_len)
+{
+    (void)model;
+    (void)input;
+    (void)n;
+    (void)logits;
+    stub_err(err, err_len);
+    return LT_ENOTORCH;
+}
+
+int lt_input_grad(lt_model *model, const float *input, int target, float *grad,
+                  float *logits, char *err, size_t err_len)
+{
+    (void)model;
+    (void)input;
+    (void)target;
+    (void)grad;
+    (void)logits;
+    stub_err(err, err_len);
+    return LT_ENOTORCH;
+}
+
+int lt_activations(lt_model *model, const float *input, int layer, float *out,
+                   size_t out_len, char *err, size_t err_len)
+{
+    (void)model;
+    (void)input;
+    (void)layer;
+    (void)out;
+    (void)out_len;
+    stub_err(err, err_len);
+    return LT_ENOTORCH;
+}
+
+int lt_filter_viz(lt_model *model, int layer, int filter, const float *start,
+                  const lt_viz_params *params, float *frames,
+                  size_t frames_len, float *trace, char *err, size_t err_len)
+{
+    (void)model;
+    (void)layer;
+    (void)filter;
+    (void)start;
+    (void)params;
+    (void)frames;
+    (void)frames_len;
+    (void)trace;
+    stub_err(err, err_len);
+    return LT_ENOTORCH;
+}
