@@ -11,6 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
+#include "blas_env.h"
 #include "srv_config.h"
 #include "srv_http.h"
 #include "srv_log.h"
@@ -95,6 +98,12 @@ int srv_serve_main(int argc, char **argv) {
         fprintf(stderr, "loupe serve: %s\n", err);
         return 2;
     }
+
+    /* Jansson seeds its hash function on first use; do it before any thread exists. */
+    json_object_seed(0);
+
+    /* Request threads are the parallelism: one BLAS thread per call, no oversubscription. */
+    blas_env_set_threads(1);
 
     /* Before any thread exists, so every thread inherits the mask and only
      * sigwait in this thread sees these signals: no work in signal handlers. */

@@ -146,7 +146,13 @@ static enum MHD_Result queue(srv_req *r) {
     if (ctx->cfg->cors_origin) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, ctx->cfg->cors_origin);
         MHD_add_response_header(resp, "Vary", "Origin");
+        if (r->resp.preflight) {
+            MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS");
+            MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Content-Type, Authorization");
+            MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+        }
     }
+    if (r->resp.preflight) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, POST, OPTIONS");
     /* While draining, tell keep-alive clients to reconnect (to another replica). */
     if (atomic_load_explicit(&ctx->draining, memory_order_relaxed))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
@@ -399,6 +405,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         /* Refuse before the body: libmicrohttpd then skips it and closes the connection. */
         if (r->early_err && (r->early_kind == SRV_E_TOO_LARGE || r->early_kind == SRV_E_NOMEM)) {
             reply_early(r);
+            return queue(r);
+        }
+        if (!strcmp(method, "OPTIONS")) {
+            /* CORS preflight, or a client asking what the server allows. */
+            resp_reset(&r->resp);
+            r->resp.status = 204;
+            r->resp.preflight = 1;
+            r->resp.set = 1;
             return queue(r);
         }
         return MHD_YES;

@@ -64,6 +64,7 @@ typedef struct {
     uint64_t fd_size;
     const char *allow;         /* static string for 405, or NULL */
     int www_authenticate;      /* add WWW-Authenticate: Bearer (401) */
+    int preflight;             /* an OPTIONS answer: Allow and, with CORS, Access-Control-* */
     int set;                   /* a handler answered */
 } srv_resp;
 

@@ -152,6 +152,21 @@ class Routes(Served):
         self.assert_error(st, b, 404)
 
 
+class Cors(Served):
+    args = Served.args + ("--cors-origin", "https://example.com")
+
+    def test_preflight_and_headers(self):
+        st, h, body = self.d.request("OPTIONS", "/v1/models/alpha/predict",
+                                     headers={"Origin": "https://example.com",
+                                              "Access-Control-Request-Method": "POST"})
+        self.assertEqual((st, body), (204, b""))
+        self.assertEqual(h["access-control-allow-origin"], "https://example.com")
+        self.assertIn("POST", h["access-control-allow-methods"])
+        self.assertIn("Content-Type", h["access-control-allow-headers"])
+        st, h, _ = self.d.request("GET", "/healthz")
+        self.assertEqual(h["access-control-allow-origin"], "https://example.com")
+
+
 class Static(Served):
     @classmethod
     def setUpClass(cls):
