@@ -1,0 +1,195 @@
+/* test_srv.c -- unit tests of the daemon's pure-C pieces: error table, base64, config, metrics, registry. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "reg.h"
+#include "srv_config.h"
+#include "srv_err.h"
+#include "srv_input.h"
+#include "srv_metrics.h"
+#include "srv_static.h"
+
+static void test_err_table(void) {
+    /* The table is indexed by kind: every row must sit at its own index. */
+    CHECK(srv_err_status(SRV_E_BAD_IMAGE) == 400);
+    CHECK(srv_err_status(SRV_E_MODEL_NOT_FOUND) == 404);
+    CHECK(srv_err_status(SRV_E_METHOD) == 405);
+    CHECK(srv_err_status(SRV_E_TOO_LARGE) == 413);
+    CHECK(srv_err_status(SRV_E_MEDIA_TYPE) == 415);
+    CHECK(srv_err_status(SRV_E_UNAVAILABLE) == 503);
+    CHECK(srv_err_status(SRV_E_NOMEM) == 500);
+    CHECK(srv_err_status((srv_err_kind)999) == 500);
+    CHECK(!strcmp(srv_err_code(SRV_E_EMPTY_BODY), "empty_body"));
+    CHECK(!strcmp(srv_err_code(SRV_E_INTERNAL), "internal"));
+    for (int k = 0; k < SRV_E_COUNT; k++) CHECK(srv_err_code((srv_err_kind)k)[0] != 0);
+    CHECK(srv_err_from_img(IMG_ERR_TOO_LARGE) == SRV_E_TOO_LARGE);
+    CHECK(srv_err_from_img(IMG_ERR_CORRUPT) == SRV_E_BAD_IMAGE);
+    CHECK(srv_err_from_img(IMG_ERR_FORMAT) == SRV_E_MEDIA_TYPE);
+    CHECK(srv_err_from_img(IMG_ERR_DIMENSIONS) == SRV_E_BAD_DIMENSIONS);
+}
+
+static int b64_is(const char *in, const char *want) {
+    size_t n = 0;
+    int bad = 0;
+    unsigned char *out = srv_base64_decode(in, strlen(in), &n, &bad);
+    int ok = out && n == strlen(want) && !memcmp(out, want, n);
+    free(out);
+    return ok;
+}
+
+static int b64_bad(const char *in) {
+    size_t n = 0;
+    int bad = 0;
+    unsigned char *out = srv_base64_decode(in, strlen(in), &n, &bad);
+    free(out);
+    return !out && bad;
+}
+
+static void test_base64(void) {
+    CHECK(b64_is("", ""));
+    CHECK(b64_is("TWFu", "Man"));
+    CHECK(b64_is("TWE=", "Ma"));
+    CHECK(b64_is("TWE", "Ma"));        /* padding optional */
+    CHECK(b64_is("TQ==", "M"));
+    CHECK(b64_is("TW\nFu\r\n", "Man"));  /* whitespace ignored */
+    CHECK(b64_is("-_-_", "\xfb\xff\xbf")); /* URL-safe alphabet */
+    CHECK(b64_is("+/+/", "\xfb\xff\xbf"));
+    CHECK(b64_bad("T"));               /* a lone character is not a byte */
+    CHECK(b64_bad("TW!u"));
+    CHECK(b64_bad("TQ==TQ=="));        /* data after padding */
+    CHECK(b64_bad("TQ==="));
+}
+
+static void test_config(void) {
+    srv_config c;
+    char err[256];
+    unsetenv("LOUPE_PORT");
+    unsetenv("LOUPE_MAX_BODY");
+    char *a1[] = {"serve", NULL};
+    CHECK(srv_config_parse(&c, 1, a1, stdout, err, sizeof err) == 0);
+    CHECK(c.port == 8080 && c.max_body == 8u << 20 && c.drain_grace == 5 && c.threads >= 1 && c.access_log == 1);
+    CHECK(c.admin_token == NULL || getenv("LOUPE_ADMIN_TOKEN"));
+
+    setenv("LOUPE_PORT", "9000", 1);
+    setenv("LOUPE_MAX_BODY", "2M", 1);
+    CHECK(srv_config_parse(&c, 1, a1, stdout, err, sizeof err) == 0);
+    CHECK(c.port == 9000 && c.max_body == 2u << 20);
+    char *a2[] = {"serve", "--port", "9100", "--max-body=64K", "--drain-grace", "0.5", "--access-log", "off", NULL};
+    CHECK(srv_config_parse(&c, 8, a2, stdout, err, sizeof err) == 0); /* flags win over variables */
+    CHECK(c.port == 9100 && c.max_body == 64u << 10 && c.drain_grace == 0.5 && c.access_log == 0);
+
+    setenv("LOUPE_PORT", "http", 1);
+    CHECK(srv_config_parse(&c, 1, a1, stdout, err, sizeof err) == -1);
+    CHECK_CONTAINS(err, "LOUPE_PORT");
+    unsetenv("LOUPE_PORT");
+    unsetenv("LOUPE_MAX_BODY");
+    char *a3[] = {"serve", "--port", "70000", NULL};
+    CHECK(srv_config_parse(&c, 3, a3, stdout, err, sizeof err) == -1);
+    char *a4[] = {"serve", "--nope", "1", NULL};
+    CHECK(srv_config_parse(&c, 3, a4, stdout, err, sizeof err) == -1);
+    CHECK_CONTAINS(err, "--nope");
+    char *a5[] = {"serve", "--port", NULL};
+    CHECK(srv_config_parse(&c, 2, a5, stdout, err, sizeof err) == -1);
+    char *a6[] = {"serve", "--max-body", "8X", NULL};
+    CHECK(srv_config_parse(&c, 3, a6, stdout, err, sizeof err) == -1);
+    char *a7[] = {"serve", "--drain-grace", "-1", NULL};
+    CHECK(srv_config_parse(&c, 3, a7, stdout, err, sizeof err) == -1);
+    FILE *devnull = fopen("/dev/null", "w");
+    char *a8[] = {"serve", "--help", NULL};
+    CHECK(srv_config_parse(&c, 2, a8, devnull, err, sizeof err) == 1);
+    fclose(devnull);
+}
+
+static void test_metrics(void) {
+    static const char *const labels[] = {"/a", "/b\"q"};
+    srv_metrics *m = srv_metrics_new(labels, 2);
+    CHECK(m != NULL);
+    if (!m) return;
+    srv_metrics_request(m, 0, 200, 0.0003);
+    srv_metrics_request(m, 0, 200, 2.0);
+    srv_metrics_request(m, 1, 418, 0.001);
+    srv_metrics_request(m, 7, 200, 0.001); /* out of range: ignored */
+    srv_metrics_inference(m, "mlp-relu", 0.00002);
+    srv_metrics_in_flight(m, 1);
+    srv_metrics_set_models_loaded(m, 2);
+    size_t len = 0;
+    char *t = srv_metrics_render(m, &len);
+    CHECK(t && strlen(t) == len);
+    if (t) {
+        CHECK_CONTAINS(t, "loupe_http_requests_total{route=\"/a\",status=\"200\"} 2\n");
+        CHECK_CONTAINS(t, "loupe_http_requests_total{route=\"/b\\\"q\",status=\"other\"} 1\n");
+        CHECK_CONTAINS(t, "loupe_http_request_duration_seconds_bucket{route=\"/a\",le=\"0.0005\"} 1\n");
+        CHECK_CONTAINS(t, "loupe_http_request_duration_seconds_bucket{route=\"/a\",le=\"+Inf\"} 2\n");
+        CHECK_CONTAINS(t, "loupe_inference_duration_seconds_count{model=\"mlp-relu\"} 1\n");
+        CHECK_CONTAINS(t, "loupe_http_requests_in_flight 1\n");
+        CHECK_CONTAINS(t, "loupe_models_loaded 2\n");
+        CHECK_CONTAINS(t, "process_start_time_seconds ");
+    }
+    free(t);
+    srv_metrics_free(m);
+    srv_metrics_free(NULL);
+}
+
+static void test_content_types(void) {
+    CHECK(!strcmp(srv_static_content_type("/a/index.html"), "text/html; charset=utf-8"));
+    CHECK(!strcmp(srv_static_content_type("x.PNG"), "image/png"));
+    CHECK(!strcmp(srv_static_content_type("/a.b/noext"), "application/octet-stream"));
+}
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_registry_empty_and_broken(void) {
+    char dir[] = "/tmp/loupe-test-reg-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char sub[256], file[300];
+    snprintf(sub, sizeof sub, "%s/broken", dir);
+    mkdir(sub, 0755);
+    snprintf(file, sizeof file, "%s/model.json", sub);
+    write_file(file, "{\"kind\": \"torchscript\"}");
+
+    reg *r = reg_new(dir, NULL);
+    CHECK(r != NULL);
+    if (!r) return;
+    reg_store *s = reg_acquire(r);
+    CHECK(reg_store_count(s) == 0 && reg_store_default(s) == NULL);
+    reg_store_release(s);
+    char err[256];
+    json_t *report = NULL;
+    CHECK(reg_reload(r, &report, err, sizeof err) == 0);
+    json_t *skipped = json_object_get(report, "skipped");
+    CHECK(json_array_size(skipped) == 1);
+    const char *why = json_string_value(json_object_get(json_array_get(skipped, 0), "error"));
+    CHECK(why && strstr(why, "torchscript"));
+    json_decref(report);
+    CHECK(reg_get(r, "broken") == NULL && reg_get(r, NULL) == NULL);
+    reg_free(r);
+
+    reg *missing = reg_new("/nonexistent/loupe", "x");
+    CHECK(reg_reload(missing, NULL, err, sizeof err) == -1);
+    CHECK_CONTAINS(err, "/nonexistent/loupe");
+    reg_free(missing);
+    reg_free(NULL);
+
+    unlink(file);
+    rmdir(sub);
+    rmdir(dir);
+}
+
+int main(void) {
+    RUN(test_err_table);
+    RUN(test_base64);
+    RUN(test_config);
+    RUN(test_metrics);
+    RUN(test_content_types);
+    RUN(test_registry_empty_and_broken);
+    return check_report();
+}
