@@ -13,6 +13,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cmath>
 #include <cstdarg>
@@ -40,7 +41,7 @@ constexpr int kMaxIterations = 100000;
 constexpr int kMaxSide = 4096;
 
 std::once_flag default_threads_once;
-bool threads_were_set = false;
+std::atomic<bool> threads_were_set{false};
 
 void set_err(char *err, size_t err_len, const char *fmt, ...)
 {
