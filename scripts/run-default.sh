@@ -16,7 +16,7 @@ port=${LOUPE_PORT:-8080}
 sample="$build/shoe.png"
 if [[ ! -f $sample ]]; then
   # The first Fashion-MNIST test image (an ankle boot) as a PNG, with Python's standard library only.
-  python3 - "$sample" <<'PY'
+  /usr/bin/python3 - "$sample" <<'PY'
 import gzip, struct, sys, zlib
 px = gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").read()[16:16 + 784]
 raw = b"".join(b"\0" + px[28 * y:28 * y + 28] for y in range(28))
