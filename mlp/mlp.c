@@ -1,8 +1,8 @@
 /* mlp.c -- dense layers, activations, softmax cross-entropy, backward and SGD. */
 #include "mlp.h"
+#include "errbuf.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,14 +34,6 @@ int mlp_init_parse(const char *name, mlp_init *out) {
     for (int i = 0; i < 6; i++)
         if (!strcmp(name, init_names[i])) { *out = (mlp_init)i; return 0; }
     return -1;
-}
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 /* ==== The network ==== */
@@ -88,16 +80,16 @@ static float *alloc_floats(size_t n) {
 
 mlp *mlp_new(int n_layers, const int *sizes, mlp_act act, char *err, size_t errlen) {
     if (n_layers < 1 || n_layers > MLP_MAX_LAYERS) {
-        set_err(err, errlen, "a network has 1 to %d layers, not %d", MLP_MAX_LAYERS, n_layers);
+        errbuf_set(err, errlen, "a network has 1 to %d layers, not %d", MLP_MAX_LAYERS, n_layers);
         return NULL;
     }
     if ((unsigned)act > MLP_ACT_LINEAR) {
-        set_err(err, errlen, "unknown activation %d", (int)act);
+        errbuf_set(err, errlen, "unknown activation %d", (int)act);
         return NULL;
     }
     for (int i = 0; i <= n_layers; i++) {
         if (sizes[i] < 1 || sizes[i] > (1 << 20)) {
-            set_err(err, errlen, "layer width %d is %d; widths must be 1 to %d", i, sizes[i], 1 << 20);
+            errbuf_set(err, errlen, "layer width %d is %d; widths must be 1 to %d", i, sizes[i], 1 << 20);
             return NULL;
         }
     }
@@ -114,7 +106,7 @@ mlp *mlp_new(int n_layers, const int *sizes, mlp_act act, char *err, size_t errl
     return net;
 nomem:
     mlp_free(net);
-    set_err(err, errlen, "out of memory allocating the network");
+    errbuf_set(err, errlen, "out of memory allocating the network");
     return NULL;
 }
 
@@ -389,19 +381,19 @@ struct mlp_trainer {
 
 mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errlen) {
     if (!(p.lr > 0.0f) || !isfinite(p.lr)) {
-        set_err(err, errlen, "learning rate must be a positive number, not %g", (double)p.lr);
+        errbuf_set(err, errlen, "learning rate must be a positive number, not %g", (double)p.lr);
         return NULL;
     }
     if (!(p.momentum >= 0.0f && p.momentum < 1.0f)) {
-        set_err(err, errlen, "momentum must be in [0, 1), not %g", (double)p.momentum);
+        errbuf_set(err, errlen, "momentum must be in [0, 1), not %g", (double)p.momentum);
         return NULL;
     }
     if (p.max_batch < 1) {
-        set_err(err, errlen, "batch size must be at least 1, not %d", p.max_batch);
+        errbuf_set(err, errlen, "batch size must be at least 1, not %d", p.max_batch);
         return NULL;
     }
     if (p.threads < 1 || p.threads > 64) {
-        set_err(err, errlen, "threads must be 1 to 64, not %d", p.threads);
+        errbuf_set(err, errlen, "threads must be 1 to 64, not %d", p.threads);
         return NULL;
     }
     mlp_trainer *t = calloc(1, sizeof *t);
@@ -414,7 +406,7 @@ mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errle
         t->team = gemm_team_new(p.threads);
         if (!t->team) {
             mlp_trainer_free(t);
-            set_err(err, errlen, "cannot start %d training threads", p.threads);
+            errbuf_set(err, errlen, "cannot start %d training threads", p.threads);
             return NULL;
         }
     }
@@ -439,7 +431,7 @@ mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errle
     return t;
 nomem:
     mlp_trainer_free(t);
-    set_err(err, errlen, "out of memory allocating the trainer");
+    errbuf_set(err, errlen, "out of memory allocating the trainer");
     return NULL;
 }
 

@@ -8,6 +8,7 @@
  * field and offset, and only then copies bytes. */
 #define _POSIX_C_SOURCE 200809L
 #include "mlp_io.h"
+#include "errbuf.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -25,14 +26,6 @@
 #define MAX_DIMS 8
 #define MAX_NAME 128
 #define MAX_FILE ((size_t)1 << 31)
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ==== Writing ==== */
 
@@ -58,7 +51,7 @@ int mlp_save(const mlp *net, const char *path, char *err, size_t errlen) {
     char *json = malloc(cap + 8);
     char *tmp = NULL;
     FILE *f = NULL;
-    if (!json) { set_err(err, errlen, "out of memory writing %s", path); return -1; }
+    if (!json) { errbuf_set(err, errlen, "out of memory writing %s", path); return -1; }
     sbuf b = {json, 0, cap};
     size_t off = 0;
     int rc = sb_printf(&b, "{\"__metadata__\":{\"format\":\"pt\",\"activation\":\"%s\"}",
@@ -75,14 +68,14 @@ int mlp_save(const mlp *net, const char *path, char *err, size_t errlen) {
     rc |= sb_printf(&b, "}");
     /* Pad with spaces so the data section starts 8-byte aligned, as the reference writer does. */
     while (!rc && b.len % 8) rc |= sb_printf(&b, " ");
-    if (rc) { set_err(err, errlen, "header for %s does not fit", path); goto fail; }
+    if (rc) { errbuf_set(err, errlen, "header for %s does not fit", path); goto fail; }
 
     size_t plen = strlen(path);
     tmp = malloc(plen + 16);
-    if (!tmp) { set_err(err, errlen, "out of memory writing %s", path); goto fail; }
+    if (!tmp) { errbuf_set(err, errlen, "out of memory writing %s", path); goto fail; }
     snprintf(tmp, plen + 16, "%s.tmp", path);
     f = fopen(tmp, "wb");
-    if (!f) { set_err(err, errlen, "cannot create %s: %s", tmp, strerror(errno)); goto fail; }
+    if (!f) { errbuf_set(err, errlen, "cannot create %s: %s", tmp, strerror(errno)); goto fail; }
     uint8_t hdr[8];
     uint64_t n = b.len;
     for (int i = 0; i < 8; i++) hdr[i] = (uint8_t)(n >> (8 * i));
@@ -95,9 +88,9 @@ int mlp_save(const mlp *net, const char *path, char *err, size_t errlen) {
     ok = ok && fflush(f) == 0;
     if (fclose(f) != 0) ok = 0;
     f = NULL;
-    if (!ok) { set_err(err, errlen, "cannot write %s: %s", tmp, strerror(errno)); goto fail; }
+    if (!ok) { errbuf_set(err, errlen, "cannot write %s: %s", tmp, strerror(errno)); goto fail; }
     if (rename(tmp, path) != 0) {
-        set_err(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+        errbuf_set(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
         goto fail;
     }
     free(tmp);
@@ -139,7 +132,7 @@ static void skip_ws(parser *ps) {
 static int expect(parser *ps, char c) {
     skip_ws(ps);
     if (ps->p >= ps->end || *ps->p != c) {
-        set_err(ps->err, ps->errlen, "invalid header JSON: expected '%c' at header byte %ld", c,
+        errbuf_set(ps->err, ps->errlen, "invalid header JSON: expected '%c' at header byte %ld", c,
                 (long)(ps->p - ps->start));
         return -1;
     }
@@ -154,7 +147,7 @@ static int parse_string(parser *ps, char *out, size_t cap) {
     size_t n = 0;
     while (ps->p < ps->end && *ps->p != '"') {
         unsigned char c = (unsigned char)*ps->p++;
-        if (c < 0x20) { set_err(ps->err, ps->errlen, "invalid header JSON: control character in a string"); return -1; }
+        if (c < 0x20) { errbuf_set(ps->err, ps->errlen, "invalid header JSON: control character in a string"); return -1; }
         if (c == '\\') {
             if (ps->p >= ps->end) break;
             char e = *ps->p++;
@@ -181,14 +174,14 @@ static int parse_string(parser *ps, char *out, size_t cap) {
             }
             default:
             bad_escape:
-                set_err(ps->err, ps->errlen, "invalid header JSON: bad escape in a string");
+                errbuf_set(ps->err, ps->errlen, "invalid header JSON: bad escape in a string");
                 return -1;
             }
         }
-        if (n + 1 >= cap) { set_err(ps->err, ps->errlen, "header string longer than %zu bytes", cap - 1); return -1; }
+        if (n + 1 >= cap) { errbuf_set(ps->err, ps->errlen, "header string longer than %zu bytes", cap - 1); return -1; }
         out[n++] = (char)c;
     }
-    if (ps->p >= ps->end) { set_err(ps->err, ps->errlen, "invalid header JSON: unterminated string"); return -1; }
+    if (ps->p >= ps->end) { errbuf_set(ps->err, ps->errlen, "invalid header JSON: unterminated string"); return -1; }
     ps->p++;
     out[n] = '\0';
     return 0;
@@ -201,12 +194,12 @@ static int parse_uint(parser *ps, uint64_t *out) {
     const char *start = ps->p;
     while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
         v = v * 10 + (uint64_t)(*ps->p++ - '0');
-        if (v >= (1ull << 53)) { set_err(ps->err, ps->errlen, "header number too large"); return -1; }
+        if (v >= (1ull << 53)) { errbuf_set(ps->err, ps->errlen, "header number too large"); return -1; }
     }
-    if (ps->p == start) { set_err(ps->err, ps->errlen, "invalid header JSON: expected a non-negative integer"); return -1; }
-    if (ps->p - start > 1 && *start == '0') { set_err(ps->err, ps->errlen, "invalid header JSON: leading zero"); return -1; }
+    if (ps->p == start) { errbuf_set(ps->err, ps->errlen, "invalid header JSON: expected a non-negative integer"); return -1; }
+    if (ps->p - start > 1 && *start == '0') { errbuf_set(ps->err, ps->errlen, "invalid header JSON: leading zero"); return -1; }
     if (ps->p < ps->end && (*ps->p == '.' || *ps->p == 'e' || *ps->p == 'E')) {
-        set_err(ps->err, ps->errlen, "header numbers must be integers");
+        errbuf_set(ps->err, ps->errlen, "header numbers must be integers");
         return -1;
     }
     *out = v;
@@ -220,7 +213,7 @@ static int parse_uint_array(parser *ps, uint64_t *out, int cap, int *n) {
     skip_ws(ps);
     if (ps->p < ps->end && *ps->p == ']') { ps->p++; return 0; }
     for (;;) {
-        if (*n >= cap) { set_err(ps->err, ps->errlen, "header array has more than %d entries", cap); return -1; }
+        if (*n >= cap) { errbuf_set(ps->err, ps->errlen, "header array has more than %d entries", cap); return -1; }
         if (parse_uint(ps, &out[(*n)++])) return -1;
         skip_ws(ps);
         if (ps->p < ps->end && *ps->p == ',') { ps->p++; continue; }
@@ -243,12 +236,12 @@ static int parse_tensor(parser *ps, tensor_info *t) {
             uint64_t o[2];
             int n;
             if (parse_uint_array(ps, o, 2, &n)) return -1;
-            if (n != 2) { set_err(ps->err, ps->errlen, "tensor %s: data_offsets must have 2 entries", t->name); return -1; }
+            if (n != 2) { errbuf_set(ps->err, ps->errlen, "tensor %s: data_offsets must have 2 entries", t->name); return -1; }
             t->begin = o[0];
             t->end = o[1];
             t->has_offsets = 1;
         } else {
-            set_err(ps->err, ps->errlen, "tensor %s: unknown field \"%s\"", t->name, key);
+            errbuf_set(ps->err, ps->errlen, "tensor %s: unknown field \"%s\"", t->name, key);
             return -1;
         }
         skip_ws(ps);
@@ -257,7 +250,7 @@ static int parse_tensor(parser *ps, tensor_info *t) {
         break;
     }
     if (!t->has_dtype || !t->has_shape || !t->has_offsets) {
-        set_err(ps->err, ps->errlen, "tensor %s lacks dtype, shape or data_offsets", t->name);
+        errbuf_set(ps->err, ps->errlen, "tensor %s lacks dtype, shape or data_offsets", t->name);
         return -1;
     }
     return 0;
@@ -288,9 +281,9 @@ static int parse_header(parser *ps) {
         if (!strcmp(name, "__metadata__")) {
             if (parse_metadata(ps)) return -1;
         } else {
-            if (ps->n >= MAX_TENSORS) { set_err(ps->err, ps->errlen, "more than %d tensors", MAX_TENSORS); return -1; }
+            if (ps->n >= MAX_TENSORS) { errbuf_set(ps->err, ps->errlen, "more than %d tensors", MAX_TENSORS); return -1; }
             for (int i = 0; i < ps->n; i++)
-                if (!strcmp(ps->t[i].name, name)) { set_err(ps->err, ps->errlen, "tensor %s appears twice", name); return -1; }
+                if (!strcmp(ps->t[i].name, name)) { errbuf_set(ps->err, ps->errlen, "tensor %s appears twice", name); return -1; }
             tensor_info *t = &ps->t[ps->n++];
             memset(t, 0, sizeof *t);
             snprintf(t->name, sizeof t->name, "%s", name);
@@ -303,7 +296,7 @@ static int parse_header(parser *ps) {
     }
 done:
     skip_ws(ps);
-    if (ps->p != ps->end) { set_err(ps->err, ps->errlen, "invalid header JSON: trailing bytes after the object"); return -1; }
+    if (ps->p != ps->end) { errbuf_set(ps->err, ps->errlen, "invalid header JSON: trailing bytes after the object"); return -1; }
     return 0;
 }
 
@@ -331,23 +324,23 @@ static int tensor_role(const char *name, int *layer, int *is_bias) {
 mlp *mlp_load_buffer(const unsigned char *buf, size_t len, mlp_act act, int act_from_file,
                      char *err, size_t errlen) {
     if (len < 8) {
-        set_err(err, errlen, "file is %zu bytes, too short for the 8-byte header length", len);
+        errbuf_set(err, errlen, "file is %zu bytes, too short for the 8-byte header length", len);
         return NULL;
     }
     uint64_t hlen = 0;
     for (int i = 0; i < 8; i++) hlen |= (uint64_t)buf[i] << (8 * i);
     if (hlen < 2 || hlen > MLP_IO_MAX_HEADER) {
-        set_err(err, errlen, "header length %llu is outside 2..%u bytes", (unsigned long long)hlen,
+        errbuf_set(err, errlen, "header length %llu is outside 2..%u bytes", (unsigned long long)hlen,
                 MLP_IO_MAX_HEADER);
         return NULL;
     }
     if (hlen > len - 8) {
-        set_err(err, errlen, "header length %llu runs past the end of the %zu-byte file (truncated?)",
+        errbuf_set(err, errlen, "header length %llu runs past the end of the %zu-byte file (truncated?)",
                 (unsigned long long)hlen, len);
         return NULL;
     }
     parser *ps = calloc(1, sizeof *ps);
-    if (!ps) { set_err(err, errlen, "out of memory reading the header"); return NULL; }
+    if (!ps) { errbuf_set(err, errlen, "out of memory reading the header"); return NULL; }
     ps->start = ps->p = (const char *)buf + 8;
     ps->end = ps->p + hlen;
     ps->err = err;
@@ -364,88 +357,88 @@ mlp *mlp_load_buffer(const unsigned char *buf, size_t len, mlp_act act, int act_
         tensor_info *t = &ps->t[i];
         int layer, is_bias;
         if (tensor_role(t->name, &layer, &is_bias) || layer >= MLP_MAX_LAYERS) {
-            set_err(err, errlen, "unexpected tensor \"%s\" (an MLP has layers.<i>.weight and layers.<i>.bias)", t->name);
+            errbuf_set(err, errlen, "unexpected tensor \"%s\" (an MLP has layers.<i>.weight and layers.<i>.bias)", t->name);
             goto fail;
         }
         if (strcmp(t->dtype, "F32")) {
-            set_err(err, errlen, "tensor %s has dtype %s; only F32 is supported", t->name, t->dtype);
+            errbuf_set(err, errlen, "tensor %s has dtype %s; only F32 is supported", t->name, t->dtype);
             goto fail;
         }
         if (t->ndim != (is_bias ? 1 : 2)) {
-            set_err(err, errlen, "tensor %s has %d dimensions, expected %d", t->name, t->ndim, is_bias ? 1 : 2);
+            errbuf_set(err, errlen, "tensor %s has %d dimensions, expected %d", t->name, t->ndim, is_bias ? 1 : 2);
             goto fail;
         }
         uint64_t count = 1;
         for (int d = 0; d < t->ndim; d++) {
             if (t->shape[d] == 0 || t->shape[d] > (1u << 20)) {
-                set_err(err, errlen, "tensor %s has dimension %llu; each must be 1 to %u", t->name,
+                errbuf_set(err, errlen, "tensor %s has dimension %llu; each must be 1 to %u", t->name,
                         (unsigned long long)t->shape[d], 1u << 20);
                 goto fail;
             }
             count *= t->shape[d];
         }
         if (t->begin > t->end || t->end > data_len) {
-            set_err(err, errlen, "tensor %s: data_offsets [%llu, %llu] lie outside the %llu-byte data section",
+            errbuf_set(err, errlen, "tensor %s: data_offsets [%llu, %llu] lie outside the %llu-byte data section",
                     t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
                     (unsigned long long)data_len);
             goto fail;
         }
         if (t->end - t->begin != count * 4) {
-            set_err(err, errlen, "tensor %s: data_offsets span %llu bytes but its shape needs %llu",
+            errbuf_set(err, errlen, "tensor %s: data_offsets span %llu bytes but its shape needs %llu",
                     t->name, (unsigned long long)(t->end - t->begin), (unsigned long long)(count * 4));
             goto fail;
         }
         if ((is_bias ? bias : w)[layer]) {
-            set_err(err, errlen, "tensor %s is given twice", t->name);
+            errbuf_set(err, errlen, "tensor %s is given twice", t->name);
             goto fail;
         }
         (is_bias ? bias : w)[layer] = t;
         if (layer + 1 > L) L = layer + 1;
         order[i] = t;
     }
-    if (L == 0) { set_err(err, errlen, "the file holds no tensors"); goto fail; }
+    if (L == 0) { errbuf_set(err, errlen, "the file holds no tensors"); goto fail; }
 
     /* Tensors must tile the data section exactly: no overlap, no gap, nothing after. */
     qsort(order, (size_t)ps->n, sizeof order[0], cmp_begin);
     uint64_t at = 0;
     for (int i = 0; i < ps->n; i++) {
         if (order[i]->begin < at) {
-            set_err(err, errlen, "tensors %s and %s overlap", order[i - 1]->name, order[i]->name);
+            errbuf_set(err, errlen, "tensors %s and %s overlap", order[i - 1]->name, order[i]->name);
             goto fail;
         }
         if (order[i]->begin > at) {
-            set_err(err, errlen, "gap of %llu bytes before tensor %s",
+            errbuf_set(err, errlen, "gap of %llu bytes before tensor %s",
                     (unsigned long long)(order[i]->begin - at), order[i]->name);
             goto fail;
         }
         at = order[i]->end;
     }
     if (at != data_len) {
-        set_err(err, errlen, "%llu bytes after the last tensor", (unsigned long long)(data_len - at));
+        errbuf_set(err, errlen, "%llu bytes after the last tensor", (unsigned long long)(data_len - at));
         goto fail;
     }
 
     int sizes[MLP_MAX_LAYERS + 1];
     for (int i = 0; i < L; i++) {
         if (!w[i] || !bias[i]) {
-            set_err(err, errlen, "layer %d lacks its %s", i, w[i] ? "bias" : "weight");
+            errbuf_set(err, errlen, "layer %d lacks its %s", i, w[i] ? "bias" : "weight");
             goto fail;
         }
         int out = (int)w[i]->shape[0], in = (int)w[i]->shape[1];
         if ((int)bias[i]->shape[0] != out) {
-            set_err(err, errlen, "layers.%d.bias has %d entries but layers.%d.weight has %d rows", i,
+            errbuf_set(err, errlen, "layers.%d.bias has %d entries but layers.%d.weight has %d rows", i,
                     (int)bias[i]->shape[0], i, out);
             goto fail;
         }
         if (i > 0 && in != sizes[i]) {
-            set_err(err, errlen, "layers.%d.weight takes %d inputs but layer %d gives %d", i, in, i - 1, sizes[i]);
+            errbuf_set(err, errlen, "layers.%d.weight takes %d inputs but layer %d gives %d", i, in, i - 1, sizes[i]);
             goto fail;
         }
         sizes[i] = in;
         sizes[i + 1] = out;
     }
     if (act_from_file && ps->activation[0] && mlp_act_parse(ps->activation, &act)) {
-        set_err(err, errlen, "unknown activation \"%s\" in the file's metadata", ps->activation);
+        errbuf_set(err, errlen, "unknown activation \"%s\" in the file's metadata", ps->activation);
         goto fail;
     }
     net = mlp_new(L, sizes, act, err, errlen);
@@ -463,29 +456,29 @@ fail:
 
 mlp *mlp_load(const char *path, mlp_act act, int act_from_file, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
-    if (!f) { set_err(err, errlen, "cannot open %s: %s", path, strerror(errno)); return NULL; }
+    if (!f) { errbuf_set(err, errlen, "cannot open %s: %s", path, strerror(errno)); return NULL; }
     unsigned char *buf = NULL;
     mlp *net = NULL;
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s is not a regular file", path);
+        errbuf_set(err, errlen, "%s is not a regular file", path);
         goto done;
     }
     if ((uint64_t)st.st_size > MAX_FILE) {
-        set_err(err, errlen, "%s is %lld bytes, more than the %zu an MLP may have", path,
+        errbuf_set(err, errlen, "%s is %lld bytes, more than the %zu an MLP may have", path,
                 (long long)st.st_size, MAX_FILE);
         goto done;
     }
     size_t len = (size_t)st.st_size;
     buf = malloc(len ? len : 1);
-    if (!buf) { set_err(err, errlen, "out of memory reading %s", path); goto done; }
+    if (!buf) { errbuf_set(err, errlen, "out of memory reading %s", path); goto done; }
     if (fread(buf, 1, len, f) != len) {
-        set_err(err, errlen, "cannot read %s: %s", path, ferror(f) ? strerror(errno) : "short read");
+        errbuf_set(err, errlen, "cannot read %s: %s", path, ferror(f) ? strerror(errno) : "short read");
         goto done;
     }
     char inner[MLP_ERR_LEN];
     net = mlp_load_buffer(buf, len, act, act_from_file, inner, sizeof inner);
-    if (!net) set_err(err, errlen, "%s: %s", path, inner);
+    if (!net) errbuf_set(err, errlen, "%s: %s", path, inner);
 done:
     free(buf);
     fclose(f);

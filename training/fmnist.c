@@ -1,7 +1,7 @@
 /* fmnist.c -- load and split Fashion-MNIST. */
 #include "fmnist.h"
+#include "errbuf.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,14 +13,6 @@
 const char *const fmnist_class_names[FMNIST_CLASSES] = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 const char *fm_split_name(fm_split_kind k) { return k == FM_SPLIT_SEED ? "seed" : "default"; }
 
@@ -57,16 +49,16 @@ static int read_pair(const char *dir, const char *img, const char *lab, idx_arra
     if (read_part(dir, img, 3, x, err, errlen)) return -1;
     if (read_part(dir, lab, 1, y, err, errlen)) { idx_free(x); return -1; }
     if (x->rows * x->cols != FMNIST_PIXELS) {
-        set_err(err, errlen, "%s/%s: images are %dx%d, expected 28x28", dir, img, x->rows, x->cols);
+        errbuf_set(err, errlen, "%s/%s: images are %dx%d, expected 28x28", dir, img, x->rows, x->cols);
         goto fail;
     }
     if (x->n != y->n) {
-        set_err(err, errlen, "%s: %d images but %d labels", dir, x->n, y->n);
+        errbuf_set(err, errlen, "%s: %d images but %d labels", dir, x->n, y->n);
         goto fail;
     }
     for (int i = 0; i < y->n; i++) {
         if (y->data[i] >= FMNIST_CLASSES) {
-            set_err(err, errlen, "%s/%s: label %d of item %d is not a class 0..9", dir, lab, y->data[i], i);
+            errbuf_set(err, errlen, "%s/%s: label %d of item %d is not a class 0..9", dir, lab, y->data[i], i);
             goto fail;
         }
     }
@@ -104,24 +96,24 @@ int fm_load(const char *dir, fm_split_kind kind, uint64_t split_seed, int train_
         goto fail;
     int n = trx.n;
     perm = malloc(sizeof(int) * (size_t)n);
-    if (!perm) { set_err(err, errlen, "out of memory"); goto fail; }
+    if (!perm) { errbuf_set(err, errlen, "out of memory"); goto fail; }
     int n_test, n_val;
     fm_split_plan(n, kind, split_seed, perm, &n_test, &n_val);
     int n_train = n - n_test - n_val;
-    if (n_train < 1) { set_err(err, errlen, "%s: only %d training images", dir, n); goto fail; }
+    if (n_train < 1) { errbuf_set(err, errlen, "%s: only %d training images", dir, n); goto fail; }
     if (train_limit > 0 && train_limit < n_train) n_train = train_limit;
     int rc = 0;
     if (kind == FM_SPLIT_SEED) {
         rc |= gather(&out->test, &trx, &try_, perm, n_test);
     } else {
         ident = malloc(sizeof(int) * (size_t)tex.n);
-        if (!ident) { set_err(err, errlen, "out of memory"); goto fail; }
+        if (!ident) { errbuf_set(err, errlen, "out of memory"); goto fail; }
         for (int i = 0; i < tex.n; i++) ident[i] = i;
         rc |= gather(&out->test, &tex, &tey, ident, tex.n);
     }
     rc |= gather(&out->val, &trx, &try_, perm + n_test, n_val);
     rc |= gather(&out->train, &trx, &try_, perm + n_test + n_val, n_train);
-    if (rc) { set_err(err, errlen, "out of memory for the dataset"); goto fail; }
+    if (rc) { errbuf_set(err, errlen, "out of memory for the dataset"); goto fail; }
     free(perm);
     free(ident);
     idx_free(&trx); idx_free(&try_); idx_free(&tex); idx_free(&tey);

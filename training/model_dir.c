@@ -1,8 +1,8 @@
 /* model_dir.c -- the files of an MLP model folder. */
 #include "model_dir.h"
+#include "errbuf.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,18 +11,10 @@
 #include "fmnist.h"
 #include "mlp_io.h"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 int model_dir_mkdirs(const char *dir, char *err, size_t errlen) {
     char path[4096];
     if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) {
-        set_err(err, errlen, "path too long: %s", dir);
+        errbuf_set(err, errlen, "path too long: %s", dir);
         return -1;
     }
     for (char *p = path + 1;; p++) {
@@ -30,7 +22,7 @@ int model_dir_mkdirs(const char *dir, char *err, size_t errlen) {
             char c = *p;
             *p = '\0';
             if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-                set_err(err, errlen, "cannot create %s: %s", path, strerror(errno));
+                errbuf_set(err, errlen, "cannot create %s: %s", path, strerror(errno));
                 return -1;
             }
             *p = c;
@@ -44,12 +36,12 @@ int model_dir_write_json(const char *path, json_t *doc, char *err, size_t errlen
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     if (json_dump_file(doc, tmp, JSON_INDENT(1) | JSON_REAL_PRECISION(9)) != 0) {
-        set_err(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        errbuf_set(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
         remove(tmp);
         return -1;
     }
     if (rename(tmp, path) != 0) {
-        set_err(err, errlen, "cannot rename %s: %s", tmp, strerror(errno));
+        errbuf_set(err, errlen, "cannot rename %s: %s", tmp, strerror(errno));
         remove(tmp);
         return -1;
     }
@@ -75,7 +67,7 @@ int model_dir_write(const char *dir, const char *name, const mlp *net, json_t *t
     snprintf(path, sizeof path, "%s/weights.safetensors", dir);
     if (mlp_save(net, path, err, errlen)) return -1;
     json_t *m = manifest(name, net, training);
-    if (!m) { set_err(err, errlen, "out of memory building model.json"); return -1; }
+    if (!m) { errbuf_set(err, errlen, "out of memory building model.json"); return -1; }
     snprintf(path, sizeof path, "%s/model.json", dir);
     int rc = model_dir_write_json(path, m, err, errlen);
     json_decref(m);
