@@ -432,34 +432,40 @@ int img_to_gray(const img_image *im, int w, int h, img_invert inv, float *out,
     hrow = malloc((size_t)ow * sizeof *hrow);
     if (!acc || !lrow || !hrow) goto nomem;
 
-    /* Separable: resize each input row horizontally, then add it to the
-     * output rows it overlaps, weighted by the overlap. */
-    for (y = 0; y < ih; y++) {
-        const uint8_t *src = im->pixels + (size_t)(y * iw) * (size_t)ch;
-        for (x = 0; x < iw; x++) lrow[x] = img__luma(src + x * (uint64_t)ch, ch);
-        for (ox = 0; ox < ow; ox++) {
-            double s = 0.0;
-            lo = ox * iw;
-            hi = lo + iw;
-            x0 = lo / ow;
-            x1 = (hi - 1) / ow;
-            for (x = x0; x <= x1; x++) {
-                uint64_t a = x * ow > lo ? x * ow : lo;
-                uint64_t b = (x + 1) * ow < hi ? (x + 1) * ow : hi;
-                s += (double)(b - a) * lrow[x];
+    if (iw == ow && ih == oh) {
+        /* Already the model's size (every Fashion-MNIST image): each output
+         * pixel is its own footprint, so skip the resampling arithmetic. */
+        for (i = 0; i < (size_t)(ow * oh); i++) acc[i] = img__luma(im->pixels + i * (size_t)ch, ch);
+    } else {
+        /* Separable: resize each input row horizontally, then add it to the
+         * output rows it overlaps, weighted by the overlap. */
+        for (y = 0; y < ih; y++) {
+            const uint8_t *src = im->pixels + (size_t)(y * iw) * (size_t)ch;
+            for (x = 0; x < iw; x++) lrow[x] = img__luma(src + x * (uint64_t)ch, ch);
+            for (ox = 0; ox < ow; ox++) {
+                double s = 0.0;
+                lo = ox * iw;
+                hi = lo + iw;
+                x0 = lo / ow;
+                x1 = (hi - 1) / ow;
+                for (x = x0; x <= x1; x++) {
+                    uint64_t a = x * ow > lo ? x * ow : lo;
+                    uint64_t b = (x + 1) * ow < hi ? (x + 1) * ow : hi;
+                    s += (double)(b - a) * lrow[x];
+                }
+                hrow[ox] = s / (double)iw;
             }
-            hrow[ox] = s / (double)iw;
-        }
-        lo = y * oh;
-        hi = lo + oh;
-        oy0 = lo / ih;
-        oy1 = (hi - 1) / ih;
-        for (oy = oy0; oy <= oy1; oy++) {
-            uint64_t a = oy * ih > lo ? oy * ih : lo;
-            uint64_t b = (oy + 1) * ih < hi ? (oy + 1) * ih : hi;
-            double wgt = (double)(b - a) / (double)ih;
-            double *dst = acc + (size_t)(oy * ow);
-            for (ox = 0; ox < ow; ox++) dst[ox] += wgt * hrow[ox];
+            lo = y * oh;
+            hi = lo + oh;
+            oy0 = lo / ih;
+            oy1 = (hi - 1) / ih;
+            for (oy = oy0; oy <= oy1; oy++) {
+                uint64_t a = oy * ih > lo ? oy * ih : lo;
+                uint64_t b = (oy + 1) * ih < hi ? (oy + 1) * ih : hi;
+                double wgt = (double)(b - a) / (double)ih;
+                double *dst = acc + (size_t)(oy * ow);
+                for (ox = 0; ox < ow; ox++) dst[ox] += wgt * hrow[ox];
+            }
         }
     }
 

@@ -857,6 +857,40 @@ static void test_resize_keeps_mean(void) {
     }
 }
 
+static void test_resize_same_size(void) {
+    /* Input already at the output size: each output is the pixel's own
+     * luminance, exactly as p / 255.0 for gray, for every colour type. */
+    uint8_t pix[28 * 28 * 4];
+    float out[28 * 28];
+    img_image im = {28, 28, 1, pix};
+    size_t i;
+    int inv = -1;
+    for (i = 0; i < sizeof pix; i++) pix[i] = (uint8_t)(i * 37 + (i >> 3));
+    ASSERT_EQ_INT(img_to_gray(&im, 28, 28, IMG_INVERT_FALSE, out, &inv), 0);
+    for (i = 0; i < 28 * 28; i++) ASSERT(out[i] == (float)(pix[i] / 255.0));
+    im.channels = 3;
+    ASSERT_EQ_INT(img_to_gray(&im, 28, 28, IMG_INVERT_FALSE, out, NULL), 0);
+    for (i = 0; i < 28 * 28; i++)
+        ASSERT_NEAR(out[i], (0.299 * pix[3 * i] + 0.587 * pix[3 * i + 1] + 0.114 * pix[3 * i + 2]) / 255.0, 1e-6);
+    im.channels = 4;
+    ASSERT_EQ_INT(img_to_gray(&im, 28, 28, IMG_INVERT_FALSE, out, NULL), 0);
+    for (i = 0; i < 28 * 28; i++)
+        ASSERT_NEAR(out[i], (0.299 * pix[4 * i] + 0.587 * pix[4 * i + 1] + 0.114 * pix[4 * i + 2]) / 255.0 *
+                                (pix[4 * i + 3] / 255.0), 1e-6);
+
+    /* Auto inversion still looks at the border: half 0, half 255 is exactly 0.5, not above. */
+    im.channels = 1;
+    memset(pix, 0, sizeof pix);
+    for (i = 0; i < 28; i++) pix[i] = 255; /* top row */
+    for (i = 1; i < 27; i++) pix[i * 28] = 255; /* left column below it: 54 of 108 */
+    ASSERT_EQ_INT(img_to_gray(&im, 28, 28, IMG_INVERT_AUTO, out, &inv), 0);
+    ASSERT_EQ_INT(inv, 0);
+    pix[2 * 28 + 27] = 255; /* 55 of the 108 border pixels: above half */
+    ASSERT_EQ_INT(img_to_gray(&im, 28, 28, IMG_INVERT_AUTO, out, &inv), 0);
+    ASSERT_EQ_INT(inv, 1);
+    ASSERT(out[14 * 28 + 14] == 1.0f);
+}
+
 static void test_luminance(void) {
     uint8_t rgb[4 * 3] = {255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255};
     uint8_t rgba[2 * 4] = {255, 255, 255, 0, 200, 200, 200, 255};
@@ -1129,6 +1163,7 @@ int main(int argc, char **argv) {
         {"resize_constant", test_resize_constant},
         {"resize_fractional", test_resize_fractional},
         {"resize_keeps_mean", test_resize_keeps_mean},
+        {"resize_same_size", test_resize_same_size},
         {"luminance", test_luminance},
         {"invert", test_invert},
         {"to_gray_args", test_to_gray_args},
