@@ -55,6 +55,8 @@ static const opt_spec opts[] = {
     {"drain-timeout", "LOUPE_DRAIN_TIMEOUT", OPT_SECONDS, OFF(drain_timeout), "SECONDS",
      "then wait at most this long for in-flight requests (default 30)"},
     {"access-log", "LOUPE_ACCESS_LOG", OPT_BOOL, OFF(access_log), "on|off", "one line per request on stderr (default on)"},
+    {"reports", "LOUPE_REPORTS", OPT_STR, OFF(reports_dir), "DIR",
+     "reproduction reports served at /v1/reports (default ./reports)"},
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
 
@@ -147,6 +149,7 @@ static void defaults(srv_config *cfg) {
     cfg->drain_grace = 5;
     cfg->drain_timeout = 30;
     cfg->access_log = 1;
+    cfg->reports_dir = "reports";
 }
 
 void srv_config_usage(FILE *out) {

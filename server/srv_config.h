@@ -26,6 +26,7 @@ typedef struct {
     double drain_grace;        /* seconds of serving after SIGTERM before closing the door */
     double drain_timeout;      /* seconds to wait for in-flight requests after that */
     int access_log;            /* 1 = one line per request on stderr */
+    const char *reports_dir;   /* reproduction reports served under /v1/reports */
 } srv_config;
 
 /* Defaults, then environment variables, then flags (flags win).

@@ -586,7 +586,15 @@ class Metrics(Served):
 class Docs(Served):
     """Every curl line of docs/api.md, as pasted (port and model name substituted)."""
     env = {"LOUPE_ADMIN_TOKEN": "docs-token"}
-    expect_error = ("-X DELETE", "text/plain", "[[[0.0]]]")
+    expect_error = ("-X DELETE", "text/plain", "[[[0.0]]]", "missing.png")
+
+    @classmethod
+    def setUpClass(cls):
+        import tempfile
+        cls.reports = tempfile.mkdtemp(prefix="loupe-docs-reports-")
+        fx.make_report(os.path.join(cls.reports, "seed-reproduction-quick"))
+        cls.args = Served.args + ("--reports", cls.reports)
+        super().setUpClass()
 
     def test_examples(self):
         import re
