@@ -58,6 +58,8 @@ static void model_free(reg_model *m) {
         for (int i = 0; i < m->n_classes; i++) free(m->classes[i]);
     free(m->classes);
     mlp_free(m->net);
+    lt_model_free(m->cnn);
+    free(m->layers_json);
     free(m->summary_json);
     free(m->detail_json);
     free(m);
@@ -96,19 +98,187 @@ static int get_int(json_t *obj, const char *key, int lo, int hi, int *out) {
     return 0;
 }
 
-/* The first entry of a number array, or the number itself. */
-static int get_first_number(json_t *obj, const char *key, double *out) {
-    json_t *v = json_object_get(obj, key);
-    if (json_is_array(v)) v = json_array_get(v, 0);
-    if (!json_is_number(v)) return -1;
-    *out = json_number_value(v);
-    return isfinite(*out) ? 0 : -1;
+static int nomem(char *err, size_t errlen) {
+    set_err(err, errlen, "out of memory");
+    return -1;
+}
+
+/* input.mean / input.std: a number, or an array of one (broadcast) or of
+ * `channels` numbers; absent means 0 and 1. */
+static int get_norm(json_t *input, int channels, reg_model *m, char *err, size_t errlen) {
+    static const char *const keys[2] = {"mean", "std"};
+    for (int k = 0; k < 2; k++) {
+        float *dst = k ? m->std_c : m->mean_c;
+        json_t *v = json_object_get(input, keys[k]);
+        size_t n = json_is_array(v) ? json_array_size(v) : 1;
+        if (v && n != 1 && n != (size_t)channels) {
+            set_err(err, errlen, "model.json: input.%s has %zu values for %d channels", keys[k], n, channels);
+            return -1;
+        }
+        for (int c = 0; c < channels; c++) {
+            json_t *e = json_is_array(v) ? json_array_get(v, n == 1 ? 0 : (size_t)c) : v;
+            double d = k ? 1.0 : 0.0;
+            if (v && (!json_is_number(e) || !isfinite(d = json_number_value(e)) || (k && !(d > 0)))) {
+                set_err(err, errlen, "model.json: input mean/std must be finite numbers, std > 0");
+                return -1;
+            }
+            dst[c] = (float)d;
+        }
+    }
+    m->mean = m->mean_c[0];
+    m->std = m->std_c[0];
+    return 0;
+}
+
+/* input.resize: how an upload reaches height x width. MLPs take the whole
+ * image area-averaged; CNNs say "pad" (Fashion-MNIST's 28x28, padded) or
+ * "resize_crop" (resize_to, then a centre crop of height x width). */
+static int get_resize(json_t *input, int is_cnn, reg_model *m, char *err, size_t errlen) {
+    const char *rs = json_string_value(json_object_get(input, "resize"));
+    m->src_w = m->width;
+    m->src_h = m->height;
+    m->resize = REG_RESIZE_AREA;
+    if (!is_cnn || !rs || !strcmp(rs, "area")) return 0;
+    if (!strcmp(rs, "pad")) {
+        /* The images the model was trained on are 28x28 (source_size may say otherwise). */
+        int side = 28;
+        if (json_object_get(input, "source_size") && get_int(input, "source_size", 1, 4096, &side)) {
+            set_err(err, errlen, "model.json: input.source_size must be a whole number in [1,4096]");
+            return -1;
+        }
+        m->resize = REG_RESIZE_PAD;
+        m->src_w = side < m->width ? side : m->width;
+        m->src_h = side < m->height ? side : m->height;
+        return 0;
+    }
+    if (!strcmp(rs, "resize_crop")) {
+        if (get_int(input, "resize_to", 1, 4096, &m->resize_to) || m->resize_to < m->width ||
+            m->resize_to < m->height) {
+            set_err(err, errlen, "model.json: \"resize_crop\" needs input.resize_to >= width and height");
+            return -1;
+        }
+        m->resize = REG_RESIZE_CROP;
+        m->src_w = m->src_h = 28; /* JSON pixels: a Fashion-MNIST image, resized as the trainer does */
+        return 0;
+    }
+    set_err(err, errlen, "model.json: input.resize \"%s\" is not \"pad\" or \"resize_crop\"", rs);
+    return -1;
+}
+
+/* Kind "torchscript": model.ts through the shim, and the layer table the
+ * visualisation routes use (the manifest's names, the shim's types and shapes). */
+static int load_cnn(reg_model *m, json_t *manifest, const char *dir, char *err, size_t errlen) {
+    char lerr[REG_ERR_LEN] = "";
+    lt_model_params p = lt_model_default_params();
+    p.channels = m->channels;
+    p.height = m->height;
+    p.width = m->width;
+    for (int c = 0; c < m->channels; c++) {
+        p.mean[c] = m->mean_c[c];
+        p.std[c] = m->std_c[c];
+    }
+    char *path = path_join(dir, "model.ts");
+    if (!path) return nomem(err, errlen);
+    m->cnn = lt_model_load(path, &p, lerr, sizeof lerr);
+    free(path);
+    if (!m->cnn) {
+        set_err(err, errlen, "model.ts: %s", lerr);
+        return -1;
+    }
+    if (lt_model_n_classes(m->cnn) != m->n_classes) {
+        set_err(err, errlen, "model.ts has %d outputs for %d classes", lt_model_n_classes(m->cnn), m->n_classes);
+        return -1;
+    }
+    json_t *mlayers = json_object_get(manifest, "layers");
+    json_t *layers = json_array();
+    if (!layers) return nomem(err, errlen);
+    int nl = lt_model_n_layers(m->cnn);
+    for (int i = 0; i < nl; i++) {
+        lt_layer_info li;
+        if (lt_layer_get_info(m->cnn, i, &li, lerr, sizeof lerr)) {
+            json_decref(layers);
+            set_err(err, errlen, "model.ts: %s", lerr);
+            return -1;
+        }
+        char dflt[32];
+        snprintf(dflt, sizeof dflt, "features.%d", i);
+        const char *name = NULL;
+        size_t j;
+        json_t *e;
+        json_array_foreach(mlayers, j, e) {
+            if (json_integer_value(json_object_get(e, "index")) == i && json_is_integer(json_object_get(e, "index")))
+                name = json_string_value(json_object_get(e, "name"));
+        }
+        if (json_array_append_new(layers, json_pack("{s:i, s:s, s:s, s:b, s:i, s:i, s:i}", "index", i, "name",
+                                                    name ? name : dflt, "type", li.type, "conv", li.is_conv,
+                                                    "channels", li.channels, "height", li.height, "width",
+                                                    li.width))) {
+            json_decref(layers);
+            return nomem(err, errlen);
+        }
+    }
+    m->layers_json = json_dumps(layers, JSON_COMPACT);
+    json_decref(layers);
+    return m->layers_json ? 0 : nomem(err, errlen);
+}
+
+/* Kind "mlp": weights.safetensors checked against the manifest's sizes. */
+static int load_mlp(reg_model *m, json_t *manifest, const char *dir, char *err, size_t errlen) {
+    char merr[MLP_ERR_LEN] = "";
+    json_t *jm = json_object_get(manifest, "mlp");
+    json_t *sizes = json_object_get(jm, "sizes");
+    const char *act_name = json_string_value(json_object_get(jm, "activation"));
+    mlp_act act;
+    if (!json_is_object(jm) || !json_is_array(sizes) || !act_name) {
+        set_err(err, errlen, "model.json: \"mlp\" needs \"activation\" and \"sizes\"");
+        return -1;
+    }
+    if (mlp_act_parse(act_name, &act)) {
+        set_err(err, errlen, "model.json: unknown activation \"%s\"", act_name);
+        return -1;
+    }
+    char *path = path_join(dir, "weights.safetensors");
+    if (!path) return nomem(err, errlen);
+    m->net = mlp_load(path, act, 0, merr, sizeof merr);
+    free(path);
+    if (!m->net) {
+        set_err(err, errlen, "weights.safetensors: %s", merr);
+        return -1;
+    }
+    int nl = mlp_n_layers(m->net);
+    if ((int)json_array_size(sizes) != nl + 1) {
+        set_err(err, errlen, "model.json lists %zu sizes, weights.safetensors has %d layers",
+                json_array_size(sizes), nl);
+        return -1;
+    }
+    for (int i = 0; i <= nl; i++) {
+        json_t *s = json_array_get(sizes, (size_t)i);
+        if (!json_is_integer(s) || json_integer_value(s) != mlp_size(m->net, i)) {
+            set_err(err, errlen, "model.json sizes[%d] does not match weights.safetensors (%d)", i,
+                    mlp_size(m->net, i));
+            return -1;
+        }
+    }
+    if (mlp_n_inputs(m->net) != m->channels * m->height * m->width) {
+        set_err(err, errlen, "the network takes %d inputs, the input is %dx%dx%d", mlp_n_inputs(m->net),
+                m->channels, m->height, m->width);
+        return -1;
+    }
+    if (mlp_n_outputs(m->net) != m->n_classes) {
+        set_err(err, errlen, "the network has %d outputs for %d classes", mlp_n_outputs(m->net), m->n_classes);
+        return -1;
+    }
+    if (!mlp_params_finite(m->net)) {
+        set_err(err, errlen, "weights.safetensors holds non-finite parameters");
+        return -1;
+    }
+
+    return 0;
 }
 
 reg_model *reg_model_load(const char *dir, const char *name, char *err, size_t errlen) {
     json_t *manifest = NULL, *metrics = NULL, *history = NULL, *summary = NULL, *detail = NULL;
     char *path = NULL;
-    char merr[MLP_ERR_LEN] = "";
     reg_model *m = calloc(1, sizeof *m);
     if (!m) goto nomem;
     atomic_init(&m->refs, 1);
@@ -133,8 +303,13 @@ reg_model *reg_model_load(const char *dir, const char *name, char *err, size_t e
         set_err(err, errlen, "model.json has no \"kind\"");
         goto fail;
     }
-    if (strcmp(kind, "mlp")) {
-        set_err(err, errlen, "kind \"%s\" is not supported by this daemon (only \"mlp\")", kind);
+    if (strcmp(kind, "mlp") && strcmp(kind, "torchscript")) {
+        set_err(err, errlen, "kind \"%s\" is not supported by this daemon (\"mlp\" or \"torchscript\")", kind);
+        goto fail;
+    }
+    if (!strcmp(kind, "torchscript") && !lt_available()) {
+        set_err(err, errlen, "this build has no libtorch (LOUPE_WITH_TORCH=OFF or libtorch-dev missing): "
+                              "TorchScript models are not served; MLPs still are");
         goto fail;
     }
     if (!(m->kind = strdup(kind))) goto nomem;
@@ -156,70 +331,21 @@ reg_model *reg_model_load(const char *dir, const char *name, char *err, size_t e
     }
 
     json_t *input = json_object_get(manifest, "input");
-    double mean = 0, sd = 1;
-    if (!json_is_object(input) || get_int(input, "channels", 1, 4, &m->channels) ||
+    if (!json_is_object(input) || get_int(input, "channels", 1, LT_MAX_CHANNELS, &m->channels) ||
         get_int(input, "height", 1, 4096, &m->height) || get_int(input, "width", 1, 4096, &m->width)) {
-        set_err(err, errlen, "model.json: \"input\" needs integer channels, height and width");
+        set_err(err, errlen, "model.json: \"input\" needs integer channels (1..%d), height and width",
+                LT_MAX_CHANNELS);
         goto fail;
     }
-    if (m->channels != 1) {
+    if (get_norm(input, m->channels, m, err, errlen)) goto fail;
+    int is_cnn = !strcmp(kind, "torchscript");
+    if (!is_cnn && m->channels != 1) {
         set_err(err, errlen, "model.json: input has %d channels; MLPs here take grayscale (1)", m->channels);
         goto fail;
     }
-    if ((json_object_get(input, "mean") && get_first_number(input, "mean", &mean)) ||
-        (json_object_get(input, "std") && get_first_number(input, "std", &sd)) || !(sd > 0)) {
-        set_err(err, errlen, "model.json: input mean/std must be numbers, std > 0");
-        goto fail;
-    }
-    m->mean = (float)mean;
-    m->std = (float)sd;
+    if (get_resize(input, is_cnn, m, err, errlen)) goto fail;
 
-    json_t *jm = json_object_get(manifest, "mlp");
-    json_t *sizes = json_object_get(jm, "sizes");
-    const char *act_name = json_string_value(json_object_get(jm, "activation"));
-    mlp_act act;
-    if (!json_is_object(jm) || !json_is_array(sizes) || !act_name) {
-        set_err(err, errlen, "model.json: \"mlp\" needs \"activation\" and \"sizes\"");
-        goto fail;
-    }
-    if (mlp_act_parse(act_name, &act)) {
-        set_err(err, errlen, "model.json: unknown activation \"%s\"", act_name);
-        goto fail;
-    }
-    free(path);
-    if (!(path = path_join(dir, "weights.safetensors"))) goto nomem;
-    m->net = mlp_load(path, act, 0, merr, sizeof merr);
-    if (!m->net) {
-        set_err(err, errlen, "weights.safetensors: %s", merr);
-        goto fail;
-    }
-    int nl = mlp_n_layers(m->net);
-    if ((int)json_array_size(sizes) != nl + 1) {
-        set_err(err, errlen, "model.json lists %zu sizes, weights.safetensors has %d layers",
-                json_array_size(sizes), nl);
-        goto fail;
-    }
-    for (int i = 0; i <= nl; i++) {
-        json_t *s = json_array_get(sizes, (size_t)i);
-        if (!json_is_integer(s) || json_integer_value(s) != mlp_size(m->net, i)) {
-            set_err(err, errlen, "model.json sizes[%d] does not match weights.safetensors (%d)", i,
-                    mlp_size(m->net, i));
-            goto fail;
-        }
-    }
-    if (mlp_n_inputs(m->net) != m->channels * m->height * m->width) {
-        set_err(err, errlen, "the network takes %d inputs, the input is %dx%dx%d", mlp_n_inputs(m->net),
-                m->channels, m->height, m->width);
-        goto fail;
-    }
-    if (mlp_n_outputs(m->net) != m->n_classes) {
-        set_err(err, errlen, "the network has %d outputs for %d classes", mlp_n_outputs(m->net), m->n_classes);
-        goto fail;
-    }
-    if (!mlp_params_finite(m->net)) {
-        set_err(err, errlen, "weights.safetensors holds non-finite parameters");
-        goto fail;
-    }
+    if (is_cnn ? load_cnn(m, manifest, dir, err, errlen) : load_mlp(m, manifest, dir, err, errlen)) goto fail;
 
     /* Optional files: a broken one is logged and left out, the model still serves. */
     char oerr[256] = "";
@@ -234,12 +360,16 @@ reg_model *reg_model_load(const char *dir, const char *name, char *err, size_t e
         m->test_accuracy = json_number_value(acc);
     }
 
-    summary = json_pack("{s:s, s:s, s:O, s:O, s:o, s:I, s:{s:s, s:O}}", "name", name, "kind", kind,
-                        "classes", classes, "input", input,
-                        "test_accuracy", m->has_accuracy ? json_real(m->test_accuracy) : json_null(),
-                        "parameters", (json_int_t)mlp_n_params(m->net), "mlp", "activation",
-                        mlp_act_name(act), "sizes", sizes);
+    summary = json_pack("{s:s, s:s, s:O, s:O, s:o}", "name", name, "kind", kind, "classes", classes, "input",
+                        input, "test_accuracy", m->has_accuracy ? json_real(m->test_accuracy) : json_null());
     if (!summary) goto nomem;
+    if (m->net && (json_object_set_new(summary, "parameters", json_integer((json_int_t)mlp_n_params(m->net))) ||
+                   json_object_set_new(summary, "mlp", json_pack("{s:s, s:O}", "activation",
+                                                                 mlp_act_name(mlp_activation(m->net)), "sizes",
+                                                                 json_object_get(json_object_get(manifest, "mlp"),
+                                                                                 "sizes")))))
+        goto nomem;
+    if (m->cnn && json_object_set_new(summary, "layers", json_integer(lt_model_n_layers(m->cnn)))) goto nomem;
     detail = json_deep_copy(summary);
     if (!detail) goto nomem;
     if (json_object_set(detail, "manifest", manifest) ||
@@ -447,12 +577,12 @@ int reg_reload(reg *r, json_t **report_out, char *err, size_t errlen) {
 
     for (int i = 0; i < s->n; i++) {
         reg_model *m = s->models[i];
-        if (m->has_accuracy)
-            srv_log("model %s: loaded (%s, %zu parameters, test accuracy %.4f)%s", m->name, m->kind,
-                    mlp_n_params(m->net), m->test_accuracy, m == s->def ? ", default" : "");
-        else
-            srv_log("model %s: loaded (%s, %zu parameters)%s", m->name, m->kind, mlp_n_params(m->net),
-                    m == s->def ? ", default" : "");
+        char size[64], acc[64] = "";
+        if (m->net) snprintf(size, sizeof size, "%zu parameters", mlp_n_params(m->net));
+        else snprintf(size, sizeof size, "%d layers, input %dx%dx%d", m->cnn ? lt_model_n_layers(m->cnn) : 0,
+                      m->channels, m->height, m->width);
+        if (m->has_accuracy) snprintf(acc, sizeof acc, ", test accuracy %.4f", m->test_accuracy);
+        srv_log("model %s: loaded (%s, %s%s)%s", m->name, m->kind, size, acc, m == s->def ? ", default" : "");
         if (report) json_array_append_new(json_object_get(report, "loaded"), json_string(m->name));
     }
     if (r->default_name && !s->def) srv_log("default model %s is not in the store", r->default_name);

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "lt.h"
 #include "mlp.h"
 
 #define REG_ERR_LEN 512
@@ -14,15 +15,28 @@
 /* One loaded model. Every field is read-only once reg has published it, so
  * any number of request threads may use it at once; only the reference count
  * changes (reg_model_retain/release). */
+/* How an upload is brought to the model's input size (model.json input.resize). */
+typedef enum {
+    REG_RESIZE_AREA,  /* MLPs: area-average the whole image to width x height */
+    REG_RESIZE_PAD,   /* "pad": area-average to src_w x src_h (28x28), pad with black, centred */
+    REG_RESIZE_CROP   /* "resize_crop": bilinear to resize_to x resize_to, centre crop */
+} reg_resize;
+
 typedef struct reg_model {
     char *name;               /* the folder's name */
     char *dir;                /* the folder's path */
-    char *kind;               /* "mlp" */
+    char *kind;               /* "mlp" or "torchscript" */
     int n_classes;
     char **classes;           /* [n_classes], names in index order */
     int channels, height, width;
-    float mean, std;          /* x = (pixel in [0,1] - mean) / std */
-    mlp *net;                 /* sizes[0] = channels*height*width, outputs = n_classes */
+    float mean, std;          /* channel 0's: x = (pixel in [0,1] - mean) / std */
+    float mean_c[LT_MAX_CHANNELS], std_c[LT_MAX_CHANNELS]; /* [channels], the same per channel */
+    reg_resize resize;
+    int src_w, src_h;         /* the gray grid before padding/resizing; JSON pixels come at this size */
+    int resize_to;            /* REG_RESIZE_CROP: the square side before the crop */
+    mlp *net;                 /* kind "mlp": sizes[0] = channels*height*width, outputs = n_classes; else NULL */
+    lt_model *cnn;            /* kind "torchscript": the shim's model; else NULL */
+    char *layers_json;        /* GET /v1/models/{m}/layers: [{index,name,type,conv,channels,height,width}] */
     int has_accuracy;
     double test_accuracy;     /* fraction in [0,1] from metrics.json, if has_accuracy */
     char *summary_json;       /* entry of GET /v1/models, rendered at load */

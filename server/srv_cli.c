@@ -14,9 +14,11 @@
 #include <jansson.h>
 
 #include "blas_env.h"
+#include "lt.h"
 #include "srv_config.h"
 #include "srv_http.h"
 #include "srv_log.h"
+#include "srv_pool.h"
 
 static const char *const *route_labels(void) {
     /* The table's patterns, then the two catch-alls. */
@@ -104,6 +106,11 @@ int srv_serve_main(int argc, char **argv) {
 
     /* Request threads are the parallelism: one BLAS thread per call, no oversubscription. */
     blas_env_set_threads(1);
+    /* The same for libtorch, once, before any model loads. */
+    if (lt_available()) {
+        if (lt_set_threads((int)cfg.torch_threads, 1, err, sizeof err))
+            srv_log("libtorch threads: %s", err);
+    }
 
     /* Before any thread exists, so every thread inherits the mask and only
      * sigwait in this thread sees these signals: no work in signal handlers. */
@@ -128,7 +135,9 @@ int srv_serve_main(int argc, char **argv) {
     resolve_root(cfg.docs_dir, ctx->docs_root, "docs");
     ctx->metrics = srv_metrics_new(route_labels(), srv_n_routes + 2);
     ctx->registry = reg_new(cfg.models_dir, cfg.default_model);
-    if (!ctx->metrics || !ctx->registry) {
+    ctx->pool = ctx->metrics ? srv_pool_new((int)cfg.expensive_concurrency, (int)cfg.expensive_queue, ctx->metrics)
+                             : NULL;
+    if (!ctx->metrics || !ctx->registry || !ctx->pool) {
         fprintf(stderr, "loupe serve: out of memory\n");
         goto out;
     }
@@ -141,8 +150,9 @@ int srv_serve_main(int argc, char **argv) {
         fprintf(stderr, "loupe serve: %s\n", err);
         goto out;
     }
-    srv_log("listening on http://%s:%u (%u threads, max body %zu bytes)",
-            cfg.host && *cfg.host ? cfg.host : "0.0.0.0", ctx->port, cfg.threads, cfg.max_body);
+    srv_log("listening on http://%s:%u (%u threads, max body %zu bytes, expensive routes: %u at once + %u queued)",
+            cfg.host && *cfg.host ? cfg.host : "0.0.0.0", ctx->port, cfg.threads, cfg.max_body,
+            cfg.expensive_concurrency, cfg.expensive_queue);
 
     for (;;) {
         int sig;

@@ -57,6 +57,12 @@ static const opt_spec opts[] = {
     {"access-log", "LOUPE_ACCESS_LOG", OPT_BOOL, OFF(access_log), "on|off", "one line per request on stderr (default on)"},
     {"reports", "LOUPE_REPORTS", OPT_STR, OFF(reports_dir), "DIR",
      "reproduction reports served at /v1/reports (default ./reports)"},
+    {"expensive-concurrency", "LOUPE_EXPENSIVE_CONCURRENCY", OPT_UINT, OFF(expensive_concurrency), "N",
+     "CNN saliency/filters/activations run at once (default: the number of cores)"},
+    {"expensive-queue", "LOUPE_EXPENSIVE_QUEUE", OPT_UINT, OFF(expensive_queue), "N",
+     "expensive requests that may wait; past it 429 + Retry-After (default 16)"},
+    {"torch-threads", "LOUPE_TORCH_THREADS", OPT_UINT, OFF(torch_threads), "N",
+     "libtorch intra-op threads per call (default 1: requests already run in parallel)"},
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
 
@@ -150,6 +156,9 @@ static void defaults(srv_config *cfg) {
     cfg->drain_timeout = 30;
     cfg->access_log = 1;
     cfg->reports_dir = "reports";
+    cfg->expensive_concurrency = cfg->threads;
+    cfg->expensive_queue = 16;
+    cfg->torch_threads = 1;
 }
 
 void srv_config_usage(FILE *out) {
@@ -206,6 +215,18 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *er
     if (cfg->threads < 1) cfg->threads = 1;
     if (cfg->threads > 1024) {
         set_err(err, errlen, "--threads %u is too many (at most 1024)", cfg->threads);
+        return -1;
+    }
+    if (cfg->expensive_concurrency < 1 || cfg->expensive_concurrency > 1024) {
+        set_err(err, errlen, "--expensive-concurrency must be in [1,1024]");
+        return -1;
+    }
+    if (cfg->expensive_queue > 65536) {
+        set_err(err, errlen, "--expensive-queue must be in [0,65536]");
+        return -1;
+    }
+    if (cfg->torch_threads < 1 || cfg->torch_threads > 1024) {
+        set_err(err, errlen, "--torch-threads must be in [1,1024]");
         return -1;
     }
     if (cfg->max_body < 1) {

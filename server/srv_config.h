@@ -27,6 +27,9 @@ typedef struct {
     double drain_timeout;      /* seconds to wait for in-flight requests after that */
     int access_log;            /* 1 = one line per request on stderr */
     const char *reports_dir;   /* reproduction reports served under /v1/reports */
+    unsigned expensive_concurrency; /* workers for CNN saliency, filters, activations */
+    unsigned expensive_queue;  /* expensive requests that may wait; past it 429 */
+    unsigned torch_threads;    /* libtorch intra-op threads per call */
 } srv_config;
 
 /* Defaults, then environment variables, then flags (flags win).

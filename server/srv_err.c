@@ -23,6 +23,7 @@ static const struct {
     {SRV_E_UNAVAILABLE, 503, "unavailable"},
     {SRV_E_NOMEM, 500, "out_of_memory"},
     {SRV_E_INTERNAL, 500, "internal"},
+    {SRV_E_BUSY, 429, "too_many_requests"},
 };
 
 unsigned srv_err_status(srv_err_kind kind) {

@@ -23,6 +23,7 @@ typedef enum {
     SRV_E_UNAVAILABLE,      /* not ready, draining or overloaded */
     SRV_E_NOMEM,            /* allocation failed */
     SRV_E_INTERNAL,         /* anything else on our side */
+    SRV_E_BUSY,             /* the expensive routes' workers and queue are full: try later */
     SRV_E_COUNT
 } srv_err_kind;
 

@@ -14,6 +14,7 @@
 #include <microhttpd.h>
 
 #include "srv_log.h"
+#include "srv_pool.h"
 #include "srv_static.h"
 
 /* Bytes of an over-limit body read and dropped before the connection is cut instead. */
@@ -108,6 +109,28 @@ static void early_error(srv_req *r, srv_err_kind kind, const char *fmt, ...) {
     va_end(ap);
 }
 
+int srv_req_defer(srv_req *r, srv_job *job) {
+    srv_pool *p = r->ctx->pool;
+    if (!p || srv_pool_reserve(p)) return -1;
+    r->deferred = 1;
+    /* Suspend before the worker can resume. */
+    MHD_suspend_connection(r->conn);
+    srv_pool_push(p, job);
+    return 0;
+}
+
+void srv_req_resume(srv_req *r) {
+    struct MHD_Connection *conn = r->conn;
+    atomic_store_explicit(&r->deferred_done, 1, memory_order_release);
+    MHD_resume_connection(conn);
+}
+
+void srv_reply_busy(srv_req *r) {
+    srv_reply_error(r, SRV_E_BUSY, "the expensive routes are busy (%u running, %u queued at most); retry shortly",
+                    r->ctx->cfg->expensive_concurrency, r->ctx->cfg->expensive_queue);
+    r->resp.retry_after = 1;
+}
+
 static void reply_early(srv_req *r) {
     srv_reply_error(r, r->early_kind, "%s", r->early_msg);
 }
@@ -143,6 +166,11 @@ static enum MHD_Result queue(srv_req *r) {
     if (r->resp.content_type) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->resp.content_type);
     if (r->resp.allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->resp.allow);
     if (r->resp.www_authenticate) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (r->resp.retry_after) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%u", r->resp.retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
     if (ctx->cfg->cors_origin) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, ctx->cfg->cors_origin);
         MHD_add_response_header(resp, "Vary", "Origin");
@@ -423,6 +451,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return ok;
     }
     if (r->status) return MHD_YES; /* already answered */
+    if (r->deferred)  /* called again after srv_req_resume, or spuriously before */
+        return atomic_load_explicit(&r->deferred_done, memory_order_acquire) ? queue(r) : MHD_YES;
     if (r->pp) {
         MHD_destroy_post_processor(r->pp);
         r->pp = NULL;
@@ -437,6 +467,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         srv_static_serve(r);
     } else {
         srv_routes[r->route].fn(r);
+        if (r->deferred) return MHD_YES;
     }
     return queue(r);
 }
@@ -476,7 +507,8 @@ int srv_http_start(srv_ctx *ctx, char *err, size_t errlen) {
     struct sockaddr_in6 a6;
     struct sockaddr_in a4;
     struct sockaddr *addr = NULL;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_SUSPEND_RESUME;
     if (cfg->host && *cfg->host) {
         memset(&a4, 0, sizeof a4);
         memset(&a6, 0, sizeof a6);
@@ -527,6 +559,15 @@ void srv_http_quiesce(srv_ctx *ctx) {
 }
 
 void srv_http_stop(srv_ctx *ctx) {
+    /* libmicrohttpd must not stop with a suspended connection: finish (or
+     * cancel) the pool's jobs first, then let the resumed ones go out. */
+    srv_pool_free(ctx->pool);
+    ctx->pool = NULL;
+    double end = srv_now() + 2;
+    while (ctx->daemon && atomic_load(&ctx->in_flight) > 0 && srv_now() < end) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     if (ctx->daemon) MHD_stop_daemon(ctx->daemon);
     ctx->daemon = NULL;
 }

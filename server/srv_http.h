@@ -18,6 +18,8 @@
 struct MHD_Daemon;
 struct MHD_Connection;
 struct MHD_PostProcessor;
+struct srv_pool;
+struct srv_job;
 
 /* Everything a request handler may reach. Only the atomics change after start. */
 typedef struct srv_ctx {
@@ -31,6 +33,7 @@ typedef struct srv_ctx {
     atomic_long in_flight;        /* requests between first callback and completion */
     struct MHD_Daemon *daemon;
     unsigned port;                /* the bound port */
+    struct srv_pool *pool;        /* workers of the expensive routes (srv_req_defer); NULL: run inline */
 } srv_ctx;
 
 /* Methods as a bit mask, for the route table and Allow. */
@@ -65,6 +68,7 @@ typedef struct {
     const char *allow;         /* static string for 405, or NULL */
     int www_authenticate;      /* add WWW-Authenticate: Bearer (401) */
     int preflight;             /* an OPTIONS answer: Allow and, with CORS, Access-Control-* */
+    unsigned retry_after;      /* > 0: add Retry-After: this many seconds (429, 503) */
     int set;                   /* a handler answered */
 } srv_resp;
 
@@ -95,6 +99,8 @@ typedef struct srv_req {
     srv_resp resp;
     unsigned status;              /* what was queued */
     uint64_t bytes;               /* body bytes queued */
+    int deferred;                 /* the handler handed the request to a pool worker */
+    atomic_int deferred_done;     /* the worker answered and resumed the connection */
 } srv_req;
 
 /* The route table (srv_routes.c). */
@@ -131,6 +137,16 @@ void srv_reply_buf(srv_req *r, unsigned status, const char *content_type, char *
 void srv_reply_text(srv_req *r, unsigned status, const char *content_type, const char *text);
 /* Answer with an open file (ownership of fd taken). */
 void srv_reply_fd(srv_req *r, const char *content_type, int fd, uint64_t size);
+/* Hand the rest of the request to ctx->pool: returns 0 after suspending the
+ * connection and queueing job (its fn must answer r, then call
+ * srv_req_resume(r) as its last use of r), or -1 when the pool and its queue
+ * are full (nothing done: answer with srv_reply_busy). */
+int srv_req_defer(srv_req *r, struct srv_job *job);
+/* From the worker, after answering: the response goes out on the connection's thread. */
+void srv_req_resume(srv_req *r);
+/* 429 with Retry-After: the expensive routes are at their limit. */
+void srv_reply_busy(srv_req *r);
+
 /* Answer with an error: {"error":{"code","message"}}, or {"error": message} on /v2 routes. */
 void srv_reply_error(srv_req *r, srv_err_kind kind, const char *fmt, ...)
 #if defined(__GNUC__)

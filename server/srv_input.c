@@ -104,30 +104,100 @@ static int first_char_is_brace(const unsigned char *b, size_t n) {
     return 0;
 }
 
-/* Decode an encoded image and preprocess it into in->pixels. */
-static int from_encoded(srv_req *r, const unsigned char *buf, size_t len, img_invert inv, srv_input *in) {
+/* ==== Geometry: the gray grid to the model's input ==== */
+
+/* One bilinear sample of src [sh, sw] at (fy, fx) in source pixel units
+ * (torch's align_corners=False convention: centres at +0.5, edges clamped). */
+static float bilinear(const float *src, int sw, int sh, double fy, double fx) {
+    if (fy < 0) fy = 0;
+    if (fx < 0) fx = 0;
+    int y0 = (int)fy, x0 = (int)fx;
+    if (y0 > sh - 1) y0 = sh - 1;
+    if (x0 > sw - 1) x0 = sw - 1;
+    int y1 = y0 + 1 < sh ? y0 + 1 : y0, x1 = x0 + 1 < sw ? x0 + 1 : x0;
+    double wy = fy - y0, wx = fx - x0;
+    if (wy > 1) wy = 1;
+    if (wx > 1) wx = 1;
+    double top = src[(size_t)y0 * sw + x0] * (1 - wx) + src[(size_t)y0 * sw + x1] * wx;
+    double bot = src[(size_t)y1 * sw + x0] * (1 - wx) + src[(size_t)y1 * sw + x1] * wx;
+    return (float)(top * (1 - wy) + bot * wy);
+}
+
+/* src [sh, sw] (gray in [0,1]) to in->pixels [height, width] as m->resize
+ * says: a copy (area: src is already the input size), black padding around
+ * a centred src (pad, as F.pad with p//2 before), or a bilinear resize to
+ * resize_to x resize_to followed by a centre crop (resize_crop). */
+static void place(const reg_model *m, const float *src, int sw, int sh, srv_input *in) {
+    int w = m->width, h = m->height;
+    if (m->resize == REG_RESIZE_PAD) {
+        int ox = (w - sw) / 2, oy = (h - sh) / 2;
+        memset(in->pixels, 0, (size_t)w * h * sizeof *in->pixels);
+        for (int y = 0; y < sh; y++) memcpy(in->pixels + (size_t)(y + oy) * w + ox, src + (size_t)y * sw, (size_t)sw * sizeof *src);
+    } else if (m->resize == REG_RESIZE_CROP) {
+        int rs = m->resize_to, ox = (rs - w) / 2, oy = (rs - h) / 2;
+        double ky = (double)sh / rs, kx = (double)sw / rs;
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                in->pixels[(size_t)y * w + x] = bilinear(src, sw, sh, (y + oy + 0.5) * ky - 0.5, (x + ox + 0.5) * kx - 0.5);
+    } else {
+        memcpy(in->pixels, src, (size_t)w * h * sizeof *src);
+    }
+}
+
+/* The gray grid an encoded image is first brought to: the model's source
+ * size, or for resize_crop the image's own size when it is at most
+ * resize_to (then bilinear, as the trainer), else resize_to (area-averaged). */
+static void gray_size(const reg_model *m, const img_image *im, int *sw, int *sh) {
+    *sw = m->src_w;
+    *sh = m->src_h;
+    if (m->resize == REG_RESIZE_CROP) {
+        int small = im->width <= m->resize_to && im->height <= m->resize_to;
+        *sw = small ? im->width : m->resize_to;
+        *sh = small ? im->height : m->resize_to;
+    }
+}
+
+int srv_input_decode(const reg_model *m, const img_limits *lim, const unsigned char *buf, size_t len,
+                     img_invert inv, srv_input *in, srv_err_kind *kind, char *msg, size_t msglen) {
     char err[256] = "";
     img_image im;
-    int st = img_decode(buf, len, &r->ctx->limits, &im, err, sizeof err);
+    int st = img_decode(buf, len, lim, &im, err, sizeof err);
     if (st < 0) {
-        srv_err_kind k = srv_err_from_img(st);
+        *kind = srv_err_from_img(st);
         if (st == IMG_ERR_FORMAT)
-            srv_reply_error(r, k, "the body is neither PNG nor JPEG%s%s", err[0] ? ": " : "", err);
+            snprintf(msg, msglen, "the body is neither PNG nor JPEG%s%s", err[0] ? ": " : "", err);
         else
-            srv_reply_error(r, k, "%s", err[0] ? err : "the image could not be decoded");
+            snprintf(msg, msglen, "%s", err[0] ? err : "the image could not be decoded");
         return -1;
     }
-    st = img_to_gray(&im, in->width, in->height, inv, in->pixels, &in->inverted);
+    int sw, sh;
+    gray_size(m, &im, &sw, &sh);
+    float *src = malloc((size_t)sw * sh * sizeof *src);
+    st = src ? img_to_gray(&im, sw, sh, inv, src, &in->inverted) : IMG_ERR_NOMEM;
     img_free(&im);
     if (st < 0) {
-        srv_reply_error(r, srv_err_from_img(st), "the image could not be brought to %dx%d", in->width, in->height);
+        free(src);
+        *kind = srv_err_from_img(st);
+        snprintf(msg, msglen, "the image could not be brought to %dx%d", sw, sh);
         return -1;
     }
+    place(m, src, sw, sh, in);
+    free(src);
     return 0;
 }
 
+/* Decode an encoded image and preprocess it into in->pixels. */
+static int from_encoded(srv_req *r, const reg_model *m, const unsigned char *buf, size_t len, img_invert inv,
+                        srv_input *in) {
+    char msg[320];
+    srv_err_kind kind;
+    if (!srv_input_decode(m, &r->ctx->limits, buf, len, inv, in, &kind, msg, sizeof msg)) return 0;
+    srv_reply_error(r, kind, "%s", msg);
+    return -1;
+}
+
 /* Put one JSON pixel value into in->pixels[i]. */
-static int take_pixel(srv_req *r, json_t *v, size_t i, const char *where, srv_input *in) {
+static int take_pixel(srv_req *r, json_t *v, size_t i, const char *where, float *out) {
     if (!json_is_number(v)) {
         srv_reply_error(r, SRV_E_BAD_INPUT, "%s is %s, expected a number in [0,1]", where,
                         json_is_string(v) ? "a string" : json_is_null(v) ? "null" : json_is_array(v) ? "an array"
@@ -139,22 +209,27 @@ static int take_pixel(srv_req *r, json_t *v, size_t i, const char *where, srv_in
         srv_reply_error(r, SRV_E_BAD_INPUT, "%s = %g is outside [0,1] (divide 8-bit values by 255)", where, d);
         return -1;
     }
-    in->pixels[i] = (float)d;
+    out[i] = (float)d;
     return 0;
 }
 
-static int from_pixels(srv_req *r, json_t *px, img_invert inv, srv_input *in) {
-    int w = in->width, h = in->height;
+static int from_pixels(srv_req *r, const reg_model *m, json_t *px, img_invert inv, srv_input *in) {
+    int w = m->src_w, h = m->src_h;
     size_t n = json_array_size(px);
     char where[64];
     if (!json_is_array(px)) {
         srv_reply_error(r, SRV_E_BAD_INPUT, "\"pixels\" must be an array of %d numbers or %d rows of %d", w * h, h, w);
         return -1;
     }
+    float *src = malloc((size_t)w * h * sizeof *src);
+    if (!src) {
+        srv_reply_error(r, SRV_E_NOMEM, "out of memory");
+        return -1;
+    }
     if (n == (size_t)w * h && !json_is_array(json_array_get(px, 0))) {
         for (size_t i = 0; i < n; i++) {
             snprintf(where, sizeof where, "pixels[%zu]", i);
-            if (take_pixel(r, json_array_get(px, i), i, where, in)) return -1;
+            if (take_pixel(r, json_array_get(px, i), i, where, src)) goto fail;
         }
     } else if (n == (size_t)h && json_is_array(json_array_get(px, 0))) {
         for (int y = 0; y < h; y++) {
@@ -162,26 +237,31 @@ static int from_pixels(srv_req *r, json_t *px, img_invert inv, srv_input *in) {
             if (!json_is_array(row) || json_array_size(row) != (size_t)w) {
                 srv_reply_error(r, SRV_E_BAD_INPUT, "pixels[%d] must be a row of %d numbers, it has %zu", y, w,
                                 json_is_array(row) ? json_array_size(row) : (size_t)0);
-                return -1;
+                goto fail;
             }
             for (int x = 0; x < w; x++) {
                 snprintf(where, sizeof where, "pixels[%d][%d]", y, x);
-                if (take_pixel(r, json_array_get(row, (size_t)x), (size_t)y * w + x, where, in)) return -1;
+                if (take_pixel(r, json_array_get(row, (size_t)x), (size_t)y * w + x, where, src)) goto fail;
             }
         }
     } else {
         srv_reply_error(r, SRV_E_BAD_INPUT,
                         "\"pixels\" has %zu %s; the model takes %d values (%dx%d), flat or as %d rows of %d", n,
                         json_is_array(json_array_get(px, 0)) ? "rows" : "values", w * h, h, w, h, w);
-        return -1;
+        goto fail;
     }
-    in->inverted = inv == IMG_INVERT_TRUE || (inv == IMG_INVERT_AUTO && border_is_light(in->pixels, w, h));
+    in->inverted = inv == IMG_INVERT_TRUE || (inv == IMG_INVERT_AUTO && border_is_light(src, w, h));
     if (in->inverted)
-        for (int i = 0; i < w * h; i++) in->pixels[i] = 1.0f - in->pixels[i];
+        for (int i = 0; i < w * h; i++) src[i] = 1.0f - src[i];
+    place(m, src, w, h, in);
+    free(src);
     return 0;
+fail:
+    free(src);
+    return -1;
 }
 
-static int from_json(srv_req *r, img_invert inv, srv_input *in) {
+static int from_json(srv_req *r, const reg_model *m, img_invert inv, srv_input *in) {
     json_error_t je;
     json_t *doc = json_loadb((const char *)r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
     if (!doc) {
@@ -192,7 +272,7 @@ static int from_json(srv_req *r, img_invert inv, srv_input *in) {
     if (!json_is_object(doc)) {
         srv_reply_error(r, SRV_E_BAD_JSON, "the JSON body must be an object with \"pixels\" or \"image\"");
     } else if (json_object_get(doc, "pixels")) {
-        rc = from_pixels(r, json_object_get(doc, "pixels"), inv, in);
+        rc = from_pixels(r, m, json_object_get(doc, "pixels"), inv, in);
     } else if (json_object_get(doc, "image")) {
         const char *s = json_string_value(json_object_get(doc, "image"));
         if (!s) {
@@ -213,7 +293,7 @@ static int from_json(srv_req *r, img_invert inv, srv_input *in) {
             if (!bytes && bad) srv_reply_error(r, SRV_E_BAD_INPUT, "\"image\" is not valid base64");
             else if (!bytes) srv_reply_error(r, SRV_E_NOMEM, "out of memory decoding base64");
             else if (!len) srv_reply_error(r, SRV_E_EMPTY_BODY, "\"image\" is empty");
-            else rc = from_encoded(r, bytes, len, inv, in);
+            else rc = from_encoded(r, m, bytes, len, inv, in);
             free(bytes);
         }
     } else {
@@ -224,6 +304,24 @@ static int from_json(srv_req *r, img_invert inv, srv_input *in) {
 }
 
 /* ==== Entry ==== */
+
+int srv_input_alloc(const reg_model *m, srv_input *in) {
+    memset(in, 0, sizeof *in);
+    in->width = m->width;
+    in->height = m->height;
+    size_t n = (size_t)m->width * m->height;
+    in->pixels = malloc(n * sizeof *in->pixels);
+    in->x = malloc(n * m->channels * sizeof *in->x);
+    if (in->pixels && in->x) return 0;
+    srv_input_free(in);
+    return -1;
+}
+
+void srv_input_normalise(const reg_model *m, srv_input *in) {
+    size_t n = (size_t)m->width * m->height;
+    for (size_t c = 0; c < (size_t)m->channels; c++)
+        for (size_t i = 0; i < n; i++) in->x[c * n + i] = (in->pixels[i] - m->mean_c[c]) / m->std_c[c];
+}
 
 void srv_input_free(srv_input *in) {
     if (!in) return;
@@ -243,29 +341,23 @@ int srv_input_read(srv_req *r, const reg_model *m, srv_input *in) {
         return -1;
     }
     double t0 = srv_now();
-    in->width = m->width;
-    in->height = m->height;
-    size_t n = (size_t)m->width * m->height;
-    in->pixels = malloc(n * sizeof *in->pixels);
-    in->x = malloc(n * m->channels * sizeof *in->x);
-    if (!in->pixels || !in->x) {
-        srv_input_free(in);
+    if (srv_input_alloc(m, in)) {
         srv_reply_error(r, SRV_E_NOMEM, "out of memory");
         return -1;
     }
     const char *ct = r->content_type;
     int rc;
     if (r->multipart_image) {
-        rc = from_encoded(r, r->body, r->body_len, inv, in);
+        rc = from_encoded(r, m, r->body, r->body_len, inv, in);
     } else if (is_json_type(ct)) {
-        rc = from_json(r, inv, in);
+        rc = from_json(r, m, inv, in);
     } else if (!ct || media_is(ct, "application/x-www-form-urlencoded") || media_is(ct, "application/octet-stream")) {
         /* curl --data-binary sends x-www-form-urlencoded; sniff what really came. */
-        rc = first_char_is_brace(r->body, r->body_len) ? from_json(r, inv, in)
-                                                        : from_encoded(r, r->body, r->body_len, inv, in);
+        rc = first_char_is_brace(r->body, r->body_len) ? from_json(r, m, inv, in)
+                                                        : from_encoded(r, m, r->body, r->body_len, inv, in);
     } else if (media_is(ct, "image/png") || media_is(ct, "image/jpeg") || media_is(ct, "image/jpg") ||
                media_is(ct, "image/pjpeg")) {
-        rc = from_encoded(r, r->body, r->body_len, inv, in);
+        rc = from_encoded(r, m, r->body, r->body_len, inv, in);
     } else {
         srv_reply_error(r, SRV_E_MEDIA_TYPE,
                         "content type '%s' is not supported: send image/png, image/jpeg, multipart/form-data "
@@ -277,8 +369,7 @@ int srv_input_read(srv_req *r, const reg_model *m, srv_input *in) {
         srv_input_free(in);
         return -1;
     }
-    for (size_t c = 0; c < (size_t)m->channels; c++)
-        for (size_t i = 0; i < n; i++) in->x[c * n + i] = (in->pixels[i] - m->mean) / m->std;
+    srv_input_normalise(m, in);
     in->decode_ms = (srv_now() - t0) * 1e3;
     return 0;
 }

@@ -49,6 +49,8 @@ struct srv_metrics {
     atomic_long in_flight;
     atomic_int models_loaded;
     atomic_uint_fast64_t reloads_ok, reloads_failed;
+    atomic_int exp_running, exp_queued;
+    atomic_uint_fast64_t exp_rejected, exp_started, exp_wait_ns;
     double start_time;                /* seconds since the epoch */
 };
 
@@ -142,6 +144,22 @@ void srv_metrics_set_models_loaded(srv_metrics *m, int n) {
 
 void srv_metrics_reload(srv_metrics *m, int ok) {
     if (m) atomic_fetch_add_explicit(ok ? &m->reloads_ok : &m->reloads_failed, 1, memory_order_relaxed);
+}
+
+void srv_metrics_expensive(srv_metrics *m, int running, int queued) {
+    if (!m) return;
+    atomic_store_explicit(&m->exp_running, running, memory_order_relaxed);
+    atomic_store_explicit(&m->exp_queued, queued, memory_order_relaxed);
+}
+
+void srv_metrics_expensive_rejected(srv_metrics *m) {
+    if (m) atomic_fetch_add_explicit(&m->exp_rejected, 1, memory_order_relaxed);
+}
+
+void srv_metrics_expensive_wait(srv_metrics *m, double seconds) {
+    if (!m) return;
+    atomic_fetch_add_explicit(&m->exp_started, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->exp_wait_ns, to_ns(seconds), memory_order_relaxed);
 }
 
 /* ==== Rendering ==== */
@@ -265,6 +283,24 @@ char *srv_metrics_render(srv_metrics *m, size_t *len) {
                   "loupe_reloads_total{result=\"ok\"} %llu\n"
                   "loupe_reloads_total{result=\"error\"} %llu\n",
               (unsigned long long)ld(&m->reloads_ok), (unsigned long long)ld(&m->reloads_failed));
+    sb_printf(&s, "# HELP loupe_expensive_running Expensive requests (CNN saliency, filters, activations) running.\n"
+                  "# TYPE loupe_expensive_running gauge\n"
+                  "loupe_expensive_running %d\n"
+                  "# HELP loupe_expensive_queued Expensive requests waiting for a worker.\n"
+                  "# TYPE loupe_expensive_queued gauge\n"
+                  "loupe_expensive_queued %d\n"
+                  "# HELP loupe_expensive_rejected_total Expensive requests refused with 429 (pool and queue full).\n"
+                  "# TYPE loupe_expensive_rejected_total counter\n"
+                  "loupe_expensive_rejected_total %llu\n"
+                  "# HELP loupe_expensive_started_total Expensive requests taken by a worker.\n"
+                  "# TYPE loupe_expensive_started_total counter\n"
+                  "loupe_expensive_started_total %llu\n"
+                  "# HELP loupe_expensive_queue_wait_seconds_total Time expensive requests spent queued.\n"
+                  "# TYPE loupe_expensive_queue_wait_seconds_total counter\n"
+                  "loupe_expensive_queue_wait_seconds_total %.9f\n",
+              atomic_load_explicit(&m->exp_running, memory_order_relaxed),
+              atomic_load_explicit(&m->exp_queued, memory_order_relaxed), (unsigned long long)ld(&m->exp_rejected),
+              (unsigned long long)ld(&m->exp_started), ld(&m->exp_wait_ns) / 1e9);
     sb_printf(&s, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n"
                   "# TYPE process_start_time_seconds gauge\n"
                   "process_start_time_seconds %.3f\n",

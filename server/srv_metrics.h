@@ -21,6 +21,12 @@ void srv_metrics_inference(srv_metrics *m, const char *model, double seconds);
 void srv_metrics_set_models_loaded(srv_metrics *m, int n);
 void srv_metrics_reload(srv_metrics *m, int ok);
 
+/* The expensive routes' pool (srv_pool): jobs running and waiting now; one
+ * request refused with 429; one job's time in the queue. NULL m is ignored. */
+void srv_metrics_expensive(srv_metrics *m, int running, int queued);
+void srv_metrics_expensive_rejected(srv_metrics *m);
+void srv_metrics_expensive_wait(srv_metrics *m, double seconds);
+
 /* The exposition text in a malloc'd NUL-terminated buffer (caller frees),
  * or NULL on allocation failure. */
 char *srv_metrics_render(srv_metrics *m, size_t *len);

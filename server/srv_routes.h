@@ -8,6 +8,9 @@
 void srv_h_predict(srv_req *r);          /* POST /v1/models/{m}/predict */
 void srv_h_predict_default(srv_req *r);  /* POST /predict */
 void srv_h_saliency(srv_req *r);         /* POST /v1/models/{m}/saliency */
+void srv_h_layers(srv_req *r);           /* GET /v1/models/{m}/layers */
+void srv_h_filters(srv_req *r);          /* GET|POST /v1/models/{m}/filters/{l}/{f} */
+void srv_h_activations(srv_req *r);      /* POST /v1/models/{m}/activations/{l} */
 
 /* srv_v2.c: KServe V2 / Open Inference Protocol. */
 void srv_h_v2_server(srv_req *r);

@@ -12,6 +12,8 @@
 
 /* Rows per forward pass of a batched infer. */
 #define V2_CHUNK 256
+/* Images per libtorch call: a CNN's activations grow with the batch. */
+#define V2_CNN_CHUNK 16
 /* Largest batch one request may carry (the body limit usually bites first). */
 #define V2_MAX_BATCH 65536
 
@@ -39,6 +41,17 @@ void srv_h_v2_ready(srv_req *r) {
 void srv_h_v2_model(srv_req *r) {
     reg_model *m = srv_route_model(r);
     if (!m) return;
+    if (m->cnn) {
+        /* CNNs take the model.json tensor as it is: [N, C, H, W], normalised. */
+        json_t *doc = json_pack("{s:s, s:[s], s:s, s:[{s:s, s:s, s:[i, i, i, i]}], s:[{s:s, s:s, s:[i, i]}], s:{s:[s,s]}}",
+                                "name", m->name, "versions", "1", "platform", "loupe_torchscript", "inputs", "name",
+                                "input", "datatype", "FP32", "shape", -1, m->channels, m->height, m->width, "outputs",
+                                "name", "probabilities", "datatype", "FP32", "shape", -1, m->n_classes, "parameters",
+                                "input_datatypes", "FP32", "UINT8");
+        srv_reply_json(r, 200, doc);
+        reg_model_release(m);
+        return;
+    }
     json_t *doc = json_pack("{s:s, s:[s], s:s, s:[{s:s, s:s, s:[i, i]}], s:[{s:s, s:s, s:[i, i]}], s:{s:[i,i,i,i], s:[s,s]}}",
                             "name", m->name, "versions", "1", "platform", "loupe_mlp",
                             "inputs", "name", "input", "datatype", "FP32", "shape", -1, mlp_n_inputs(m->net),
@@ -98,7 +111,7 @@ void srv_h_v2_infer(srv_req *r) {
     float *x = NULL, *logits = NULL;
     mlp_scratch *s = NULL;
     char err[256];
-    int nin = mlp_n_inputs(m->net), k = m->n_classes;
+    int nin = m->channels * m->height * m->width, k = m->n_classes;
 
     if (!r->body_len) {
         srv_reply_error(r, SRV_E_EMPTY_BODY, "the request has no body: send {\"inputs\": [...]}");
@@ -147,21 +160,25 @@ void srv_h_v2_infer(srv_req *r) {
     json_int_t dims[4] = {0};
     size_t nd = json_array_size(shape);
     for (size_t i = 0; i < nd && i < 4; i++) dims[i] = json_integer_value(json_array_get(shape, i));
-    int shape_ok = (nd == 2 && dims[1] == nin) ||
+    int shape_ok = (nd == 2 && dims[1] == nin && !m->cnn) ||
                    (nd == 4 && dims[1] == m->channels && dims[2] == m->height && dims[3] == m->width);
     for (size_t i = 0; i < nd; i++)
         if (!json_is_integer(json_array_get(shape, i))) shape_ok = 0;
     if (!shape_ok || dims[0] < 1 || dims[0] > V2_MAX_BATCH) {
-        srv_reply_error(r, SRV_E_BAD_INPUT, "shape must be [N,%d] or [N,%d,%d,%d] with 1 <= N <= %d", nin,
-                        m->channels, m->height, m->width, V2_MAX_BATCH);
+        if (m->cnn)
+            srv_reply_error(r, SRV_E_BAD_INPUT, "shape must be [N,%d,%d,%d] with 1 <= N <= %d", m->channels, m->height,
+                            m->width, V2_MAX_BATCH);
+        else
+            srv_reply_error(r, SRV_E_BAD_INPUT, "shape must be [N,%d] or [N,%d,%d,%d] with 1 <= N <= %d", nin,
+                            m->channels, m->height, m->width, V2_MAX_BATCH);
         goto done;
     }
     int batch = (int)dims[0];
     size_t want = (size_t)batch * nin, got = 0;
     x = malloc(want * sizeof *x);
     logits = malloc((size_t)batch * k * sizeof *logits);
-    s = mlp_scratch_new(m->net, batch < V2_CHUNK ? batch : V2_CHUNK);
-    if (!x || !logits || !s) {
+    if (m->net) s = mlp_scratch_new(m->net, batch < V2_CHUNK ? batch : V2_CHUNK);
+    if (!x || !logits || (m->net && !s)) {
         srv_reply_error(r, SRV_E_NOMEM, "out of memory for a batch of %d", batch);
         goto done;
     }
@@ -174,14 +191,21 @@ void srv_h_v2_infer(srv_req *r) {
         goto done;
     }
     /* UINT8 arrive as pixels: bring them to the model's input like the image routes do. */
-    if (uint8 && (m->mean != 0.0f || m->std != 1.0f))
-        for (size_t i = 0; i < want; i++) x[i] = (x[i] - m->mean) / m->std;
+    if (uint8) {
+        size_t plane = (size_t)m->height * m->width;
+        for (size_t i = 0; i < want; i++) {
+            int c = (int)(i / plane % (size_t)m->channels);
+            if (m->mean_c[c] != 0.0f || m->std_c[c] != 1.0f) x[i] = (x[i] - m->mean_c[c]) / m->std_c[c];
+        }
+    }
 
     double t0 = srv_now();
-    for (int b = 0; b < batch; b += V2_CHUNK) {
-        int nb = batch - b < V2_CHUNK ? batch - b : V2_CHUNK;
-        if (mlp_forward(m->net, s, x + (size_t)b * nin, nb, logits + (size_t)b * k)) {
-            srv_reply_error(r, SRV_E_INTERNAL, "the forward pass failed");
+    int chunk = m->cnn ? V2_CNN_CHUNK : V2_CHUNK;
+    for (int b = 0; b < batch; b += chunk) {
+        int nb = batch - b < chunk ? batch - b : chunk;
+        if (m->cnn ? lt_forward(m->cnn, x + (size_t)b * nin, nb, logits + (size_t)b * k, err, sizeof err)
+                   : mlp_forward(m->net, s, x + (size_t)b * nin, nb, logits + (size_t)b * k)) {
+            srv_reply_error(r, SRV_E_INTERNAL, "the forward pass failed%s%s", m->cnn ? ": " : "", m->cnn ? err : "");
             goto done;
         }
     }

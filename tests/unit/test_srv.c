@@ -154,7 +154,7 @@ static void test_registry_empty_and_broken(void) {
     snprintf(sub, sizeof sub, "%s/broken", dir);
     mkdir(sub, 0755);
     snprintf(file, sizeof file, "%s/model.json", sub);
-    write_file(file, "{\"kind\": \"torchscript\"}");
+    write_file(file, "{\"kind\": \"onnx\"}");
 
     reg *r = reg_new(dir, NULL);
     CHECK(r != NULL);
