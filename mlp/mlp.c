@@ -171,6 +171,13 @@ int mlp_copy_params(mlp *dst, const mlp *src) {
     return 0;
 }
 
+int mlp_lerp_params(mlp *dst, const mlp *src, float t) {
+    if (!same_shape(dst, src)) return -1;
+    size_t n = params_floats(src->n_layers, src->sizes);
+    for (size_t i = 0; i < n; i++) dst->params[i] += t * (src->params[i] - dst->params[i]);
+    return 0;
+}
+
 int mlp_params_finite(const mlp *net) {
     for (int i = 0; i < net->n_layers; i++) {
         size_t n = (size_t)net->sizes[i] * net->sizes[i + 1];

@@ -73,6 +73,9 @@ const float *mlp_bias_c(const mlp *net, int i);
 /* Copy every parameter of src into dst, which must have the same shape.
  * Returns 0, or -1 when the shapes differ. */
 int mlp_copy_params(mlp *dst, const mlp *src);
+/* dst += t * (src - dst) for every parameter: with t = 1/k over k snapshots,
+ * dst becomes their running mean. Returns 0, or -1 when the shapes differ. */
+int mlp_lerp_params(mlp *dst, const mlp *src, float t);
 /* 1 when every parameter is finite, else 0. */
 int mlp_params_finite(const mlp *net);
 

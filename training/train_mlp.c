@@ -35,6 +35,7 @@ typedef struct {
     int threads;
     fm_split_kind split;
     int keep_last, keep_going, train_limit, quiet;
+    int average_from;  /* first epoch of the weight average; 0 = no average, -1 = half-way */
 } train_opts;
 
 static double now_s(void) {
@@ -72,7 +73,14 @@ static void usage(FILE *f) {
         "                       from --seed so runs with several seeds share one split\n"
         "  --checkpoint-at LIST epochs whose weights are also saved, comma-separated, each as a\n"
         "                       model folder DIR/checkpoints/epoch-<N> (e.g. 50,100)\n"
-        "  --keep-last          keep the last epoch's weights instead of the best validation epoch\n"
+        "  --average-from N     from epoch N on, also keep the running mean of the end-of-epoch\n"
+        "                       weights (stochastic weight averaging; fixed-rate SGD swings\n"
+        "                       around a minimum and the mean sits nearer its centre) and\n"
+        "                       count it as a candidate for the best validation accuracy;\n"
+        "                       the training itself is unchanged (default: half-way,\n"
+        "                       epochs/2 + 1; 0 turns it off)\n"
+        "  --keep-last          keep the last epoch's weights instead of the best validation\n"
+        "                       candidate\n"
         "  --keep-going         do not stop when the loss stops being finite (the seed's behaviour)\n"
         "  --threads N          BLAS threads (default: the number of cores)\n"
         "  --train-limit N      use only the first N training examples (quick runs, tests)\n"
@@ -99,7 +107,8 @@ static int parse_int_list(const char *s, int *out, int cap) {
 
 static int parse_opts(int argc, char **argv, train_opts *o) {
     enum { O_OUT = 1000, O_DATA, O_HIDDEN, O_ACT, O_INIT, O_LR, O_MOM, O_BATCH, O_EPOCHS, O_SEED,
-           O_SPLIT, O_SPLIT_SEED, O_CKPT, O_KEEP_LAST, O_KEEP_GOING, O_THREADS, O_LIMIT, O_QUIET, O_HELP };
+           O_SPLIT, O_SPLIT_SEED, O_CKPT, O_KEEP_LAST, O_KEEP_GOING, O_THREADS, O_LIMIT, O_QUIET, O_HELP,
+           O_AVG };
     static const struct option longopts[] = {
         {"out", required_argument, 0, O_OUT}, {"data", required_argument, 0, O_DATA},
         {"hidden", required_argument, 0, O_HIDDEN}, {"activation", required_argument, 0, O_ACT},
@@ -110,6 +119,7 @@ static int parse_opts(int argc, char **argv, train_opts *o) {
         {"checkpoint-at", required_argument, 0, O_CKPT}, {"keep-last", no_argument, 0, O_KEEP_LAST},
         {"keep-going", no_argument, 0, O_KEEP_GOING}, {"threads", required_argument, 0, O_THREADS},
         {"train-limit", required_argument, 0, O_LIMIT}, {"quiet", no_argument, 0, O_QUIET},
+        {"average-from", required_argument, 0, O_AVG},
         {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->data_dir = FMNIST_DEFAULT_DIR;
@@ -123,6 +133,7 @@ static int parse_opts(int argc, char **argv, train_opts *o) {
     o->epochs = 100;
     o->seed = 1;
     o->split = FM_SPLIT_DEFAULT;
+    o->average_from = -1;
     optind = 1;
     int c;
     char *end;
@@ -170,6 +181,12 @@ static int parse_opts(int argc, char **argv, train_opts *o) {
             o->n_checkpoints = parse_int_list(optarg, o->checkpoints, MAX_CHECKPOINTS);
             if (o->n_checkpoints < 0) { fprintf(stderr, "train-mlp: --checkpoint-at wants epochs like 50,100, not '%s'\n", optarg); return -1; }
             break;
+        case O_AVG: {
+            long v = strtol(optarg, &end, 10);
+            if (*end || !*optarg || v < 0 || v > 100000000) { fprintf(stderr, "train-mlp: --average-from wants an epoch (0 = off), not '%s'\n", optarg); return -1; }
+            o->average_from = (int)v;
+            break;
+        }
         case O_KEEP_LAST: o->keep_last = 1; break;
         case O_KEEP_GOING: o->keep_going = 1; break;
         case O_QUIET: o->quiet = 1; break;
@@ -178,6 +195,7 @@ static int parse_opts(int argc, char **argv, train_opts *o) {
         }
     }
     if (optind < argc) { fprintf(stderr, "train-mlp: unexpected argument '%s'\n", argv[optind]); return -1; }
+    if (o->average_from < 0) o->average_from = o->epochs >= 4 ? o->epochs / 2 + 1 : 0;
     return 0;
 }
 
@@ -203,7 +221,7 @@ static json_t *training_json(const train_opts *o, const fm_splits *d, int epochs
     for (int i = 0; i < o->n_hidden; i++) json_array_append_new(hidden, json_integer(o->hidden[i]));
     for (int i = 0; i < o->n_checkpoints; i++) json_array_append_new(ck, json_integer(o->checkpoints[i]));
     return json_pack("{s:s, s:s, s:o, s:s, s:s, s:f, s:f, s:i, s:i, s:i, s:i, s:I, s:o, s:{s:s, s:I, s:i, s:i, s:i},"
-                     " s:b, s:b, s:i, s:s, s:f, s:s?}",
+                     " s:b, s:b, s:i, s:s, s:f, s:s?, s:i}",
                      "recipe", "sgd", "optimizer", o->momentum > 0 ? "sgd+momentum" : "sgd",
                      "hidden", hidden, "activation", mlp_act_name(o->act), "init", mlp_init_name(o->init),
                      "lr", (double)o->lr, "momentum", (double)o->momentum, "batch_size", o->batch,
@@ -213,7 +231,7 @@ static json_t *training_json(const train_opts *o, const fm_splits *d, int epochs
                      "train", d->train.n, "val", d->val.n, "test", d->test.n,
                      "keep_last", o->keep_last, "keep_going", o->keep_going, "threads",
                      o->threads > 0 ? o->threads : blas_env_cores(), "blas_kernel", blas_env_kernel(),
-                     "seconds", seconds, "stopped", stopped);
+                     "seconds", seconds, "stopped", stopped, "average_from", o->average_from);
 }
 
 static int write_folder(const char *dir, const char *name, const mlp *net, const train_opts *o,
@@ -271,6 +289,7 @@ int train_mlp_main(int argc, char **argv) {
     int rc = 1;
     mlp *net = mlp_new(o.n_hidden + 1, sizes, o.act, err, sizeof err);
     mlp *best = mlp_new(o.n_hidden + 1, sizes, o.act, err, sizeof err);
+    mlp *avg = mlp_new(o.n_hidden + 1, sizes, o.act, err, sizeof err);
     int threads = o.threads > 0 ? o.threads : blas_env_cores();
     mlp_sgd_params sp = {o.lr, o.momentum, o.batch, o.keep_going, threads};
     mlp_trainer *tr = net ? mlp_trainer_new(net, sp, err, sizeof err) : NULL;
@@ -278,8 +297,8 @@ int train_mlp_main(int argc, char **argv) {
     float *bx = malloc(sizeof(float) * (size_t)o.batch * FMNIST_PIXELS);
     uint8_t *by = malloc((size_t)o.batch);
     json_t *history = json_object(), *epochs_js = json_array(), *events = json_array();
-    if (!net || !best || !tr || !order || !bx || !by || !history || !epochs_js || !events) {
-        fprintf(stderr, "train-mlp: %s\n", net && best && tr ? "out of memory" : err);
+    if (!net || !best || !avg || !tr || !order || !bx || !by || !history || !epochs_js || !events) {
+        fprintf(stderr, "train-mlp: %s\n", net && best && avg && tr ? "out of memory" : err);
         goto done;
     }
     json_object_set(history, "epochs", epochs_js);
@@ -299,7 +318,7 @@ int train_mlp_main(int argc, char **argv) {
     for (int i = 0; i < d.train.n; i++) order[i] = i;
     int n_batches = (d.train.n + o.batch - 1) / o.batch;
     double best_acc = -1.0, t_start = now_s();
-    int best_epoch = 0, epoch = 0, ck = 0;
+    int best_epoch = 0, best_is_avg = 0, n_avg = 0, epoch = 0, ck = 0;
     const char *stopped = NULL;
 
     for (epoch = 1; epoch <= o.epochs && !stopped; epoch++) {
@@ -357,10 +376,23 @@ int train_mlp_main(int argc, char **argv) {
                                                         "message", "weights stopped being finite"));
             stopped = "diverged";
         }
-        json_array_append_new(epochs_js, json_pack("{s:i, s:o, s:o, s:o, s:o, s:f}", "epoch", epoch,
+        /* The running mean of the end-of-epoch weights, a candidate of its own. */
+        double avg_acc = NAN;
+        if (o.average_from > 0 && epoch >= o.average_from && !stopped && mlp_params_finite(net)) {
+            n_avg++;
+            if (n_avg == 1) mlp_copy_params(avg, net);
+            else mlp_lerp_params(avg, net, 1.0f / (float)n_avg);
+            eval_result av_r;
+            if (metrics_eval(avg, &d.val, &av_r)) {
+                fprintf(stderr, "train-mlp: out of memory evaluating\n");
+                goto done;
+            }
+            avg_acc = av_r.accuracy;
+        }
+        json_array_append_new(epochs_js, json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:f}", "epoch", epoch,
             "train_loss", metrics_number(train_loss), "train_accuracy", metrics_number(train_acc),
             "val_loss", metrics_number(va_r.loss), "val_accuracy", metrics_number(va_r.accuracy),
-            "seconds", secs));
+            "avg_val_accuracy", metrics_number(avg_acc), "seconds", secs));
         if (tty) fputc('\r', stderr);
         fprintf(stderr, "epoch %3d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  %.2fs%s\n",
                 epoch, o.epochs, train_loss, 100 * train_acc, va_r.loss, 100 * va_r.accuracy, secs,
@@ -368,7 +400,14 @@ int train_mlp_main(int argc, char **argv) {
         if (va_r.accuracy > best_acc && isfinite(va_r.loss)) {
             best_acc = va_r.accuracy;
             best_epoch = epoch;
+            best_is_avg = 0;
             mlp_copy_params(best, net);
+        }
+        if (avg_acc > best_acc) {
+            best_acc = avg_acc;
+            best_epoch = epoch;
+            best_is_avg = 1;
+            mlp_copy_params(best, avg);
         }
         while (ck < o.n_checkpoints && o.checkpoints[ck] < epoch) ck++;
         if (ck < o.n_checkpoints && o.checkpoints[ck] == epoch) {
@@ -381,11 +420,21 @@ int train_mlp_main(int argc, char **argv) {
         }
     }
     int epochs_run = (int)json_array_size(epochs_js);
+    /* After a divergence net holds the last finite weights (the failed step changed nothing). */
     const mlp *keep = o.keep_last || best_epoch == 0 ? net : best;
     int kept_epoch = keep == net ? epochs_run : best_epoch;
-    if (stopped && keep == net) mlp_copy_params(best, net); /* net holds the last finite weights */
+    int kept_avg = keep == best && best_is_avg;
     json_object_set_new(history, "best_epoch", json_integer(best_epoch));
     json_object_set_new(history, "kept_epoch", json_integer(kept_epoch));
+    json_object_set_new(history, "kept", json_pack("{s:s, s:i, s:o}", "weights", kept_avg ? "average" : "epoch",
+                                                   "epoch", kept_epoch, "average_from",
+                                                   kept_avg ? json_integer(o.average_from) : json_null()));
+    if (kept_avg)
+        fprintf(stderr, "keeping the mean of the weights of epochs %d-%d (best validation accuracy, %.2f%%)\n",
+                o.average_from, kept_epoch, 100 * best_acc);
+    else
+        fprintf(stderr, "keeping the weights of epoch %d%s\n", kept_epoch,
+                keep == best ? " (best validation accuracy)" : "");
     json_object_set_new(history, "stopped", stopped ? json_string(stopped) : json_null());
     if (write_folder(o.out, name, keep, &o, &d, history, epochs_run, kept_epoch, now_s() - t_start, stopped))
         goto done;
@@ -400,6 +449,7 @@ done:
     mlp_trainer_free(tr);
     mlp_free(net);
     mlp_free(best);
+    mlp_free(avg);
     fm_splits_free(&d);
     return rc;
 }

@@ -124,6 +124,39 @@ def divergence_is_detected_and_reported():
 
 
 @case
+def weight_average_is_the_mean_of_the_epochs():
+    out = os.path.join(TMP, "avg")
+    run("train-mlp", "--epochs", "4", "--average-from", "2", "--checkpoint-at", "1,2,3,4", "--out", out,
+        "--train-limit", "4000", "--seed", "2")
+    h = load_json(out, "history.json")
+    assert [e["avg_val_accuracy"] is None for e in h["epochs"]] == [True, False, False, False]
+    kept = h["kept"]
+    w = safetensors_np.load(os.path.join(out, "weights.safetensors"))
+    ck = {e: safetensors_np.load(os.path.join(out, "checkpoints", f"epoch-{e}", "weights.safetensors"))
+          for e in (1, 2, 3, 4)}
+    if kept["weights"] == "average":
+        assert kept["average_from"] == 2
+        for k in w:
+            mean = sum(ck[e][k].astype("float64") for e in range(2, kept["epoch"] + 1)) / (kept["epoch"] - 1)
+            assert abs(w[k] - mean).max() < 1e-5, k
+    else:
+        for k in w:
+            assert (w[k] == ck[kept["epoch"]][k]).all(), k
+    # The chosen candidate has the best validation accuracy of all of them.
+    best = max(max(e["val_accuracy"], e["avg_val_accuracy"] or 0) for e in h["epochs"])
+    e = h["epochs"][kept["epoch"] - 1]
+    assert (e["avg_val_accuracy"] if kept["weights"] == "average" else e["val_accuracy"]) == best
+    # --average-from 0 turns it off; --keep-last keeps the last epoch exactly.
+    out0 = os.path.join(TMP, "avg0")
+    run("train-mlp", "--epochs", "4", "--average-from", "0", "--keep-last", "--out", out0,
+        "--train-limit", "4000", "--seed", "2")
+    h0 = load_json(out0, "history.json")
+    assert all(e["avg_val_accuracy"] is None for e in h0["epochs"]) and h0["kept"]["weights"] == "epoch"
+    w0 = safetensors_np.load(os.path.join(out0, "weights.safetensors"))
+    assert all((w0[k] == ck[4][k]).all() for k in w0), "same seed, same epoch 4, other weights"
+
+
+@case
 def bad_options_are_refused():
     for args in (["--lr", "-1"], ["--activation", "swish"], ["--hidden", "256,x"], ["--split", "odd"],
                  ["--epochs", "0"], ["--bogus"]):
@@ -136,5 +169,5 @@ def bad_options_are_refused():
     assert "--checkpoint-at" in run("train-mlp", "--help").stdout
 
 
-print(f"{4 - len(FAILED)} passed, {len(FAILED)} failed")
+print(f"{5 - len(FAILED)} passed, {len(FAILED)} failed")
 sys.exit(1 if FAILED else 0)
