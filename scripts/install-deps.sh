@@ -7,6 +7,8 @@ mapfile -t wanted < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$here/packages.txt
 
 missing=()
 for p in "${wanted[@]}"; do
+  # NodeSource's nodejs bundles npm (and conflicts with Debian's npm package).
+  [[ $p == npm ]] && command -v npm >/dev/null && continue
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [[ $status == "install ok installed" ]] || missing+=("$p")
 done

@@ -1,0 +1,726 @@
+// Loupe's browser page: models, prediction, saliency, layers, training curves and reports,
+// all from the daemon's own API (docs/api.md). No build step, no external assets.
+'use strict';
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const enc = encodeURIComponent;
+
+  const state = {
+    models: [],        // GET /v1/models entries
+    model: null,       // the chosen entry
+    detail: null,      // GET /v1/models/{m} of the chosen model (loaded with the Training tab)
+    source: null,      // Blob sent to the image routes: the uploaded file or the drawn canvas as PNG
+    drawn: false,      // the canvas has strokes (the source is the canvas)
+    target: '',        // saliency class index as a string, '' = predicted
+    urls: {},          // object URLs per <img> id, revoked when replaced
+    run: 0,            // sequence number: only the latest analysis writes the page
+    reportsLoaded: false,
+  };
+
+  // ==== HTTP ====
+
+  // fetch that turns an error answer into an Error with the API's message and the status.
+  async function api(path, opts) {
+    const r = await fetch(path, opts);
+    if (!r.ok) {
+      let msg = r.status + ' ' + r.statusText;
+      try {
+        const j = await r.json();
+        if (j && j.error) msg = typeof j.error === 'string' ? j.error : j.error.message || msg;
+      } catch (e) { /* not JSON */ }
+      const err = new Error(msg);
+      err.status = r.status;
+      err.retryAfter = r.headers.get('Retry-After');
+      throw err;
+    }
+    return r;
+  }
+
+  const getJSON = async (path) => (await api(path)).json();
+
+  function setImage(id, blob) {
+    const img = $(id);
+    if (state.urls[id]) URL.revokeObjectURL(state.urls[id]);
+    state.urls[id] = blob ? URL.createObjectURL(blob) : null;
+    if (blob) img.src = state.urls[id];
+    else img.removeAttribute('src');
+    img.hidden = !blob;
+  }
+
+  function banner(text) {
+    const b = $('banner');
+    b.textContent = text || '';
+    b.hidden = !text;
+  }
+
+  function el(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === 'class') e.className = v;
+      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v);
+    }
+    for (const k of kids) if (k !== null && k !== undefined) e.append(k);
+    return e;
+  }
+
+  const pct = (v, d = 1) => (v === null || v === undefined || !isFinite(v) ? '—' : (100 * v).toFixed(d) + '%');
+
+  // ==== Tabs ====
+
+  function showTab(name) {
+    for (const b of document.querySelectorAll('#tabs button')) b.setAttribute('aria-selected', String(b.dataset.tab === name));
+    for (const s of document.querySelectorAll('.tab')) s.hidden = s.id !== 'tab-' + name;
+    if (location.hash !== '#' + name) history.replaceState(null, '', '#' + name);
+    if (name === 'training') loadTraining();
+    if (name === 'reports') loadReports();
+  }
+
+  // ==== Models ====
+
+  async function loadModels() {
+    let list;
+    try {
+      list = await getJSON('/v1/models');
+    } catch (e) {
+      banner('Cannot list the models: ' + e.message);
+      return;
+    }
+    state.models = list.models || [];
+    const sel = $('model');
+    sel.textContent = '';
+    for (const m of state.models) sel.append(el('option', { value: m.name }, m.name));
+    if (!state.models.length) {
+      banner('No model is loaded: train one (loupe train-mlp --out models/NAME) and reload the daemon.');
+      sel.append(el('option', { value: '' }, '(none)'));
+      return;
+    }
+    const want = new URLSearchParams(location.search).get('model');
+    sel.value = state.models.some((m) => m.name === want) ? want : list.default || state.models[0].name;
+    selectModel(sel.value);
+  }
+
+  function describe(m) {
+    const parts = [m.kind];
+    if (m.mlp) parts.push(m.mlp.activation, (m.mlp.sizes || []).join('-'));
+    if (m.parameters) parts.push(m.parameters.toLocaleString('en') + ' parameters');
+    if (m.test_accuracy !== null && m.test_accuracy !== undefined) parts.push('test accuracy ' + pct(m.test_accuracy, 2));
+    return parts.filter(Boolean).join(' · ');
+  }
+
+  function selectModel(name) {
+    state.model = state.models.find((m) => m.name === name) || null;
+    state.detail = null;
+    if (!state.model) return;
+    $('model-info').textContent = describe(state.model);
+    const t = $('target');
+    t.textContent = '';
+    t.append(el('option', { value: '' }, 'the predicted class'));
+    (state.model.classes || []).forEach((c, i) => t.append(el('option', { value: String(i) }, c)));
+    state.target = '';
+    setupCnn();
+    if (!$('tab-training').hidden) loadTraining();
+    analyse();
+  }
+
+  // ==== Input: drawing, upload, drop ====
+
+  const canvas = $('draw');
+  const ctx = canvas.getContext('2d');
+
+  function clearCanvas() {
+    ctx.fillStyle = '#000';
+    ctx.fillRect(0, 0, 28, 28);
+    state.drawn = false;
+  }
+
+  function canvasPoint(ev) {
+    const r = canvas.getBoundingClientRect();
+    return [(ev.clientX - r.left) * 28 / r.width, (ev.clientY - r.top) * 28 / r.height];
+  }
+
+  let last = null;
+  function stroke(ev) {
+    const p = canvasPoint(ev);
+    ctx.strokeStyle = '#fff';
+    ctx.fillStyle = '#fff';
+    ctx.lineCap = 'round';
+    ctx.lineJoin = 'round';
+    ctx.lineWidth = Number($('brush').value);
+    ctx.beginPath();
+    if (last) {
+      ctx.moveTo(last[0], last[1]);
+      ctx.lineTo(p[0], p[1]);
+      ctx.stroke();
+    } else {
+      ctx.arc(p[0], p[1], ctx.lineWidth / 2, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+    last = p;
+  }
+
+  canvas.addEventListener('pointerdown', (ev) => {
+    if (!state.drawn) clearCanvas(); // drawing over an uploaded preview starts a new drawing
+    state.drawn = true;
+    canvas.setPointerCapture(ev.pointerId);
+    last = null;
+    stroke(ev);
+  });
+  canvas.addEventListener('pointermove', (ev) => { if (last) stroke(ev); });
+  const endStroke = () => {
+    if (!last) return;
+    last = null;
+    useCanvas();
+  };
+  canvas.addEventListener('pointerup', endStroke);
+  canvas.addEventListener('pointercancel', endStroke);
+
+  function useCanvas() {
+    canvas.toBlob((blob) => {
+      state.source = blob;
+      $('input-status').textContent = 'drawn, 28×28';
+      analyse();
+    }, 'image/png');
+  }
+
+  async function useFile(file) {
+    if (!file) return;
+    if (!/^image\/(png|jpeg)$/.test(file.type) && !/\.(png|jpe?g)$/i.test(file.name)) {
+      banner(file.name + ' is not a PNG or JPEG.');
+      return;
+    }
+    banner('');
+    state.source = file;
+    state.drawn = false;
+    $('input-status').textContent = file.name + ' (' + Math.ceil(file.size / 1024) + ' KB)';
+    // Preview: the image fitted into the 28×28 canvas. The server gets the file as it is.
+    try {
+      const bmp = await createImageBitmap(file);
+      const s = Math.min(28 / bmp.width, 28 / bmp.height);
+      const w = bmp.width * s, h = bmp.height * s;
+      ctx.fillStyle = '#000';
+      ctx.fillRect(0, 0, 28, 28);
+      ctx.imageSmoothingQuality = 'high';
+      ctx.drawImage(bmp, (28 - w) / 2, (28 - h) / 2, w, h);
+    } catch (e) { /* the server will say what is wrong with it */ }
+    analyse();
+  }
+
+  $('file').addEventListener('change', (ev) => useFile(ev.target.files[0]));
+  $('clear').addEventListener('click', () => {
+    clearCanvas();
+    state.source = null;
+    $('file').value = '';
+    $('input-status').textContent = '';
+    resetResults();
+  });
+  const drop = $('drop');
+  drop.addEventListener('dragover', (ev) => { ev.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (ev) => {
+    ev.preventDefault();
+    drop.classList.remove('over');
+    useFile(ev.dataTransfer.files[0]);
+  });
+  // Dropping anywhere else must not navigate away from the page.
+  window.addEventListener('dragover', (ev) => ev.preventDefault());
+  window.addEventListener('drop', (ev) => ev.preventDefault());
+  $('invert').addEventListener('change', analyse);
+  $('target').addEventListener('change', (ev) => { state.target = ev.target.value; saliency(state.run); markTarget(); });
+
+  // ==== Prediction and saliency ====
+
+  function resetResults() {
+    $('prediction').className = 'empty';
+    $('prediction').textContent = 'Draw or upload an image.';
+    $('bars').textContent = '';
+    $('entropy').hidden = true;
+    setImage('saliency', null);
+    $('saliency-empty').hidden = false;
+    setImage('acts-img', null);
+  }
+
+  function imageOpts() {
+    return { method: 'POST', body: state.source, headers: { 'Content-Type': state.source.type || 'application/octet-stream' } };
+  }
+
+  async function analyse() {
+    if (!state.model || !state.source) return;
+    const run = ++state.run;
+    const m = enc(state.model.name);
+    const inv = '&invert=' + $('invert').value;
+    try {
+      const p = await (await api('/v1/models/' + m + '/predict?top_k=' + state.model.classes.length + inv, imageOpts())).json();
+      if (run !== state.run) return;
+      banner('');
+      showPrediction(p);
+    } catch (e) {
+      if (run !== state.run) return;
+      resetResults();
+      $('prediction').textContent = 'Prediction failed: ' + e.message;
+      return;
+    }
+    saliency(run);
+    if (!$('cnn-controls').hidden && $('acts-img').src) activations();
+  }
+
+  function showPrediction(p) {
+    const box = $('prediction');
+    box.className = '';
+    box.textContent = '';
+    box.append(el('span', { class: 'cls', id: 'pred-class' }, p.class), el('span', { class: 'prob' }, pct(p.probability)));
+    if (p.inverted) box.append(el('div', { class: 'small muted' }, 'the image was inverted (dark on light)'));
+    const bars = $('bars');
+    bars.textContent = '';
+    for (const t of p.top_k) {
+      const row = el('div', { class: 'bar' + (t.index === p.index ? ' top' : ''), 'data-index': String(t.index), title: 'explain ' + t.class },
+        el('span', { class: 'name' }, t.class),
+        el('span', { class: 'track' }, el('span', { class: 'fill', style: 'display:block;width:' + (100 * t.probability).toFixed(2) + '%' })),
+        el('span', { class: 'pct' }, pct(t.probability)));
+      row.addEventListener('click', () => {
+        state.target = String(t.index);
+        $('target').value = state.target;
+        markTarget();
+        saliency(state.run);
+      });
+      bars.append(row);
+    }
+    markTarget();
+    const maxH = Math.log(p.probabilities.length);
+    $('entropy').hidden = false;
+    $('entropy-fill').style.width = (100 * Math.min(1, p.entropy_nats / maxH)).toFixed(1) + '%';
+    $('entropy-text').textContent = 'Entropy of the prediction: ' + p.entropy_nats.toFixed(3) + ' nats (' +
+      p.entropy_bits.toFixed(3) + ' bits) of at most ' + maxH.toFixed(3) + ' nats. ' +
+      (p.timing_ms ? 'Answered in ' + p.timing_ms.total.toFixed(2) + ' ms.' : '');
+  }
+
+  function markTarget() {
+    for (const b of document.querySelectorAll('.bar')) b.classList.toggle('target', b.dataset.index === state.target);
+  }
+
+  async function saliency(run) {
+    if (!state.model || !state.source) return;
+    const q = '?format=png&overlay=1&scale=8&invert=' + $('invert').value + (state.target !== '' ? '&target=' + state.target : '');
+    try {
+      const blob = await (await api('/v1/models/' + enc(state.model.name) + '/saliency' + q, imageOpts())).blob();
+      if (run !== state.run) return;
+      setImage('saliency', blob);
+      $('saliency-empty').hidden = true;
+    } catch (e) {
+      if (run !== state.run) return;
+      setImage('saliency', null);
+      $('saliency-empty').hidden = false;
+      $('saliency-empty').textContent = 'Saliency failed: ' + e.message;
+    }
+  }
+
+  // ==== CNN layers (torchscript models) ====
+
+  function busyText(e) {
+    if (e.status === 429) return 'the server is busy with other visualisations; try again' + (e.retryAfter ? ' in ' + e.retryAfter + ' s' : '') + '.';
+    if (e.status === 404 || e.status === 405) return 'not available on this server (' + e.message + ').';
+    return e.message;
+  }
+
+  async function setupCnn() {
+    const card = $('cnn-card');
+    const isCnn = state.model && state.model.kind === 'torchscript';
+    card.hidden = !isCnn;
+    $('cnn-controls').hidden = true;
+    setImage('filter-img', null);
+    setImage('acts-img', null);
+    $('filter-cap').textContent = '';
+    $('acts-cap').textContent = '';
+    if (!isCnn) return;
+    const name = state.model.name;
+    $('cnn-status').textContent = 'Loading the layers…';
+    let layers;
+    try {
+      layers = (await getJSON('/v1/models/' + enc(name) + '/layers')).layers || [];
+    } catch (e) {
+      if (state.model.name === name) $('cnn-status').textContent = 'Layer visualisation is ' + busyText(e);
+      return;
+    }
+    if (state.model.name !== name) return;
+    if (!layers.length) {
+      $('cnn-status').textContent = 'This model lists no visualisable layers.';
+      return;
+    }
+    const sel = $('layer');
+    sel.textContent = '';
+    for (const l of layers) {
+      const o = el('option', { value: String(l.index) }, l.index + ': ' + l.name + ' (' + l.type + (l.channels ? ', ' + l.channels + ' channels' : '') + ')');
+      o.dataset.channels = String(l.channels || 1);
+      sel.append(o);
+    }
+    const fitFilter = () => {
+      const n = Number(sel.selectedOptions[0].dataset.channels);
+      $('filter').max = String(n - 1);
+      if (Number($('filter').value) > n - 1) $('filter').value = String(n - 1);
+    };
+    sel.onchange = fitFilter;
+    fitFilter();
+    $('cnn-status').textContent = 'Activation maximisation from a seeded random image, and the feature maps the current input makes.';
+    $('cnn-controls').hidden = false;
+  }
+
+  async function filterViz() {
+    const m = enc(state.model.name), l = $('layer').value, f = $('filter').value;
+    $('filter-cap').textContent = 'Optimising an input for filter ' + f + ' of layer ' + l + '…';
+    $('show-filter').disabled = true;
+    try {
+      setImage('filter-img', await (await api('/v1/models/' + m + '/filters/' + enc(l) + '/' + enc(f) + '?scale=4')).blob());
+      $('filter-cap').textContent = 'Filter ' + f + ' of layer ' + l + ': the input that excites it most, as it is optimised (left to right).';
+    } catch (e) {
+      setImage('filter-img', null);
+      $('filter-cap').textContent = 'Filter visualisation: ' + busyText(e);
+    } finally {
+      $('show-filter').disabled = false;
+    }
+  }
+
+  async function activations() {
+    if (!state.source) {
+      $('acts-cap').textContent = 'Draw or upload an image first.';
+      return;
+    }
+    const m = enc(state.model.name), l = $('layer').value;
+    $('show-acts').disabled = true;
+    try {
+      setImage('acts-img', await (await api('/v1/models/' + m + '/activations/' + enc(l) + '?scale=2&invert=' + $('invert').value, imageOpts())).blob());
+      $('acts-cap').textContent = 'Feature maps of layer ' + l + ' for the current input, one tile per channel.';
+    } catch (e) {
+      setImage('acts-img', null);
+      $('acts-cap').textContent = 'Feature maps: ' + busyText(e);
+    } finally {
+      $('show-acts').disabled = false;
+    }
+  }
+  $('show-filter').addEventListener('click', filterViz);
+  $('show-acts').addEventListener('click', activations);
+
+  // ==== Charts on <canvas> ====
+
+  // A canvas sized to its CSS box at the device's pixel ratio; returns [ctx, width, height] in CSS pixels.
+  function fitCanvas(c) {
+    const dpr = window.devicePixelRatio || 1;
+    const w = c.clientWidth || 480, h = c.clientHeight || 260;
+    c.width = Math.round(w * dpr);
+    c.height = Math.round(h * dpr);
+    const g = c.getContext('2d');
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    g.clearRect(0, 0, w, h);
+    g.font = '12px system-ui, sans-serif';
+    return [g, w, h];
+  }
+
+  function niceTicks(lo, hi, n) {
+    const span = hi - lo || 1;
+    const step0 = span / n, mag = Math.pow(10, Math.floor(Math.log10(step0)));
+    const step = [1, 2, 2.5, 5, 10].map((k) => k * mag).find((s) => s >= step0);
+    const ticks = [];
+    for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) ticks.push(+v.toFixed(10));
+    return ticks;
+  }
+
+  // series: [{label, color, points: [[x, y]], dash}]; non-finite y values are gaps.
+  // opts: {ylo, yhi, yfmt, hlines: [{y, label, color}]}
+  function lineChart(c, series, opts) {
+    const [g, W, H] = fitCanvas(c);
+    const L = 52, R = 12, T = 26, B = 34;
+    const xs = series.flatMap((s) => s.points.map((p) => p[0]));
+    const ys = series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite)
+      .concat((opts.hlines || []).map((h) => h.y));
+    if (!xs.length || !ys.length) {
+      g.fillStyle = '#687083';
+      g.fillText('no data', W / 2 - 20, H / 2);
+      return;
+    }
+    let xlo = Math.min(...xs), xhi = Math.max(...xs);
+    if (xlo === xhi) { xlo -= 1; xhi += 1; }
+    let ylo = opts.ylo !== undefined ? opts.ylo : Math.min(...ys), yhi = opts.yhi !== undefined ? opts.yhi : Math.max(...ys);
+    if (opts.ylo === undefined) ylo -= 0.05 * (yhi - ylo || 1);
+    if (opts.yhi === undefined) yhi += 0.05 * (yhi - ylo || 1);
+    const X = (x) => L + (x - xlo) / (xhi - xlo) * (W - L - R);
+    const Y = (y) => T + (1 - (Math.min(Math.max(y, ylo), yhi) - ylo) / (yhi - ylo)) * (H - T - B);
+    g.strokeStyle = '#e6e9ef';
+    g.fillStyle = '#687083';
+    g.lineWidth = 1;
+    g.textAlign = 'right';
+    g.textBaseline = 'middle';
+    for (const t of niceTicks(ylo, yhi, 5)) {
+      g.beginPath(); g.moveTo(L, Y(t)); g.lineTo(W - R, Y(t)); g.stroke();
+      g.fillText(opts.yfmt ? opts.yfmt(t) : String(t), L - 6, Y(t));
+    }
+    g.textAlign = 'center';
+    g.textBaseline = 'top';
+    for (const t of niceTicks(xlo, xhi, Math.min(8, Math.max(1, xhi - xlo)))) {
+      if (!Number.isInteger(t)) continue;
+      g.fillText(String(t), X(t), H - B + 6);
+    }
+    g.fillText('epoch', (L + W - R) / 2, H - 15);
+    g.strokeStyle = '#9aa3b2';
+    g.beginPath(); g.moveTo(L, T); g.lineTo(L, H - B); g.lineTo(W - R, H - B); g.stroke();
+    for (const h of opts.hlines || []) {
+      g.strokeStyle = h.color;
+      g.setLineDash([5, 4]);
+      g.beginPath(); g.moveTo(L, Y(h.y)); g.lineTo(W - R, Y(h.y)); g.stroke();
+      g.setLineDash([]);
+    }
+    for (const s of series) {
+      g.strokeStyle = s.color;
+      g.fillStyle = s.color;
+      g.lineWidth = 2;
+      g.setLineDash(s.dash || []);
+      g.beginPath();
+      let pen = false;
+      for (const [x, y] of s.points) {
+        if (!Number.isFinite(y)) { pen = false; continue; }
+        if (pen) g.lineTo(X(x), Y(y)); else g.moveTo(X(x), Y(y));
+        pen = true;
+      }
+      g.stroke();
+      g.setLineDash([]);
+      if (s.points.length <= 40) for (const [x, y] of s.points) if (Number.isFinite(y)) { g.beginPath(); g.arc(X(x), Y(y), 2.5, 0, 2 * Math.PI); g.fill(); }
+    }
+    // Legend along the top.
+    let lx = L;
+    g.textAlign = 'left';
+    g.textBaseline = 'middle';
+    for (const s of series.concat((opts.hlines || []).map((h) => ({ label: h.label, color: h.color, dash: [5, 4] })))) {
+      g.strokeStyle = s.color;
+      g.lineWidth = 2;
+      g.setLineDash(s.dash || []);
+      g.beginPath(); g.moveTo(lx, 11); g.lineTo(lx + 18, 11); g.stroke();
+      g.setLineDash([]);
+      g.fillStyle = '#1d2330';
+      g.fillText(s.label, lx + 22, 11);
+      lx += 30 + g.measureText(s.label).width;
+    }
+  }
+
+  // Row-normalised heatmap with counts; rows true class, columns predicted.
+  function confusionChart(c, m, classes) {
+    const n = m.length, left = 92, top = 88;
+    const cell = Math.max(10, Math.floor(((c.clientWidth || 560) - left - 8) / n));
+    c.style.height = (top + n * cell + 8) + 'px'; // before sizing the bitmap, so nothing is stretched
+    const [g] = fitCanvas(c);
+    const short = classes.map((s) => s.length > 11 ? s.slice(0, 10) + '…' : s);
+    g.textBaseline = 'middle';
+    for (let i = 0; i < n; i++) {
+      const rowSum = m[i].reduce((a, b) => a + b, 0) || 1;
+      for (let j = 0; j < n; j++) {
+        const f = m[i][j] / rowSum;
+        // white to the accent blue; the diagonal in green
+        const [r0, g0, b0] = i === j ? [46, 139, 87] : [48, 86, 211];
+        g.fillStyle = 'rgb(' + [r0, g0, b0].map((v) => Math.round(255 - (255 - v) * Math.sqrt(f))).join(',') + ')';
+        g.fillRect(left + j * cell, top + i * cell, cell - 1, cell - 1);
+        if (cell >= 26 && m[i][j]) {
+          g.fillStyle = f > 0.35 ? '#fff' : '#1d2330';
+          g.textAlign = 'center';
+          g.font = (cell >= 44 ? 12 : 10) + 'px system-ui, sans-serif';
+          g.fillText(String(m[i][j]), left + j * cell + cell / 2, top + i * cell + cell / 2);
+        }
+      }
+      g.fillStyle = '#1d2330';
+      g.textAlign = 'right';
+      g.font = '12px system-ui, sans-serif';
+      g.fillText(short[i], left - 6, top + i * cell + cell / 2);
+    }
+    for (let j = 0; j < n; j++) {
+      g.save();
+      g.translate(left + j * cell + cell / 2, top - 6);
+      g.rotate(-Math.PI / 3);
+      g.textAlign = 'left';
+      g.fillText(short[j], 0, 0);
+      g.restore();
+    }
+    g.textAlign = 'left';
+    g.fillStyle = '#687083';
+    g.font = '12px system-ui, sans-serif';
+    g.fillText('predicted →', left, 10);
+  }
+
+  async function loadTraining() {
+    if (!state.model) return;
+    const name = state.model.name;
+    if (!state.detail || state.detail.name !== name) {
+      $('training-status').textContent = 'Loading ' + name + '…';
+      try {
+        state.detail = await getJSON('/v1/models/' + enc(name));
+      } catch (e) {
+        $('training-status').textContent = 'Cannot load ' + name + ': ' + e.message;
+        return;
+      }
+      if (state.model.name !== name) return;
+    }
+    const d = state.detail, h = d.history, met = d.metrics;
+    const epochs = (h && h.epochs) || [];
+    const notes = [];
+    if (!epochs.length) notes.push('no training history (history.json) for this model');
+    if (!met) notes.push('no test metrics (metrics.json) for this model');
+    $('training-status').textContent = notes.length ? name + ': ' + notes.join('; ') + '.' :
+      name + ': ' + epochs.length + ' epoch' + (epochs.length === 1 ? '' : 's') +
+      (met ? ', test accuracy ' + pct(met.test_accuracy, 2) + ' on ' + (met.n || '') + ' images' : '') + '.';
+    const col = (k) => epochs.map((e) => [e.epoch, e[k] === null || e[k] === undefined ? NaN : e[k]]);
+    lineChart($('loss-chart'), [
+      { label: 'train', color: '#3056d3', points: col('train_loss') },
+      { label: 'validation', color: '#e8833a', points: col('val_loss') },
+    ], { yfmt: (v) => v.toFixed(2), hlines: met && Number.isFinite(met.test_loss) ? [{ y: met.test_loss, label: 'test', color: '#2e8b57' }] : [] });
+    lineChart($('acc-chart'), [
+      { label: 'train', color: '#3056d3', points: col('train_accuracy') },
+      { label: 'validation', color: '#e8833a', points: col('val_accuracy') },
+    ], { yfmt: (v) => Math.round(100 * v) + '%', hlines: met ? [{ y: met.test_accuracy, label: 'test', color: '#2e8b57' }] : [] });
+    const classes = (met && met.classes) || state.model.classes;
+    const tbl = $('class-table');
+    tbl.textContent = '';
+    if (met && met.confusion) {
+      confusionChart($('confusion'), met.confusion, classes);
+      const rows = classes.map((c, i) => {
+        const o = (met.one_vs_rest || [])[i] || {};
+        return el('tr', {}, el('td', {}, c), el('td', { class: 'num' }, pct(met.class_accuracy[i])),
+          el('td', { class: 'num' }, String(o.fp ?? '—')), el('td', { class: 'num' }, String(o.fn ?? '—')));
+      });
+      tbl.append(el('table', {}, el('tr', {}, el('th', {}, 'class'), el('th', { class: 'num' }, 'accuracy'),
+        el('th', { class: 'num' }, 'false +'), el('th', { class: 'num' }, 'false −')), ...rows));
+      if (met.most_confused && met.most_confused.length) {
+        tbl.append(el('p', { class: 'small' }, 'Most confused: ' + met.most_confused.slice(0, 3)
+          .map((x) => x.true + ' → ' + x.predicted + ' (' + x.count + ')').join('; ') + '.'));
+      }
+    } else {
+      fitCanvas($('confusion'));
+      tbl.append(el('p', { class: 'muted' }, 'No metrics.'));
+    }
+  }
+
+  // ==== Reports ====
+
+  // A small, safe Markdown subset: headings, paragraphs, lists, tables, **bold**, `code`, and
+  // images of the report's own figures/ (nothing else is fetched). Text is never parsed as HTML.
+  function inline(text, report) {
+    const out = document.createDocumentFragment();
+    const re = /(\*\*[^*]+\*\*|`[^`]+`|!\[[^\]]*\]\([^)]*\))/g;
+    let i = 0, m;
+    while ((m = re.exec(text))) {
+      if (m.index > i) out.append(text.slice(i, m.index));
+      const t = m[0];
+      if (t.startsWith('**')) out.append(el('strong', {}, t.slice(2, -2)));
+      else if (t.startsWith('`')) out.append(el('code', {}, t.slice(1, -1)));
+      else out.append(figure(t, report));
+      i = m.index + t.length;
+    }
+    out.append(text.slice(i));
+    return out;
+  }
+
+  function figure(t, report) {
+    const m = /^!\[([^\]]*)\]\(figures\/([A-Za-z0-9_-][A-Za-z0-9._-]*\.png)\)$/.exec(t);
+    if (!m || m[2].includes('..')) return t;
+    const src = '/v1/reports/' + enc(report) + '/figures/' + enc(m[2]);
+    return el('a', { href: src, target: '_blank', title: m[2] + ' (full size)' }, el('img', { src, alt: m[1], loading: 'lazy' }));
+  }
+
+  function renderMarkdown(md, report) {
+    const frag = document.createDocumentFragment();
+    const lines = md.replace(/\r/g, '').split('\n');
+    let para = [];
+    const flush = () => {
+      if (para.length) frag.append(el('p', {}, inline(para.join(' '), report)));
+      para = [];
+    };
+    for (let i = 0; i < lines.length; i++) {
+      const ln = lines[i];
+      let m;
+      if (!ln.trim()) { flush(); continue; }
+      if ((m = /^(#{1,6})\s+(.*)$/.exec(ln))) {
+        flush();
+        frag.append(el('h' + Math.min(6, m[1].length), {}, inline(m[2], report)));
+      } else if (/^\s*\|/.test(ln) && i + 1 < lines.length && /^\s*\|?\s*:?-+/.test(lines[i + 1])) {
+        flush();
+        const cells = (s) => s.trim().replace(/^\||\|$/g, '').split('|').map((c) => c.trim());
+        const head = el('tr', {}, ...cells(ln).map((c) => el('th', {}, inline(c, report))));
+        const body = [];
+        for (i += 2; i < lines.length && /^\s*\|/.test(lines[i]); i++) body.push(el('tr', {}, ...cells(lines[i]).map((c) => el('td', {}, inline(c, report)))));
+        i--;
+        frag.append(el('table', {}, head, ...body));
+      } else if (/^\s*[-*]\s+/.test(ln)) {
+        flush();
+        const items = [];
+        for (; i < lines.length && /^\s*[-*]\s+/.test(lines[i]); i++) items.push(el('li', {}, inline(lines[i].replace(/^\s*[-*]\s+/, ''), report)));
+        i--;
+        frag.append(el('ul', {}, ...items));
+      } else {
+        para.push(ln.trim());
+      }
+    }
+    flush();
+    return frag;
+  }
+
+  async function loadReports() {
+    if (state.reportsLoaded) return;
+    state.reportsLoaded = true;
+    const ul = $('report-list');
+    ul.textContent = '';
+    let doc;
+    try {
+      doc = await getJSON('/v1/reports');
+    } catch (e) {
+      ul.append(el('li', { class: 'muted' }, 'Cannot list the reports: ' + e.message));
+      state.reportsLoaded = false;
+      return;
+    }
+    if (!doc.reports.length) {
+      ul.append(el('li', { class: 'muted' }, 'No reports yet: make reproduce (or training/reproduce.py --quick) writes them under reports/.'));
+    }
+    for (const r of doc.reports) {
+      const li = el('li', { 'data-name': r.name },
+        el('div', { class: 'name' }, r.name, r.quick ? el('span', { class: 'badge' }, 'quick') : null),
+        el('div', { class: 'small muted' }, [r.date ? r.date.replace('T', ' ').replace(/\+00:00$/, ' UTC') : 'no date',
+          r.commit ? 'commit ' + r.commit : null, r.figures.length + ' figure' + (r.figures.length === 1 ? '' : 's')].filter(Boolean).join(' · ')));
+      li.addEventListener('click', () => showReport(r));
+      ul.append(li);
+    }
+    for (const s of doc.skipped || []) ul.append(el('li', { class: 'small muted' }, s.name + ': ' + s.error));
+    if (doc.reports.length) showReport(doc.reports[0]);
+  }
+
+  async function showReport(r) {
+    for (const li of document.querySelectorAll('#report-list li')) li.classList.toggle('current', li.dataset.name === r.name);
+    const view = $('report-view');
+    view.textContent = '';
+    view.append(el('p', { class: 'muted' }, 'Loading ' + r.name + '…'));
+    let rep;
+    try {
+      rep = await getJSON('/v1/reports/' + enc(r.name));
+    } catch (e) {
+      view.textContent = 'Cannot load ' + r.name + ': ' + e.message;
+      return;
+    }
+    view.textContent = '';
+    if (rep.markdown) {
+      view.append(renderMarkdown(rep.markdown, r.name));
+    } else {
+      view.append(el('h1', {}, r.name), el('p', { class: 'muted' }, 'This report has no report.md; its figures:'));
+    }
+    // Figures the markdown does not show, so every figure of the report is on the page.
+    const shown = new Set([...view.querySelectorAll('img')].map((i) => decodeURIComponent(i.src.split('/').pop())));
+    const rest = r.figures.filter((f) => !shown.has(f));
+    if (rest.length) {
+      view.append(el('h2', {}, 'Figures'), el('div', { class: 'gallery' }, ...rest.map((f) =>
+        el('figure', {}, el('img', { src: '/v1/reports/' + enc(r.name) + '/figures/' + enc(f), alt: f, loading: 'lazy' }),
+          el('figcaption', { class: 'small muted' }, f)))));
+    }
+  }
+
+  // ==== Start ====
+
+  for (const b of document.querySelectorAll('#tabs button')) b.addEventListener('click', () => showTab(b.dataset.tab));
+  $('model').addEventListener('change', (ev) => selectModel(ev.target.value));
+  window.addEventListener('resize', () => { if (!$('tab-training').hidden && state.detail) loadTraining(); });
+  clearCanvas();
+  loadModels();
+  const first = location.hash.slice(1);
+  showTab(['explore', 'training', 'reports'].includes(first) ? first : 'explore');
+})();
