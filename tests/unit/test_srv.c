@@ -11,6 +11,7 @@
 #include "srv_err.h"
 #include "srv_input.h"
 #include "srv_metrics.h"
+#include "srv_reports.h"
 #include "srv_static.h"
 
 static void test_err_table(void) {
@@ -184,6 +185,44 @@ static void test_registry_empty_and_broken(void) {
     rmdir(dir);
 }
 
+static void test_report_names(void) {
+    /* Accepted: what training/reproduce.py writes. */
+    CHECK(srv_reports_name_ok("seed-reproduction-quick"));
+    CHECK(srv_reports_name_ok("mlp_loss_relu.png"));
+    CHECK(srv_reports_name_ok("v1.2_run-3"));
+    /* Refused before the file system is asked: each its own case. */
+    CHECK(!srv_reports_name_ok(""));
+    CHECK(!srv_reports_name_ok("."));
+    CHECK(!srv_reports_name_ok(".."));
+    CHECK(!srv_reports_name_ok(".hidden"));
+    CHECK(!srv_reports_name_ok("a..b"));
+    CHECK(!srv_reports_name_ok("a/b"));
+    CHECK(!srv_reports_name_ok("a\\b"));
+    CHECK(!srv_reports_name_ok("a b"));
+    CHECK(!srv_reports_name_ok("a%2fb"));
+    CHECK(!srv_reports_name_ok("caf\xc3\xa9"));
+    char longname[300];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = 0;
+    CHECK(!srv_reports_name_ok(longname));
+    longname[255] = 0;
+    CHECK(srv_reports_name_ok(longname));
+
+    srv_config c;
+    char err[256];
+    unsetenv("LOUPE_REPORTS");
+    char *a1[] = {"serve", NULL};
+    CHECK(srv_config_parse(&c, 1, a1, stdout, err, sizeof err) == 0);
+    CHECK(!strcmp(c.reports_dir, "reports"));
+    setenv("LOUPE_REPORTS", "/tmp/r1", 1);
+    CHECK(srv_config_parse(&c, 1, a1, stdout, err, sizeof err) == 0);
+    CHECK(!strcmp(c.reports_dir, "/tmp/r1"));
+    char *a2[] = {"serve", "--reports", "/tmp/r2", NULL};
+    CHECK(srv_config_parse(&c, 3, a2, stdout, err, sizeof err) == 0);
+    CHECK(!strcmp(c.reports_dir, "/tmp/r2"));
+    unsetenv("LOUPE_REPORTS");
+}
+
 int main(void) {
     RUN(test_err_table);
     RUN(test_base64);
@@ -191,5 +230,6 @@ int main(void) {
     RUN(test_metrics);
     RUN(test_content_types);
     RUN(test_registry_empty_and_broken);
+    RUN(test_report_names);
     return check_report();
 }
