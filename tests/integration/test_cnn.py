@@ -1,0 +1,577 @@
+"""Integration tests of the CNN routes of `loupe serve` and of `loupe predict|saliency|visualize`.
+
+A tiny VGG is trained at test time by the real trainer (training/train_vgg.py), so the whole path
+(trainer -> TorchScript -> shim -> daemon) runs on every submission; PyTorch on the same model.ts is
+the reference.
+
+    LOUPE_BIN=build/cli/loupe LOUPE_CNN_STORE=/tmp/cnn-store /usr/bin/python3 test_cnn.py --make-store
+    LOUPE_BIN=build/cli/loupe LOUPE_CNN_STORE=/tmp/cnn-store /usr/bin/python3 test_cnn.py Predict Filters ...
+    LOUPE_BIN=build-asan/cli/loupe /usr/bin/python3 test_cnn.py NoTorch   # a build without libtorch
+"""
+import base64
+import concurrent.futures as cf
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loupe_fixture as fx  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+LOUPE = os.environ.get("LOUPE_BIN", "build/cli/loupe")
+STORE = os.environ.get("LOUPE_CNN_STORE", "/tmp/loupe-cnn-store")
+IMAGES, LABELS = fx.test_set()
+CONV = 40  # the last convolution of VGG16-BN's features
+
+
+def png(i):
+    return fx.png_gray(IMAGES[i])
+
+
+def decode_png(data):
+    from PIL import Image
+    return Image.open(io.BytesIO(data))
+
+
+def make_store(root):
+    """tiny: VGG16-BN at width 1/16 on 32x32 (pad); crop: VGG11 with the seed recipe's
+    preprocessing (resize 256, centre crop, 3 channels, ImageNet mean/std) at crop 32; zero: an MLP."""
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    common = ["--epochs", "1", "--train-subset", "512", "--val-subset", "128", "--test-subset", "128",
+              "--threads", "1", "--quiet"]
+    train = [sys.executable, os.path.join(ROOT, "training", "train_vgg.py")]
+    subprocess.run(train + ["--width", "0.0625", "--out", os.path.join(root, "tiny")] + common, check=True)
+    subprocess.run(train + ["--depth", "11", "--width", "0.0625", "--head", "imagenet", "--input-size", "32",
+                            "--out", os.path.join(root, "crop")] + common, check=True)
+    fx.write_zero_model(os.path.join(root, "zero"))
+
+
+# ==== PyTorch reference on the same model.ts ====
+
+_torch_models = {}
+
+
+def torch_model(name):
+    import torch
+    torch.set_num_threads(1)
+    if name not in _torch_models:
+        m = torch.jit.load(os.path.join(STORE, name, "model.ts"))
+        m.eval()
+        _torch_models[name] = m
+    return _torch_models[name]
+
+
+def manifest(name):
+    with open(os.path.join(STORE, name, "model.json")) as f:
+        return json.load(f)
+
+
+def preprocess(name, img):
+    """The trainer's preprocessing of a [28,28] uint8 image, as a [1,C,H,W] tensor."""
+    import torch
+    import torch.nn.functional as F
+    inp = manifest(name)["input"]
+    x = torch.from_numpy(img.astype(np.float32) / 255.0)[None, None]
+    if inp["resize"] == "pad":
+        p = inp["height"] - 28
+        x = F.pad(x, (p // 2, p - p // 2, p // 2, p - p // 2))
+    else:
+        r, s = inp["resize_to"], inp["height"]
+        x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+        o = (r - s) // 2
+        x = x[:, :, o:o + s, o:o + s].expand(-1, inp["channels"], -1, -1)
+    mean = torch.tensor(inp["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(inp["std"]).view(1, -1, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+def torch_probs(name, img):
+    import torch
+    with torch.no_grad():
+        return torch.softmax(torch_model(name)(preprocess(name, img)), 1)[0].numpy()
+
+
+def torch_saliency(name, img, target):
+    x = preprocess(name, img).requires_grad_(True)
+    torch_model(name)(x)[0, target].backward()
+    g = x.grad[0].abs().sum(0).numpy().astype(np.float64)
+    top = np.percentile(g, 99)
+    return np.minimum(g / top, 1.0)
+
+
+def torch_features(name, img, layer):
+    import torch
+    x = preprocess(name, img)
+    with torch.no_grad():
+        for i, mod in enumerate(torch_model(name).features.children()):
+            x = mod(x)
+            if i == layer:
+                return x[0].numpy()
+
+
+# ==== Tests ====
+
+class Served(unittest.TestCase):
+    args = ("--threads", "4", "--drain-grace", "0", "--max-body", "1M", "--default-model", "tiny")
+    env = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = fx.Daemon(LOUPE, STORE, *cls.args, env=cls.env)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.d.stop()
+        assert rc == 0, "loupe serve exited %d\n%s" % (rc, cls.d.read_log())
+
+    def post(self, path, body, ctype="image/png"):
+        return self.d.request("POST", path, body, {"Content-Type": ctype} if ctype else {})
+
+    def post_json(self, path, body, ctype="image/png"):
+        return self.d.json("POST", path, body, {"Content-Type": ctype} if ctype else {})
+
+    def assert_error(self, st, body, status, code=None, words=()):
+        self.assertEqual(st, status, body)
+        self.assertIsInstance(body.get("error"), dict, body)
+        if code:
+            self.assertEqual(body["error"]["code"], code, body)
+        for w in words:
+            self.assertIn(w, body["error"]["message"])
+
+
+class Predict(Served):
+    def test_models_list(self):
+        st, _, b = self.d.json("GET", "/v1/models")
+        self.assertEqual(st, 200)
+        kinds = {m["name"]: m["kind"] for m in b["models"]}
+        self.assertEqual(kinds, {"tiny": "torchscript", "crop": "torchscript", "zero": "mlp"})
+        tiny = [m for m in b["models"] if m["name"] == "tiny"][0]
+        self.assertEqual((tiny["input"]["height"], tiny["input"]["resize"]), (32, "pad"))
+        self.assertEqual(tiny["layers"], len(manifest("tiny")["layers"]))
+        self.assertIn("model tiny: loaded (torchscript", self.d.read_log())
+
+    def test_predict_matches_torch(self):
+        for i in range(4):
+            st, _, b = self.post_json("/v1/models/tiny/predict", png(i))
+            self.assertEqual(st, 200, b)
+            np.testing.assert_allclose(b["probabilities"], torch_probs("tiny", IMAGES[i]), atol=2e-6)
+            self.assertEqual(b["index"], int(np.argmax(b["probabilities"])))
+            self.assertEqual(b["class"], fx.CLASSES[b["index"]])
+            self.assertEqual(len(b["top_k"]), 5)
+
+    def test_resize_crop_matches_torch(self):
+        """The seed recipe's preprocessing: bilinear to 256, centre crop, 3 channels, ImageNet mean/std."""
+        self.assertEqual(manifest("crop")["input"]["resize"], "resize_crop")
+        for i in range(3):
+            st, _, b = self.post_json("/v1/models/crop/predict", png(i))
+            self.assertEqual(st, 200, b)
+            np.testing.assert_allclose(b["probabilities"], torch_probs("crop", IMAGES[i]), atol=1e-5)
+
+    def test_input_forms_agree(self):
+        st, _, ref = self.post_json("/v1/models/tiny/predict", png(0))
+        rows = (IMAGES[0] / 255.0).tolist()
+        body, ct = fx.multipart("image", png(0))
+        for data, ctype in ((json.dumps({"pixels": rows}).encode(), "application/json"),
+                            (json.dumps({"image": base64.b64encode(png(0)).decode()}).encode(), "application/json"),
+                            (body, ct), (fx.pil_encode(IMAGES[0], "PNG", mode="RGB"), "image/png")):
+            st, _, b = self.post_json("/v1/models/tiny/predict", data, ctype)
+            self.assertEqual(st, 200, b)
+            np.testing.assert_allclose(b["probabilities"], ref["probabilities"], atol=1e-6)
+
+    def test_default_route(self):
+        st, _, b = self.post_json("/predict", png(0), "application/x-www-form-urlencoded")
+        self.assertEqual((st, b["model"]), (200, "tiny"))
+
+
+class Saliency(Served):
+    def test_png_sizes(self):
+        for q, size in (("", 32), ("?scale=4", 128), ("?overlay=1&scale=2", 64), ("?target=Sneaker", 32)):
+            st, h, body = self.post("/v1/models/tiny/saliency" + q, png(0))
+            self.assertEqual((st, h["content-type"]), (200, "image/png"), body[:200])
+            self.assertEqual(decode_png(body).size, (size, size), q)
+
+    def test_json_matches_torch(self):
+        for t in (0, 2, 9):
+            st, _, b = self.post_json("/v1/models/tiny/saliency?format=json&target=%d" % t, png(1))
+            self.assertEqual(st, 200, b)
+            self.assertEqual((b["width"], b["height"], b["target"]["index"]), (32, 32, t))
+            m = np.array(b["saliency"])
+            self.assertEqual(m.shape, (32, 32))
+            np.testing.assert_allclose(m, torch_saliency("tiny", IMAGES[1], t), atol=1e-4)
+
+    def test_three_channel_model(self):
+        st, _, b = self.post_json("/v1/models/crop/saliency?format=json&target=2", png(0))
+        self.assertEqual(st, 200, b)
+        np.testing.assert_allclose(np.array(b["saliency"]), torch_saliency("crop", IMAGES[0], 2), atol=1e-4)
+
+
+class Layers(Served):
+    def test_cnn_layers(self):
+        st, _, b = self.d.json("GET", "/v1/models/tiny/layers")
+        self.assertEqual(st, 200, b)
+        want = manifest("tiny")["layers"]
+        self.assertEqual(len(b["layers"]), len(want))
+        for got, w in zip(b["layers"], want):
+            self.assertEqual((got["index"], got["name"], got["type"]), (w["index"], w["name"], w["type"]))
+            self.assertEqual(got["conv"], w["type"] == "conv2d")
+            self.assertEqual(got["channels"], w["channels"])
+        self.assertEqual((b["layers"][0]["height"], b["layers"][-1]["height"]), (32, 1))
+
+    def test_mlp_has_none(self):
+        st, _, b = self.d.json("GET", "/v1/models/zero/layers")
+        self.assertEqual((st, b["kind"], b["layers"]), (200, "mlp", []))
+
+
+class Filters(Served):
+    def test_png_strip(self):
+        st, h, body = self.d.request("GET", "/v1/models/tiny/filters/0/1?iterations=12&every=4&seed=3")
+        self.assertEqual((st, h["content-type"]), (200, "image/png"), body[:200])
+        self.assertEqual(decode_png(body).size, (3 * 32, 32))
+        st, h, body = self.d.request("GET", "/v1/models/tiny/filters/0/1?iterations=12&every=4&seed=3&scale=2")
+        self.assertEqual(decode_png(body).size, (3 * 64, 64))
+
+    def test_json_frames(self):
+        st, _, b = self.d.json("GET", "/v1/models/tiny/filters/%d/2?format=json&iterations=10&every=3&seed=5" % CONV)
+        self.assertEqual(st, 200, b)
+        self.assertEqual((b["iterations"], b["every"], b["seed"], b["start"]), (10, 3, 5, "random"))
+        self.assertEqual([f["iteration"] for f in b["frames"]], [3, 6, 9])
+        for f in b["frames"]:
+            self.assertEqual(decode_png(base64.b64decode(f["png"])).size, (32, 32))
+        trace = b["mean_activation"]
+        self.assertEqual(len(trace), 11)
+        self.assertGreater(trace[-1], trace[0])
+
+    def test_defaults_and_png_equals_json(self):
+        st, _, b = self.d.json("GET", "/v1/models/tiny/filters/3/0?format=json")
+        self.assertEqual((b["iterations"], b["every"], len(b["frames"]), b["lr"]), (30, 5, 6, 0.100000001))
+        st, _, strip = self.d.request("GET", "/v1/models/tiny/filters/3/0")
+        whole = np.array(decode_png(strip).convert("RGB"))
+        for i, f in enumerate(b["frames"]):
+            frame = np.array(decode_png(base64.b64decode(f["png"])).convert("RGB"))
+            np.testing.assert_array_equal(whole[:, 32 * i:32 * (i + 1)], frame)
+
+    def test_seeded(self):
+        q = "/v1/models/tiny/filters/7/1?iterations=5&every=5&seed="
+        a = self.d.request("GET", q + "1")[2]
+        self.assertEqual(a, self.d.request("GET", q + "1")[2])
+        self.assertNotEqual(a, self.d.request("GET", q + "2")[2])
+
+    def test_from_image(self):
+        st, _, b = self.post_json("/v1/models/tiny/filters/3/1?format=json&iterations=6&every=2", png(0))
+        self.assertEqual((st, b["start"], len(b["frames"])), (200, "image", 3), b)
+        st, _, r = self.d.json("GET", "/v1/models/tiny/filters/3/1?format=json&iterations=6&every=2")
+        self.assertNotEqual(b["frames"][0]["png"], r["frames"][0]["png"])
+        st, h, body = self.post("/v1/models/tiny/filters/3/1?iterations=4&every=2", png(0))
+        self.assertEqual(decode_png(body).size, (64, 32))
+
+
+class Activations(Served):
+    def test_json_matches_torch(self):
+        for layer in (0, 2, 13, CONV + 2):
+            st, _, b = self.post_json("/v1/models/tiny/activations/%d?format=json" % layer, png(0))
+            self.assertEqual(st, 200, b)
+            a = np.array(b["activations"])
+            want = torch_features("tiny", IMAGES[0], layer)
+            self.assertEqual(a.shape, want.shape)
+            self.assertEqual(list(a.shape), [b["layer"]["channels"], b["layer"]["height"], b["layer"]["width"]])
+            np.testing.assert_allclose(a, want, atol=1e-5 * max(1, np.abs(want).max()))
+
+    def test_png_grid(self):
+        # 4 channels of 32x32: a 2x2 grid with one-pixel gaps; 8 of 16x16 at scale 2: 3x3 of 32 + 2.
+        for layer, q, size in ((2, "", 65), (9, "?scale=2", 3 * 32 + 2)):
+            st, h, body = self.post("/v1/models/tiny/activations/%d%s" % (layer, q), png(0))
+            self.assertEqual((st, h["content-type"]), (200, "image/png"), body[:200])
+            self.assertEqual(decode_png(body).size, (size, size))
+
+
+class BadParams(Served):
+    """Each bad parameter is its own case; the daemon keeps answering."""
+
+    def tearDown(self):
+        st, _, b = self.post_json("/v1/models/tiny/predict", png(0))
+        self.assertEqual(st, 200, b)
+
+    def get(self, path):
+        return self.d.json("GET", path)
+
+    def test_layer_missing(self):
+        for l in ("44", "999", "x", "-1"):
+            self.assert_error(*self.get("/v1/models/tiny/filters/%s/0" % l)[::2], 404, "not_found", ("0..43",))
+            self.assert_error(*self.post_json("/v1/models/tiny/activations/%s" % l, png(0))[::2], 404, "not_found")
+
+    def test_filter_missing(self):
+        for f in ("4", "100", "y"):
+            self.assert_error(*self.get("/v1/models/tiny/filters/0/%s" % f)[::2], 404, "not_found", ("0..3",))
+
+    def test_not_a_convolution(self):
+        self.assert_error(*self.get("/v1/models/tiny/filters/2/0")[::2], 400, "bad_parameter",
+                          ("relu", "0, 3, 7"))
+
+    def test_iterations(self):
+        for v in ("0", "201", "-5", "abc", "", "1.5"):
+            self.assert_error(*self.get("/v1/models/tiny/filters/0/0?iterations=" + v)[::2], 400, "bad_parameter",
+                              ("[1,200]",))
+
+    def test_every(self):
+        for v in ("0", "x"):
+            self.assert_error(*self.get("/v1/models/tiny/filters/0/0?every=" + v)[::2], 400, "bad_parameter",
+                              ("[1,30]",))
+        self.assert_error(*self.get("/v1/models/tiny/filters/0/0?iterations=10&every=11")[::2], 400,
+                          "bad_parameter", ("[1,10]",))
+
+    def test_lr(self):
+        for v in ("0", "-0.1", "10.5", "nan", "inf", "abc"):
+            self.assert_error(*self.get("/v1/models/tiny/filters/0/0?lr=" + v)[::2], 400, "bad_parameter",
+                              ("(0,10]",))
+
+    def test_seed(self):
+        for v in ("-1", "abc", "99999999999999999999999"):
+            self.assert_error(*self.get("/v1/models/tiny/filters/0/0?seed=" + v)[::2], 400, "bad_parameter")
+
+    def test_format_and_scale(self):
+        for q in ("format=gif", "scale=0", "scale=33", "scale=x"):
+            self.assert_error(*self.get("/v1/models/tiny/filters/0/0?" + q)[::2], 400, "bad_parameter")
+            self.assert_error(*self.post_json("/v1/models/tiny/activations/0?" + q, png(0))[::2], 400,
+                              "bad_parameter")
+            self.assert_error(*self.post_json("/v1/models/tiny/saliency?" + q, png(0))[::2], 400, "bad_parameter")
+
+    def test_saliency_target(self):
+        for t in ("10", "Nope"):
+            self.assert_error(*self.post_json("/v1/models/tiny/saliency?target=" + t, png(0))[::2], 400,
+                              "bad_parameter", ("[0,9]",))
+
+    def test_mlp_cannot(self):
+        self.assert_error(*self.get("/v1/models/zero/filters/0/0")[::2], 422, "unprocessable", ("MLP",))
+        self.assert_error(*self.post_json("/v1/models/zero/activations/0", png(0))[::2], 422, "unprocessable")
+
+    def test_unknown_model(self):
+        self.assert_error(*self.get("/v1/models/nope/filters/0/0")[::2], 404, "model_not_found")
+        self.assert_error(*self.get("/v1/models/nope/layers")[::2], 404, "model_not_found")
+
+    def test_no_body(self):
+        self.assert_error(*self.post_json("/v1/models/tiny/activations/0", b"")[::2], 400, "empty_body")
+        self.assert_error(*self.post_json("/v1/models/tiny/saliency", b"")[::2], 400, "empty_body")
+
+    def test_bad_image(self):
+        self.assert_error(*self.post_json("/v1/models/tiny/filters/0/0", png(0)[:60])[::2], 400, "bad_image")
+
+    def test_oversize(self):
+        for path in ("/v1/models/tiny/filters/0/0", "/v1/models/tiny/activations/0", "/v1/models/tiny/saliency"):
+            raw = self.d.raw(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                             b"Content-Length: %d\r\n\r\n" % (path.encode(), (1 << 20) + 1))
+            self.assertTrue(raw.startswith(b"HTTP/1.1 413"), (path, raw[:100]))
+        bomb = fx.png_bomb(10000, 5000)
+        self.assert_error(*self.post_json("/v1/models/tiny/filters/0/0", bomb)[::2], 413, "payload_too_large")
+
+    def test_method(self):
+        st, h, b = self.d.json("GET", "/v1/models/tiny/activations/0")
+        self.assert_error(st, b, 405, "method_not_allowed")
+        self.assertEqual(h["allow"], "POST")
+
+
+class V2(Served):
+    def test_metadata(self):
+        st, _, b = self.d.json("GET", "/v2/models/tiny")
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["inputs"][0]["shape"], [-1, 1, 32, 32])
+        st, _, b = self.d.json("GET", "/v2/models/crop")
+        self.assertEqual(b["inputs"][0]["shape"], [-1, 3, 32, 32])
+
+    def test_infer_agrees_with_predict(self):
+        idx = list(range(5))
+        x = np.concatenate([preprocess("tiny", IMAGES[i]).numpy() for i in idx])
+        body = {"id": "7", "inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
+                                       "data": x.reshape(-1).tolist()}]}
+        st, _, b = self.post_json("/v2/models/tiny/infer", json.dumps(body).encode(), "application/json")
+        self.assertEqual(st, 200, b)
+        out = np.array(b["outputs"][0]["data"]).reshape(5, 10)
+        for k, i in enumerate(idx):
+            st, _, p = self.post_json("/v1/models/tiny/predict", png(i))
+            np.testing.assert_allclose(out[k], p["probabilities"], atol=1e-6)
+
+    def test_bad_shape(self):
+        for shape in ([1, 1024], [1, 1, 28, 28], [1, 3, 32, 32]):
+            n = int(np.prod(shape))
+            body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": shape, "data": [0.0] * n}]}
+            st, _, b = self.post_json("/v2/models/tiny/infer", json.dumps(body).encode(), "application/json")
+            self.assertEqual(st, 400, b)
+            self.assertIn("[N,1,32,32]", b["error"])
+
+
+class Busy(Served):
+    """One worker and one queue slot: concurrent filter requests past them get 429; predict still answers."""
+    args = Served.args + ("--expensive-concurrency", "1", "--expensive-queue", "1")
+
+    def test_429_while_predict_answers(self):
+        n = 8
+        gate = threading.Barrier(n + 1)
+
+        def slow(_):
+            gate.wait()
+            return self.d.request("GET", "/v1/models/tiny/filters/%d/0?iterations=200&every=200" % CONV)
+
+        with cf.ThreadPoolExecutor(n) as ex:
+            futs = [ex.submit(slow, i) for i in range(n)]
+            gate.wait()
+            predicts = [self.post_json("/v1/models/tiny/predict", png(i % 10))[0] for i in range(10)]
+            results = [f.result() for f in futs]
+        self.assertEqual(predicts, [200] * 10)
+        codes = sorted(st for st, _, _ in results)
+        self.assertGreaterEqual(codes.count(200), 1, codes)
+        self.assertGreaterEqual(codes.count(429), 1, codes)
+        self.assertEqual(set(codes), {200, 429}, codes)
+        for st, h, body in results:
+            if st == 429:
+                self.assertEqual(h.get("retry-after"), "1")
+                self.assertEqual(json.loads(body)["error"]["code"], "too_many_requests")
+        from prometheus_client.parser import text_string_to_metric_families
+        fams = {f.name: f for f in text_string_to_metric_families(self.d.request("GET", "/metrics")[2].decode())}
+        self.assertEqual(fams["loupe_expensive_rejected"].samples[0].value, codes.count(429))
+        self.assertGreaterEqual(fams["loupe_expensive_started"].samples[0].value, codes.count(200))
+
+
+class Cli(unittest.TestCase):
+    """loupe predict|saliency|visualize write what the API answers."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="loupe-cnn-cli-")
+        cls.img = os.path.join(cls.tmp, "shoe.png")
+        with open(cls.img, "wb") as f:
+            f.write(png(0))
+        cls.d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop()
+
+    def cli(self, *args, ok=True):
+        r = subprocess.run([LOUPE, *args], capture_output=True)
+        if ok:
+            self.assertEqual(r.returncode, 0, r.stderr)
+        return r
+
+    def api(self, method, path, body=None):
+        st, _, data = self.d.request(method, path, body, {"Content-Type": "image/png"} if body else {})
+        self.assertEqual(st, 200, data[:300])
+        return data
+
+    def test_predict(self):
+        got = json.loads(self.cli("predict", os.path.join(STORE, "tiny"), self.img).stdout)
+        want = json.loads(self.api("POST", "/v1/models/tiny/predict", png(0)))
+        for k in ("model", "class", "index", "probabilities", "top_k", "inverted"):
+            self.assertEqual(got[k], want[k], k)
+
+    def test_saliency_png_and_json(self):
+        out = os.path.join(self.tmp, "s.png")
+        self.cli("saliency", os.path.join(STORE, "tiny"), self.img, "--target", "2", "--scale", "3", "--overlay",
+                 "--out", out)
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), self.api("POST", "/v1/models/tiny/saliency?target=2&scale=3&overlay=1",
+                                                png(0)))
+        got = json.loads(self.cli("saliency", os.path.join(STORE, "tiny"), self.img, "--json").stdout)
+        want = json.loads(self.api("POST", "/v1/models/tiny/saliency?format=json", png(0)))
+        self.assertEqual(got["saliency"], want["saliency"])
+
+    def test_visualize(self):
+        out = os.path.join(self.tmp, "strip.png")
+        self.cli("visualize", os.path.join(STORE, "tiny"), "--layer", "3", "--filter", "1", "--iterations", "8",
+                 "--every", "2", "--seed", "4", "--out", out)
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), self.api("GET", "/v1/models/tiny/filters/3/1?iterations=8&every=2&seed=4"))
+        self.cli("visualize", os.path.join(STORE, "tiny"), "--layer", "3", "--filter", "1", "--image", self.img,
+                 "--iterations", "4", "--out", out)
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), self.api("POST", "/v1/models/tiny/filters/3/1?iterations=4", png(0)))
+
+    def test_errors(self):
+        r = self.cli("visualize", os.path.join(STORE, "tiny"), "--layer", "2", "--filter", "0", "--out", "x.png",
+                     ok=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"not a convolution", r.stderr)
+        r = self.cli("visualize", os.path.join(STORE, "tiny"), "--layer", "0", "--filter", "0", "--iterations",
+                     "500", "--out", "x.png", ok=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"[1,200]", r.stderr)
+        r = self.cli("predict", os.path.join(self.tmp, "nothing"), self.img, ok=False)
+        self.assertEqual(r.returncode, 1)
+        r = self.cli("saliency", os.path.join(STORE, "tiny"), self.img, ok=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"--out", r.stderr)
+
+
+class Docs(Served):
+    """The curl lines of docs/api.md's CNN section, as pasted (port and model name substituted)."""
+
+    def test_examples(self):
+        with open(os.path.join(ROOT, "docs", "api.md")) as f:
+            text = f.read()
+        blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+        work = tempfile.mkdtemp(prefix="loupe-cnn-docs-")
+        env = dict(os.environ, PATH="/usr/bin:/bin")
+        subprocess.run(["bash", "-c", blocks[0]], cwd=work, env=env, check=True)  # the sample inputs
+        lines = [ln for b in blocks for ln in b.splitlines() if ln.startswith("curl ") and "vgg16-w25" in ln]
+        self.assertGreaterEqual(len(lines), 6)
+        for ln in lines:
+            cmd = ln.replace("localhost:8080", "127.0.0.1:%d" % self.d.port).replace("vgg16-w25", "tiny")
+            r = subprocess.run(["bash", "-c", cmd], cwd=work, env=env, capture_output=True)
+            self.assertEqual(r.returncode, 0, (ln, r.stderr))
+            out = r.stdout.decode(errors="replace")
+            if " -o " in ln:
+                with open(os.path.join(work, ln.split(" -o ")[1].split()[0]), "rb") as f:
+                    self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n", ln)
+            else:
+                self.assertTrue(out.startswith("{"), (ln, out[:200]))
+                self.assertNotIn("error", json.loads(out), (ln, out[:300]))
+
+
+class NoTorch(unittest.TestCase):
+    """A build without libtorch refuses a TorchScript folder with a clear line and still serves MLPs."""
+
+    def test_refused_cleanly(self):
+        root = tempfile.mkdtemp(prefix="loupe-notorch-")
+        fx.write_zero_model(os.path.join(root, "zero"))
+        vgg = os.path.join(root, "vgg")
+        os.makedirs(vgg)
+        with open(os.path.join(vgg, "model.json"), "w") as f:
+            json.dump({"name": "vgg", "kind": "torchscript", "classes": fx.CLASSES,
+                       "input": {"channels": 1, "height": 32, "width": 32, "mean": [0.286], "std": [0.353],
+                                 "resize": "pad"}, "layers": []}, f)
+        with open(os.path.join(vgg, "model.ts"), "wb") as f:
+            f.write(b"PK\x03\x04 not really a TorchScript archive")
+        d = fx.Daemon(LOUPE, root, "--drain-grace", "0")
+        try:
+            self.assertIn("model vgg: skipped: this build has no libtorch", d.read_log())
+            st, _, b = d.json("GET", "/v1/models")
+            self.assertEqual([m["name"] for m in b["models"]], ["zero"])
+            st, _, b = d.json("POST", "/v1/models/zero/predict", png(0), {"Content-Type": "image/png"})
+            self.assertEqual(st, 200, b)
+            st, _, b = d.json("POST", "/v1/models/vgg/predict", png(0), {"Content-Type": "image/png"})
+            self.assertEqual((st, b["error"]["code"]), (404, "model_not_found"))
+            st, _, b = d.json("GET", "/v1/models/zero/layers")
+            self.assertEqual((st, b["layers"]), (200, []))
+        finally:
+            self.assertEqual(d.stop(), 0, d.read_log())
+        img = os.path.join(root, "shoe.png")
+        with open(img, "wb") as f:
+            f.write(png(0))
+        r = subprocess.run([LOUPE, "predict", vgg, img], capture_output=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"this build has no libtorch", r.stderr)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--make-store"]:
+        make_store(STORE)
+        sys.exit(0)
+    unittest.main(argv=[sys.argv[0]] + sys.argv[1:], verbosity=2)
