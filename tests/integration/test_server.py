@@ -89,8 +89,27 @@ class Routes(Served):
         st, h, body = self.d.request("HEAD", "/healthz")
         self.assertEqual((st, body), (200, b""))
 
-    def test_root_page_lists_models(self):
+    def test_root_page_is_the_browser_page(self):
         st, h, body = self.d.request("GET", "/")
+        self.assertEqual(st, 200)
+        self.assertTrue(h["content-type"].startswith("text/html"))
+        self.assertIn(b'<script src="app.js"', body)
+        for path, ctype in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
+            st, h, body = self.d.request("GET", path)
+            self.assertEqual((st, h["content-type"].split(";")[0]), (200, ctype), path)
+            self.assertNotIn(b"http://", body, path)  # everything local: no external assets
+            self.assertNotIn(b"https://", body, path)
+
+    def test_root_page_lists_models(self):
+        """Without a static/index.html, / is a plain list of the models."""
+        import tempfile
+        empty = tempfile.mkdtemp(prefix="loupe-no-static-")
+        d = fx.Daemon(LOUPE, STORE, "--static", empty, "--drain-grace", "0")
+        try:
+            st, h, body = d.request("GET", "/")
+        finally:
+            self.assertEqual(d.stop(), 0)
+            os.rmdir(empty)
         self.assertEqual(st, 200)
         self.assertTrue(h["content-type"].startswith("text/html"))
         for name in (b"alpha", b"beta", b"zero", b"docs/api.md"):
