@@ -104,6 +104,7 @@
   function describe(m) {
     const parts = [m.kind];
     if (m.mlp) parts.push(m.mlp.activation, (m.mlp.sizes || []).join('-'));
+    else if (m.input) parts.push('input ' + [m.input.channels, m.input.height, m.input.width].join('×'));
     if (m.parameters) parts.push(m.parameters.toLocaleString('en') + ' parameters');
     if (m.test_accuracy !== null && m.test_accuracy !== undefined) parts.push('test accuracy ' + pct(m.test_accuracy, 2));
     return parts.filter(Boolean).join(' · ');
@@ -114,6 +115,8 @@
     state.detail = null;
     if (!state.model) return;
     $('model-info').textContent = describe(state.model);
+    const inp = state.model.input || {};
+    $('saliency-size').textContent = inp.height ? inp.height + '×' + inp.width : '';
     const t = $('target');
     t.textContent = '';
     t.append(el('option', { value: '' }, 'the predicted class'));
@@ -350,15 +353,23 @@
     const sel = $('layer');
     sel.textContent = '';
     for (const l of layers) {
-      const o = el('option', { value: String(l.index) }, l.index + ': ' + l.name + ' (' + l.type + (l.channels ? ', ' + l.channels + ' channels' : '') + ')');
+      const shape = l.channels ? ', ' + l.channels + (l.height ? '×' + l.height + '×' + l.width : ' channels') : '';
+      const o = el('option', { value: String(l.index) }, l.index + ': ' + l.name + ' (' + l.type + shape + ')');
       o.dataset.channels = String(l.channels || 1);
+      o.dataset.conv = String(l.conv !== false); // older servers list no "conv": let the server decide
       sel.append(o);
     }
     const fitFilter = () => {
-      const n = Number(sel.selectedOptions[0].dataset.channels);
+      const opt = sel.selectedOptions[0];
+      const n = Number(opt.dataset.channels);
       $('filter').max = String(n - 1);
       if (Number($('filter').value) > n - 1) $('filter').value = String(n - 1);
+      const conv = opt.dataset.conv === 'true';
+      $('show-filter').disabled = !conv;
+      $('show-filter').title = conv ? '' : 'filters are visualised on convolution layers';
     };
+    const firstConv = layers.find((l) => l.conv);
+    if (firstConv) sel.value = String(firstConv.index);
     sel.onchange = fitFilter;
     fitFilter();
     $('cnn-status').textContent = 'Activation maximisation from a seeded random image, and the feature maps the current input makes.';
@@ -376,7 +387,7 @@
       setImage('filter-img', null);
       $('filter-cap').textContent = 'Filter visualisation: ' + busyText(e);
     } finally {
-      $('show-filter').disabled = false;
+      $('show-filter').disabled = $('layer').selectedOptions[0].dataset.conv !== 'true';
     }
   }
 
@@ -424,8 +435,11 @@
     return ticks;
   }
 
+  // Decimals that tell ticks `step` apart.
+  const digits = (step) => Math.max(0, Math.min(4, -Math.floor(Math.log10(step) + 1e-9)));
+
   // series: [{label, color, points: [[x, y]], dash}]; non-finite y values are gaps.
-  // opts: {ylo, yhi, yfmt, hlines: [{y, label, color}]}
+  // opts: {ylo, yhi, yfmt(value, tick step), hlines: [{y, label, color}]}
   function lineChart(c, series, opts) {
     const [g, W, H] = fitCanvas(c);
     const L = 52, R = 12, T = 26, B = 34;
@@ -449,9 +463,11 @@
     g.lineWidth = 1;
     g.textAlign = 'right';
     g.textBaseline = 'middle';
-    for (const t of niceTicks(ylo, yhi, 5)) {
+    const yt = niceTicks(ylo, yhi, 5);
+    const ystep = yt.length > 1 ? yt[1] - yt[0] : 1;
+    for (const t of yt) {
       g.beginPath(); g.moveTo(L, Y(t)); g.lineTo(W - R, Y(t)); g.stroke();
-      g.fillText(opts.yfmt ? opts.yfmt(t) : String(t), L - 6, Y(t));
+      g.fillText(opts.yfmt ? opts.yfmt(t, ystep) : String(t), L - 6, Y(t));
     }
     g.textAlign = 'center';
     g.textBaseline = 'top';
@@ -567,11 +583,11 @@
     lineChart($('loss-chart'), [
       { label: 'train', color: '#3056d3', points: col('train_loss') },
       { label: 'validation', color: '#e8833a', points: col('val_loss') },
-    ], { yfmt: (v) => v.toFixed(2), hlines: met && Number.isFinite(met.test_loss) ? [{ y: met.test_loss, label: 'test', color: '#2e8b57' }] : [] });
+    ], { yfmt: (v, st) => v.toFixed(digits(st)), hlines: met && Number.isFinite(met.test_loss) ? [{ y: met.test_loss, label: 'test', color: '#2e8b57' }] : [] });
     lineChart($('acc-chart'), [
       { label: 'train', color: '#3056d3', points: col('train_accuracy') },
       { label: 'validation', color: '#e8833a', points: col('val_accuracy') },
-    ], { yfmt: (v) => Math.round(100 * v) + '%', hlines: met ? [{ y: met.test_accuracy, label: 'test', color: '#2e8b57' }] : [] });
+    ], { yfmt: (v, st) => (100 * v).toFixed(digits(100 * st)) + '%', hlines: met ? [{ y: met.test_accuracy, label: 'test', color: '#2e8b57' }] : [] });
     const classes = (met && met.classes) || state.model.classes;
     const tbl = $('class-table');
     tbl.textContent = '';
