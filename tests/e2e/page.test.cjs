@@ -4,6 +4,7 @@
 'use strict';
 
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
 
@@ -117,6 +118,22 @@ async function main() {
       });
     });
     await page.screenshot({ path: path.join(SHOTS, 'explore-drawn.png'), fullPage: true });
+
+    await step('dropping a file on the canvas predicts that file again', async () => {
+      const b64 = fs.readFileSync(UPLOAD).toString('base64');
+      const dt = await page.evaluateHandle((data) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        const d = new DataTransfer();
+        d.items.add(new File([bytes], 'dropped.png', { type: 'image/png' }));
+        return d;
+      }, b64);
+      await page.dispatchEvent('#drop', 'drop', { dataTransfer: dt });
+      await page.waitForFunction(() => /dropped\.png/.test(document.getElementById('input-status').textContent));
+      await page.waitForFunction((c) => {
+        const e = document.getElementById('pred-class');
+        return e && e.textContent === c;
+      }, EXPECT);
+    });
 
     await step('the Training tab draws the curves and the confusion matrix', async () => {
       await page.click('#tabs button[data-tab=training]');
