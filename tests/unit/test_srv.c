@@ -1,5 +1,8 @@
 /* test_srv.c -- unit tests of the daemon's pure-C pieces: error table, base64, config, metrics, registry. */
 #define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -9,8 +12,10 @@
 #include "reg.h"
 #include "srv_config.h"
 #include "srv_err.h"
+#include "srv_explain.h"
 #include "srv_input.h"
 #include "srv_metrics.h"
+#include "srv_pool.h"
 #include "srv_reports.h"
 #include "srv_static.h"
 
@@ -223,6 +228,135 @@ static void test_report_names(void) {
     unsetenv("LOUPE_REPORTS");
 }
 
+/* ==== The expensive routes' pool ==== */
+
+typedef struct {
+    srv_job job;
+    pthread_mutex_t *gate; /* held by the test until it lets the job finish */
+    atomic_int *ran, *cancelled;
+} gated_job;
+
+static void gated_fn(srv_job *job, int cancelled) {
+    gated_job *g = (gated_job *)job;
+    pthread_mutex_lock(g->gate);
+    pthread_mutex_unlock(g->gate);
+    atomic_fetch_add(cancelled ? g->cancelled : g->ran, 1);
+}
+
+static void test_pool(void) {
+    pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+    atomic_int ran = 0, cancelled = 0;
+    gated_job jobs[4];
+    srv_metrics *m = srv_metrics_new((const char *const[]){"x"}, 1);
+    srv_pool *p = srv_pool_new(1, 2, m);
+    CHECK(p != NULL && m != NULL);
+    if (!p || !m) return;
+    pthread_mutex_lock(&gate);
+    /* One worker + two queue slots: three places, the fourth is refused. */
+    for (int i = 0; i < 3; i++) {
+        jobs[i] = (gated_job){{NULL, gated_fn, 0}, &gate, &ran, &cancelled};
+        CHECK(srv_pool_reserve(p) == 0);
+        srv_pool_push(p, &jobs[i].job);
+    }
+    CHECK(srv_pool_reserve(p) == -1);
+    size_t len;
+    char *text = srv_metrics_render(m, &len);
+    CHECK_CONTAINS(text, "loupe_expensive_rejected_total 1");
+    free(text);
+    pthread_mutex_unlock(&gate);
+    while (atomic_load(&ran) < 3) usleep(1000);
+    CHECK(srv_pool_reserve(p) == 0); /* places come back as jobs end */
+    jobs[3] = (gated_job){{NULL, gated_fn, 0}, &gate, &ran, &cancelled};
+    srv_pool_push(p, &jobs[3].job);
+    srv_pool_free(p);
+    CHECK(atomic_load(&ran) + atomic_load(&cancelled) == 4);
+    text = srv_metrics_render(m, &len);
+    CHECK_CONTAINS(text, "loupe_expensive_running 0");
+    CHECK_CONTAINS(text, "loupe_expensive_queued 0");
+    free(text);
+    srv_pool_free(NULL);
+    srv_metrics_free(m);
+}
+
+/* ==== Operations: options and encodings ==== */
+
+static const char *no_args(void *ctx, const char *key) {
+    (void)ctx, (void)key;
+    return NULL;
+}
+
+static const char *viz_args(void *ctx, const char *key) {
+    const char *const *kv = ctx;
+    for (; *kv; kv += 2)
+        if (!strcmp(kv[0], key)) return kv[1];
+    return NULL;
+}
+
+static void test_explain_options(void) {
+    char *b = srv_base64_encode((const unsigned char *)"hello!?", 7);
+    CHECK(b && !strcmp(b, "aGVsbG8hPw=="));
+    free(b);
+    b = srv_base64_encode((const unsigned char *)"", 0);
+    CHECK(b && !strcmp(b, ""));
+    free(b);
+
+    /* An MLP model folder, written by hand. */
+    char dir[] = "/tmp/loupe-test-xpl-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char file[300];
+    snprintf(file, sizeof file, "%s/model.json", dir);
+    write_file(file, "{\"kind\": \"mlp\", \"classes\": [\"a\", \"b\"], \"input\": {\"channels\": 1, "
+                     "\"height\": 1, \"width\": 2}, \"mlp\": {\"activation\": \"relu\", \"sizes\": [2, 2]}}");
+    snprintf(file, sizeof file, "%s/weights.safetensors", dir);
+    {
+        const char hdr[] = "{\"layers.0.weight\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]},"
+                           "\"layers.0.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[16,24]}}";
+        FILE *f = fopen(file, "wb");
+        unsigned long long n = sizeof hdr - 1;
+        float w[6] = {1, 0, 0, 1, 0, 0};
+        CHECK(f && fwrite(&n, 8, 1, f) == 1 && fwrite(hdr, 1, n, f) == n && fwrite(w, 4, 6, f) == 6);
+        if (f) fclose(f);
+    }
+    char err[REG_ERR_LEN];
+    reg_model *m = reg_model_load(dir, "tiny", err, sizeof err);
+    CHECK(m != NULL);
+    if (!m) {
+        fprintf(stderr, "%s\n", err);
+        return;
+    }
+    srv_xopts o;
+    srv_fail f;
+    CHECK(srv_xopts_parse(m, SRV_OP_PREDICT, NULL, NULL, no_args, NULL, &o, &f) == 0 && o.top_k == 2);
+    CHECK(srv_xopts_parse(m, SRV_OP_FILTERS, "0", "0", no_args, NULL, &o, &f) == -1);
+    CHECK(f.kind == SRV_E_UNPROCESSABLE && srv_err_status(f.kind) == 422);
+    CHECK(srv_xopts_parse(m, SRV_OP_ACTIVATIONS, "0", NULL, no_args, NULL, &o, &f) == -1 && f.kind == SRV_E_UNPROCESSABLE);
+    const char *bad_target[] = {"target", "2", NULL};
+    CHECK(srv_xopts_parse(m, SRV_OP_SALIENCY, NULL, NULL, viz_args, bad_target, &o, &f) == -1);
+    CHECK(f.kind == SRV_E_BAD_PARAMETER);
+    CHECK_CONTAINS(f.msg, "[0,1]");
+    const char *ok[] = {"target", "b", "format", "json", "scale", "3", NULL};
+    CHECK(srv_xopts_parse(m, SRV_OP_SALIENCY, NULL, NULL, viz_args, ok, &o, &f) == 0);
+    CHECK(o.target == 1 && o.as_json && o.scale == 3);
+    CHECK(!srv_op_expensive(m, SRV_OP_SALIENCY));
+
+    srv_input in;
+    CHECK(srv_input_alloc(m, &in) == 0);
+    in.pixels[0] = 0.25f;
+    in.pixels[1] = 0.75f;
+    srv_input_normalise(m, &in);
+    srv_out out;
+    CHECK(srv_xopts_parse(m, SRV_OP_PREDICT, NULL, NULL, no_args, NULL, &o, &f) == 0);
+    CHECK(srv_explain_run(m, SRV_OP_PREDICT, &o, &in, NULL, 0, &out, &f) == 0);
+    CHECK(!strcmp(out.content_type, "application/json"));
+    CHECK_CONTAINS(out.body, "\"class\":\"b\"");
+    free(out.body);
+    CHECK(srv_explain_layers(m, &out, &f) == 0);
+    CHECK_CONTAINS(out.body, "\"layers\":[]");
+    free(out.body);
+    srv_input_free(&in);
+    reg_model_release(m);
+}
+
 int main(void) {
     RUN(test_err_table);
     RUN(test_base64);
@@ -231,5 +365,7 @@ int main(void) {
     RUN(test_content_types);
     RUN(test_registry_empty_and_broken);
     RUN(test_report_names);
+    RUN(test_pool);
+    RUN(test_explain_options);
     return check_report();
 }
