@@ -332,6 +332,73 @@ def fig_vgg(plt, d, m, classes, figs, tag):
     return names
 
 
+# ==== The seed's three VGG pictures, through the loupe CLI ====
+
+def write_gray_png(path, pixels, side=28):
+    """A grayscale PNG from side*side bytes, with the standard library only."""
+    import struct
+    import zlib
+    raw = b"".join(b"\0" + bytes(pixels[side * y:side * (y + 1)]) for y in range(side))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def vgg_pictures(args, plt, d, figs, tag):
+    """The extra credit's pictures, with `loupe visualize` and `loupe saliency`: filter 1 of
+    conv5_1 (layer 24 in torchvision's vgg16 numbering, the eleventh convolution) from an
+    input image, 40 iterations, a frame every 5; vanilla backprop for class 2 (Pullover);
+    filter 5 of every convolution from a random image. The seed's input was a cat photo;
+    ours is the first Pullover of the test set."""
+    import gzip
+    man = load_json(os.path.join(d, "model.json"))
+    convs = [l for l in man["layers"] if l["type"] == "conv2d"]
+    if not convs:
+        return [], None
+    with gzip.open(os.path.join(args.data, "t10k-images-idx3-ubyte.gz")) as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
+    with gzip.open(os.path.join(args.data, "t10k-labels-idx1-ubyte.gz")) as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    img = os.path.join(figs, "input_pullover.png")
+    write_gray_png(img, images[int(np.argmax(labels == 2))])
+    conv5_1 = convs[10] if len(convs) > 10 else convs[-1]
+    names = ["input_pullover.png"]
+
+    def loupe(*a):
+        subprocess.run([args.loupe, *a], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    names.append(f"vgg_{tag}_conv5_1_filter1.png")
+    loupe("visualize", d, "--layer", str(conv5_1["index"]), "--filter", "1", "--image", img,
+          "--iterations", "40", "--every", "5", "--scale", "4", "--out", os.path.join(figs, names[-1]))
+    names.append(f"vgg_{tag}_saliency_pullover.png")
+    loupe("saliency", d, img, "--target", "2", "--scale", "8", "--overlay", "--out", os.path.join(figs, names[-1]))
+    tiles = []
+    for c in convs:
+        f = min(5, c["channels"] - 1)
+        tmp = os.path.join(figs, f".layer{c['index']}.png")
+        loupe("visualize", d, "--layer", str(c["index"]), "--filter", str(f), "--iterations", "30",
+              "--every", "30", "--scale", "4", "--out", tmp)
+        tiles.append((c, f, plt.imread(tmp)))
+        os.remove(tmp)
+    cols = min(len(tiles), 7)
+    rows = (len(tiles) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (c, f, im) in zip(axes.flat, tiles):
+        ax.imshow(im, cmap="gray")
+        ax.set_title(f"layer {c['index']}, filter {f}", fontsize=8)
+    fig.suptitle(f"VGG ({tag}): filter 5 of every convolution, 30 Adam steps from a random image")
+    fig.tight_layout()
+    names.append(f"vgg_{tag}_filter5_every_conv.png")
+    fig.savefig(os.path.join(figs, names[-1]), dpi=100)
+    plt.close(fig)
+    return names, conv5_1
+
+
 # ==== Findings ====
 
 def findings(m, classes):
@@ -483,6 +550,17 @@ def build_report(args, cfg, out, mlp_dirs, sk, vgg_dirs):
         for name in fig_vgg(plt, d, m, classes, figs, recipe):
             rep["figures"].append(name)
             lines.append(f"![{name}](figures/{name})")
+        pics, conv5_1 = vgg_pictures(args, plt, d, figs, recipe)
+        if pics:
+            rep["figures"] += pics
+            lines += ["", "What the network learned, the seed's three pictures made with `loupe visualize` and "
+                      "`loupe saliency` (the seed's input was a cat photo; this one is the first Pullover of "
+                      f"the test set, ![input](figures/{pics[0]})):", "",
+                      f"- filter 1 of conv5_1 (layer {conv5_1['index']} here, 24 in torchvision's vgg16 without "
+                      "batch norm), optimised from the image for 40 iterations, a frame every 5:",
+                      f"  ![{pics[1]}](figures/{pics[1]})",
+                      f"- vanilla backprop saliency for target class 2 (Pullover): ![{pics[2]}](figures/{pics[2]})",
+                      f"- filter 5 of every convolution from a random image: ![{pics[3]}](figures/{pics[3]})", ""]
         lines += ["", "| class | accuracy | the seed's |", "|---|---|---|"]
         for c, name in enumerate(classes):
             lines.append(f"| {name} | {pct(m['class_accuracy'][c])} | {seed['vgg']['class_accuracy'][c]:.1f}% |")

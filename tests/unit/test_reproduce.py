@@ -42,7 +42,9 @@ def main():
     # Figures: every one named is referenced and is a real PNG.
     expected = {f"mlp_loss_{a}.png" for a in ("sigmoid", "tanh", "relu", "linear")} | \
                {f"loupe_vs_sklearn_{a}.png" for a in ("sigmoid", "tanh", "relu", "linear")} | \
-               {"vgg_default_curves.png", "vgg_default_confusion.png", "vgg_default_one_vs_rest.png"}
+               {"vgg_default_curves.png", "vgg_default_confusion.png", "vgg_default_one_vs_rest.png",
+                "input_pullover.png", "vgg_default_conv5_1_filter1.png", "vgg_default_saliency_pullover.png",
+                "vgg_default_filter5_every_conv.png"}
     assert expected <= set(rep["figures"]), expected - set(rep["figures"])
     for name in rep["figures"]:
         with open(os.path.join(out, "figures", name), "rb") as f:
