@@ -1,9 +1,12 @@
 # Thin wrapper over CMake/CTest: the README's two commands.
 #   make run    install what is missing, build, train the default model if there is none, run it
 #   make test   install what is missing, build (plain and ASan+UBSan), run every test
-.PHONY: all run test deps build build-asan clean
+#   make reproduce [ARGS=--quick]   run the seed report's experiments and write reports/<name>/report.md
+.PHONY: all run test deps build build-asan reproduce clean
 
 JOBS ?= $(shell nproc)
+# Debian's Python, which has torch, sklearn and matplotlib (the python3 first on PATH may not).
+PYTHON ?= /usr/bin/python3
 BUILD ?= build
 CMAKE_FLAGS ?=
 
@@ -27,6 +30,9 @@ test: build build-asan
 
 run: build
 	@scripts/run-default.sh $(BUILD)
+
+reproduce: build
+	$(PYTHON) training/reproduce.py --loupe $(BUILD)/cli/loupe $(ARGS)
 
 clean:
 	rm -rf $(BUILD) build-asan
