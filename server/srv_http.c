@@ -502,6 +502,47 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap) {
 
 /* ==== Daemon ==== */
 
+/* Start n daemons on one port (the first picks it when cfg->port is 0), each
+ * with pool_threads threads. Returns 0, or -1 with none left running. */
+static int start_daemons(srv_ctx *ctx, unsigned flags, struct sockaddr *addr, unsigned n,
+                         unsigned pool_threads) {
+    const srv_config *cfg = ctx->cfg;
+    unsigned port = cfg->port;
+    for (unsigned i = 0; i < n; i++) {
+        if (addr && addr->sa_family == AF_INET) ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)port);
+        if (addr && addr->sa_family == AF_INET6) ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)port);
+        struct MHD_OptionItem opts[16];
+        int k = 0;
+        unsigned conns = (cfg->max_connections + n - 1) / n;
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->conn_timeout, NULL};
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->conn_memory, NULL};
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)conns, NULL};
+        /* On Linux this is SO_REUSEPORT, which also lets the listeners share the port. */
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
+        if (pool_threads > 1)
+            opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)pool_threads, NULL};
+        if (addr) opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, addr};
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+        struct MHD_Daemon *d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, ctx,
+                                                MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+                                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, ctx,
+                                                MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+        if (!d) {
+            for (int j = 0; j < ctx->n_daemons; j++) MHD_stop_daemon(ctx->daemons[j]);
+            ctx->n_daemons = 0;
+            return -1;
+        }
+        ctx->daemons[ctx->n_daemons++] = d;
+        if (i == 0) {
+            const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+            port = info && info->port ? info->port : cfg->port;
+        }
+    }
+    ctx->port = port;
+    return 0;
+}
+
 int srv_http_start(srv_ctx *ctx, char *err, size_t errlen) {
     const srv_config *cfg = ctx->cfg;
     struct sockaddr_in6 a6;
@@ -526,36 +567,22 @@ int srv_http_start(srv_ctx *ctx, char *err, size_t errlen) {
             return -1;
         }
     }
-    struct MHD_OptionItem opts[16];
-    int n = 0;
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->conn_timeout, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->conn_memory, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->max_connections, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
-    if (cfg->threads > 1)
-        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)cfg->threads, NULL};
-    if (addr) opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, addr};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-
-    ctx->daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, ctx,
-                                   MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-                                   MHD_OPTION_NOTIFY_COMPLETED, on_completed, ctx,
-                                   MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
-    if (!ctx->daemon) {
-        snprintf(err, errlen, "cannot listen on %s:%u (port in use, or a bad option)",
-                 cfg->host && *cfg->host ? cfg->host : "*", cfg->port);
-        return -1;
-    }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(ctx->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    ctx->port = info ? info->port : cfg->port;
-    return 0;
+    /* One listener per request thread when the kernel balances SO_REUSEPORT
+     * sockets: a shared listening socket lets whichever pool thread wakes first
+     * take each connection, which can leave one thread with most of them. */
+    unsigned listeners = cfg->threads < SRV_MAX_LISTENERS ? cfg->threads : SRV_MAX_LISTENERS;
+    if (start_daemons(ctx, flags, addr, listeners, 1) == 0) return 0;
+    if (listeners > 1 && start_daemons(ctx, flags, addr, 1, cfg->threads) == 0) return 0;
+    snprintf(err, errlen, "cannot listen on %s:%u (port in use, or a bad option)",
+             cfg->host && *cfg->host ? cfg->host : "*", cfg->port);
+    return -1;
 }
 
 void srv_http_quiesce(srv_ctx *ctx) {
-    if (!ctx->daemon) return;
-    MHD_socket s = MHD_quiesce_daemon(ctx->daemon);
-    if (s != MHD_INVALID_SOCKET) close(s);
+    for (int i = 0; i < ctx->n_daemons; i++) {
+        MHD_socket s = MHD_quiesce_daemon(ctx->daemons[i]);
+        if (s != MHD_INVALID_SOCKET) close(s);
+    }
 }
 
 void srv_http_stop(srv_ctx *ctx) {
@@ -564,10 +591,10 @@ void srv_http_stop(srv_ctx *ctx) {
     srv_pool_free(ctx->pool);
     ctx->pool = NULL;
     double end = srv_now() + 2;
-    while (ctx->daemon && atomic_load(&ctx->in_flight) > 0 && srv_now() < end) {
+    while (ctx->n_daemons && atomic_load(&ctx->in_flight) > 0 && srv_now() < end) {
         struct timespec ts = {0, 5 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    if (ctx->daemon) MHD_stop_daemon(ctx->daemon);
-    ctx->daemon = NULL;
+    for (int i = 0; i < ctx->n_daemons; i++) MHD_stop_daemon(ctx->daemons[i]);
+    ctx->n_daemons = 0;
 }

@@ -22,6 +22,8 @@ struct srv_pool;
 struct srv_job;
 
 /* Everything a request handler may reach. Only the atomics change after start. */
+#define SRV_MAX_LISTENERS 64
+
 typedef struct srv_ctx {
     const srv_config *cfg;
     reg *registry;
@@ -31,7 +33,11 @@ typedef struct srv_ctx {
     char docs_root[PATH_MAX];     /* realpath of cfg->docs_dir, "" when missing */
     atomic_int draining;          /* 1 once SIGTERM came: /readyz 503, connections close */
     atomic_long in_flight;        /* requests between first callback and completion */
-    struct MHD_Daemon *daemon;
+    /* One libmicrohttpd daemon, one thread, one listening socket per request
+     * thread (SO_REUSEPORT: the kernel spreads connections evenly over them);
+     * or a single daemon with a thread pool where the kernel cannot. */
+    struct MHD_Daemon *daemons[SRV_MAX_LISTENERS];
+    int n_daemons;
     unsigned port;                /* the bound port */
     struct srv_pool *pool;        /* workers of the expensive routes (srv_req_defer); NULL: run inline */
 } srv_ctx;

@@ -311,7 +311,7 @@ int train_mlp_main(int argc, char **argv) {
     fprintf(stderr, ", %zu parameters; %d train / %d val / %d test (split %s); lr %g, batch %d, "
             "%d epochs; BLAS %s, %d threads\n", mlp_n_params(net), d.train.n, d.val.n, d.test.n,
             fm_split_name(o.split), (double)o.lr, o.batch, o.epochs, blas_env_kernel(),
-            o.threads > 0 ? o.threads : blas_env_cores());
+            threads);
 
     rng r;
     rng_seed(&r, o.seed ^ 0xba7c4ull);
