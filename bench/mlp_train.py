@@ -12,7 +12,11 @@ Loupe picks it from CPUID, exported here for the peers too) and all cores:
   pytorch  eager nn.Sequential + torch.optim.SGD, torch.set_num_threads(cores),
            batches pre-sliced before the clock starts
 It prints seconds per epoch, the ratios, Loupe's GFLOP/s beside the machine's
-large-SGEMM GFLOP/s, and the peak resident memory of a full 100-epoch Loupe run.
+large-SGEMM GFLOP/s, and the peak resident memory of a full 100-epoch Loupe run
+(measured first, while this script is still small: a child's peak RSS includes
+its parent's at fork). For reference it also times sklearn once more with
+OpenBLAS choosing its kernel itself, as a user who never heard of
+OPENBLAS_CORETYPE gets it (on CPUs OpenBLAS does not know, a slow generic one).
 
 usage: bench/mlp_train.py [--loupe build/cli/loupe] [--epochs 3] [--memory-epochs 100]
 """
@@ -152,6 +156,11 @@ def loupe_peak_rss(loupe, epochs, tmp):
 
 
 def main():
+    if os.environ.get("LOUPE_BENCH_SKLEARN_ONLY"):
+        # The reference run: sklearn under OpenBLAS's own kernel choice.
+        x, y = load_images()
+        print(f"SKLEARN {bench_sklearn(x, y, int(os.environ['LOUPE_BENCH_SKLEARN_ONLY']))} {blas_kernel()}")
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--loupe", default="build/cli/loupe", help="the loupe binary")
     ap.add_argument("--epochs", type=int, default=3, help="epochs each contender trains (default 3)")
@@ -163,6 +172,10 @@ def main():
         # Re-run with the kernel set before numpy loads OpenBLAS (it reads it once, at load).
         os.environ["OPENBLAS_CORETYPE"] = core
         os.execv(sys.executable, [sys.executable] + sys.argv)
+    rss = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.memory_epochs:
+            rss = loupe_peak_rss(args.loupe, args.memory_epochs, tmp)
     x, y = load_images()
     cores = os.cpu_count()
     print(f"machine: {platform.processor() or platform.machine()}, {cores} cores; "
@@ -181,9 +194,17 @@ def main():
         print(f"\nLoupe: {gf:.1f} GFLOP/s useful work ({flops_per_epoch() / 1e9:.1f} GFLOP an epoch); "
               f"large SGEMM (4096^3, numpy, same OpenBLAS kernel) on this machine: {gemm:.1f} GFLOP/s "
               f"({100 * gf / gemm:.0f}% of it)")
-        if args.memory_epochs:
-            rss, wall, acc = loupe_peak_rss(args.loupe, args.memory_epochs, tmp)
-            print(f"Loupe {args.memory_epochs}-epoch run: peak RSS {rss:.0f} MB, {wall:.0f} s wall, "
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        env["LOUPE_BENCH_SKLEARN_ONLY"] = str(args.epochs)
+        ref = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True)
+        line = [l for l in ref.stdout.splitlines() if l.startswith("SKLEARN ")]
+        if line:
+            secs, kernel = line[0].split(" ", 2)[1:]
+            print(f"{'sklearn*':<10} {float(secs):8.3f} {float(secs) / loupe_s:9.1f}x   "
+                  f"(* OpenBLAS's own kernel choice, {kernel}, as a user gets it unless told)")
+        if rss:
+            mb, wall, acc = rss
+            print(f"Loupe {args.memory_epochs}-epoch run: peak RSS {mb:.0f} MB, {wall:.0f} s wall, "
                   f"test accuracy {100 * acc:.2f}%")
 
 

@@ -3,8 +3,10 @@
 #define LOUPE_BLAS_ENV_H
 
 /* Call first thing in main(). OpenBLAS reads OPENBLAS_CORETYPE once, when it is
- * loaded, and on CPUs it does not know (e.g. AMD Zen 4) it falls back to a slow
- * generic kernel. When the variable is unset, this chooses SkylakeX (AVX-512
+ * loaded, and on CPUs it does not know it falls back to a slow generic kernel
+ * (Prescott); on others its pick is not the fastest for the MLP's small GEMMs
+ * (on AMD Zen 4 Debian's 0.3.21 picks Cooperlake: 0.47 s an epoch against
+ * SkylakeX's 0.41). When the variable is unset, this chooses SkylakeX (AVX-512
  * F/BW/DQ/VL usable by the OS) or Haswell (AVX2+FMA) from CPUID, sets it, and
  * re-executes the program once so the library loads with it. A user's own
  * OPENBLAS_CORETYPE is always kept. If the re-exec fails the program goes on
