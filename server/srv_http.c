@@ -260,6 +260,25 @@ static int dispatch(srv_req *r, unsigned *allowed) {
 
 /* ==== Multipart ==== */
 
+/* Append size bytes to the request's body, growing it by doubling from
+ * first_cap up to cfg->max_body (the callers check the limit first).
+ * Returns 0, or -1 when out of memory (the body is left as it was). */
+static int body_append(srv_req *r, const char *data, size_t size, size_t first_cap) {
+    size_t max = r->ctx->cfg->max_body;
+    if (r->body_len + size > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : first_cap;
+        while (cap < r->body_len + size) cap *= 2;
+        if (cap > max) cap = max;
+        unsigned char *nb = realloc(r->body, cap);
+        if (!nb) return -1;
+        r->body = nb;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, size);
+    r->body_len += size;
+    return 0;
+}
+
 static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
                                  const char *content_type, const char *transfer_encoding, const char *data,
                                  uint64_t off, size_t size) {
@@ -273,20 +292,10 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
         early_error(r, SRV_E_TOO_LARGE, "the image field is larger than the limit of %zu bytes", max);
         return MHD_NO;
     }
-    if (r->body_len + size > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap : 65536;
-        while (cap < r->body_len + size) cap *= 2;
-        if (cap > max) cap = max;
-        unsigned char *nb = realloc(r->body, cap);
-        if (!nb) {
-            early_error(r, SRV_E_NOMEM, "out of memory reading the upload");
-            return MHD_NO;
-        }
-        r->body = nb;
-        r->body_cap = cap;
+    if (body_append(r, data, size, 65536)) {
+        early_error(r, SRV_E_NOMEM, "out of memory reading the upload");
+        return MHD_NO;
     }
-    memcpy(r->body + r->body_len, data, size);
-    r->body_len += size;
     return MHD_YES;
 }
 
@@ -404,20 +413,8 @@ static enum MHD_Result req_body(srv_req *r, const char *data, size_t size) {
         r->discarded += size;
         return MHD_YES;
     }
-    if (r->body_len + size > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap : 16384;
-        while (cap < r->body_len + size) cap *= 2;
-        if (cap > max) cap = max;
-        unsigned char *nb = realloc(r->body, cap);
-        if (!nb) {
-            early_error(r, SRV_E_NOMEM, "out of memory reading the body");
-            return MHD_YES;
-        }
-        r->body = nb;
-        r->body_cap = cap;
-    }
-    memcpy(r->body + r->body_len, data, size);
-    r->body_len += size;
+    if (body_append(r, data, size, 16384))
+        early_error(r, SRV_E_NOMEM, "out of memory reading the body");
     return MHD_YES;
 }
 

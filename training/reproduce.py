@@ -218,6 +218,14 @@ def plt_module():
     return plt
 
 
+def save_fig(plt, fig, figs, name):
+    """Write fig as figs/name and close it; returns name."""
+    fig.tight_layout()
+    fig.savefig(os.path.join(figs, name), dpi=100)
+    plt.close(fig)
+    return name
+
+
 def series(hist, key):
     return [e.get(key) if e.get(key) is not None else np.nan for e in hist["epochs"]]
 
@@ -242,11 +250,7 @@ def fig_mlp_losses(plt, mlp_dirs, figs):
             ax.axvline(stop, color="red", linestyle="--", label=f"loss not finite (epoch {stop})")
         ax.set(title=f"Loupe MLP, {act}: loss per epoch", xlabel="epoch", ylabel="cross-entropy (nats)")
         ax.legend()
-        fig.tight_layout()
-        name = f"mlp_loss_{act}.png"
-        fig.savefig(os.path.join(figs, name), dpi=100)
-        plt.close(fig)
-        names.append(name)
+        names.append(save_fig(plt, fig, figs, f"mlp_loss_{act}.png"))
     return names
 
 
@@ -271,11 +275,7 @@ def fig_vs_sklearn(plt, mlp_dirs, sk, figs):
         ax.set(title=f"training loss, {act}: Loupe vs sklearn", xlabel="epoch / iteration",
                ylabel="cross-entropy (nats)")
         ax.legend()
-        fig.tight_layout()
-        name = f"loupe_vs_sklearn_{act}.png"
-        fig.savefig(os.path.join(figs, name), dpi=100)
-        plt.close(fig)
-        names.append(name)
+        names.append(save_fig(plt, fig, figs, f"loupe_vs_sklearn_{act}.png"))
     return names
 
 
