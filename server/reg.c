@@ -1,11 +1,11 @@
 /* reg.c -- model registry: load folders, keep an immutable snapshot, swap it under a mutex. */
 #include "reg.h"
+#include "errbuf.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,14 +30,6 @@ struct reg {
 };
 
 /* ==== Models ==== */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) SRV_PRINTF(3, 4);
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static char *path_join(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
@@ -83,7 +75,7 @@ static json_t *load_optional(const char *dir, const char *file, char *err, size_
     if (stat(p, &st) == 0) {
         json_error_t je;
         j = json_load_file(p, JSON_REJECT_DUPLICATES, &je);
-        if (!j) set_err(err, errlen, "%s: line %d: %s", file, je.line, je.text);
+        if (!j) errbuf_set(err, errlen, "%s: line %d: %s", file, je.line, je.text);
     }
     free(p);
     return j;
@@ -99,7 +91,7 @@ static int get_int(json_t *obj, const char *key, int lo, int hi, int *out) {
 }
 
 static int nomem(char *err, size_t errlen) {
-    set_err(err, errlen, "out of memory");
+    errbuf_set(err, errlen, "out of memory");
     return -1;
 }
 
@@ -112,14 +104,14 @@ static int get_norm(json_t *input, int channels, reg_model *m, char *err, size_t
         json_t *v = json_object_get(input, keys[k]);
         size_t n = json_is_array(v) ? json_array_size(v) : 1;
         if (v && n != 1 && n != (size_t)channels) {
-            set_err(err, errlen, "model.json: input.%s has %zu values for %d channels", keys[k], n, channels);
+            errbuf_set(err, errlen, "model.json: input.%s has %zu values for %d channels", keys[k], n, channels);
             return -1;
         }
         for (int c = 0; c < channels; c++) {
             json_t *e = json_is_array(v) ? json_array_get(v, n == 1 ? 0 : (size_t)c) : v;
             double d = k ? 1.0 : 0.0;
             if (v && (!json_is_number(e) || !isfinite(d = json_number_value(e)) || (k && !(d > 0)))) {
-                set_err(err, errlen, "model.json: input mean/std must be finite numbers, std > 0");
+                errbuf_set(err, errlen, "model.json: input mean/std must be finite numbers, std > 0");
                 return -1;
             }
             dst[c] = (float)d;
@@ -143,7 +135,7 @@ static int get_resize(json_t *input, int is_cnn, reg_model *m, char *err, size_t
         /* The images the model was trained on are 28x28 (source_size may say otherwise). */
         int side = 28;
         if (json_object_get(input, "source_size") && get_int(input, "source_size", 1, 4096, &side)) {
-            set_err(err, errlen, "model.json: input.source_size must be a whole number in [1,4096]");
+            errbuf_set(err, errlen, "model.json: input.source_size must be a whole number in [1,4096]");
             return -1;
         }
         m->resize = REG_RESIZE_PAD;
@@ -154,14 +146,14 @@ static int get_resize(json_t *input, int is_cnn, reg_model *m, char *err, size_t
     if (!strcmp(rs, "resize_crop")) {
         if (get_int(input, "resize_to", 1, 4096, &m->resize_to) || m->resize_to < m->width ||
             m->resize_to < m->height) {
-            set_err(err, errlen, "model.json: \"resize_crop\" needs input.resize_to >= width and height");
+            errbuf_set(err, errlen, "model.json: \"resize_crop\" needs input.resize_to >= width and height");
             return -1;
         }
         m->resize = REG_RESIZE_CROP;
         m->src_w = m->src_h = 28; /* JSON pixels: a Fashion-MNIST image, resized as the trainer does */
         return 0;
     }
-    set_err(err, errlen, "model.json: input.resize \"%s\" is not \"pad\" or \"resize_crop\"", rs);
+    errbuf_set(err, errlen, "model.json: input.resize \"%s\" is not \"pad\" or \"resize_crop\"", rs);
     return -1;
 }
 
@@ -182,11 +174,11 @@ static int load_cnn(reg_model *m, json_t *manifest, const char *dir, char *err, 
     m->cnn = lt_model_load(path, &p, lerr, sizeof lerr);
     free(path);
     if (!m->cnn) {
-        set_err(err, errlen, "model.ts: %s", lerr);
+        errbuf_set(err, errlen, "model.ts: %s", lerr);
         return -1;
     }
     if (lt_model_n_classes(m->cnn) != m->n_classes) {
-        set_err(err, errlen, "model.ts has %d outputs for %d classes", lt_model_n_classes(m->cnn), m->n_classes);
+        errbuf_set(err, errlen, "model.ts has %d outputs for %d classes", lt_model_n_classes(m->cnn), m->n_classes);
         return -1;
     }
     json_t *mlayers = json_object_get(manifest, "layers");
@@ -197,7 +189,7 @@ static int load_cnn(reg_model *m, json_t *manifest, const char *dir, char *err, 
         lt_layer_info li;
         if (lt_layer_get_info(m->cnn, i, &li, lerr, sizeof lerr)) {
             json_decref(layers);
-            set_err(err, errlen, "model.ts: %s", lerr);
+            errbuf_set(err, errlen, "model.ts: %s", lerr);
             return -1;
         }
         char dflt[32];
@@ -230,11 +222,11 @@ static int load_mlp(reg_model *m, json_t *manifest, const char *dir, char *err, 
     const char *act_name = json_string_value(json_object_get(jm, "activation"));
     mlp_act act;
     if (!json_is_object(jm) || !json_is_array(sizes) || !act_name) {
-        set_err(err, errlen, "model.json: \"mlp\" needs \"activation\" and \"sizes\"");
+        errbuf_set(err, errlen, "model.json: \"mlp\" needs \"activation\" and \"sizes\"");
         return -1;
     }
     if (mlp_act_parse(act_name, &act)) {
-        set_err(err, errlen, "model.json: unknown activation \"%s\"", act_name);
+        errbuf_set(err, errlen, "model.json: unknown activation \"%s\"", act_name);
         return -1;
     }
     char *path = path_join(dir, "weights.safetensors");
@@ -242,34 +234,34 @@ static int load_mlp(reg_model *m, json_t *manifest, const char *dir, char *err, 
     m->net = mlp_load(path, act, 0, merr, sizeof merr);
     free(path);
     if (!m->net) {
-        set_err(err, errlen, "weights.safetensors: %s", merr);
+        errbuf_set(err, errlen, "weights.safetensors: %s", merr);
         return -1;
     }
     int nl = mlp_n_layers(m->net);
     if ((int)json_array_size(sizes) != nl + 1) {
-        set_err(err, errlen, "model.json lists %zu sizes, weights.safetensors has %d layers",
+        errbuf_set(err, errlen, "model.json lists %zu sizes, weights.safetensors has %d layers",
                 json_array_size(sizes), nl);
         return -1;
     }
     for (int i = 0; i <= nl; i++) {
         json_t *s = json_array_get(sizes, (size_t)i);
         if (!json_is_integer(s) || json_integer_value(s) != mlp_size(m->net, i)) {
-            set_err(err, errlen, "model.json sizes[%d] does not match weights.safetensors (%d)", i,
+            errbuf_set(err, errlen, "model.json sizes[%d] does not match weights.safetensors (%d)", i,
                     mlp_size(m->net, i));
             return -1;
         }
     }
     if (mlp_n_inputs(m->net) != m->channels * m->height * m->width) {
-        set_err(err, errlen, "the network takes %d inputs, the input is %dx%dx%d", mlp_n_inputs(m->net),
+        errbuf_set(err, errlen, "the network takes %d inputs, the input is %dx%dx%d", mlp_n_inputs(m->net),
                 m->channels, m->height, m->width);
         return -1;
     }
     if (mlp_n_outputs(m->net) != m->n_classes) {
-        set_err(err, errlen, "the network has %d outputs for %d classes", mlp_n_outputs(m->net), m->n_classes);
+        errbuf_set(err, errlen, "the network has %d outputs for %d classes", mlp_n_outputs(m->net), m->n_classes);
         return -1;
     }
     if (!mlp_params_finite(m->net)) {
-        set_err(err, errlen, "weights.safetensors holds non-finite parameters");
+        errbuf_set(err, errlen, "weights.safetensors holds non-finite parameters");
         return -1;
     }
 
@@ -291,24 +283,24 @@ reg_model *reg_model_load(const char *dir, const char *name, char *err, size_t e
     json_error_t je;
     manifest = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!manifest) {
-        set_err(err, errlen, "model.json: line %d: %s", je.line, je.text);
+        errbuf_set(err, errlen, "model.json: line %d: %s", je.line, je.text);
         goto fail;
     }
     if (!json_is_object(manifest)) {
-        set_err(err, errlen, "model.json is not a JSON object");
+        errbuf_set(err, errlen, "model.json is not a JSON object");
         goto fail;
     }
     const char *kind = json_string_value(json_object_get(manifest, "kind"));
     if (!kind) {
-        set_err(err, errlen, "model.json has no \"kind\"");
+        errbuf_set(err, errlen, "model.json has no \"kind\"");
         goto fail;
     }
     if (strcmp(kind, "mlp") && strcmp(kind, "torchscript")) {
-        set_err(err, errlen, "kind \"%s\" is not supported by this daemon (\"mlp\" or \"torchscript\")", kind);
+        errbuf_set(err, errlen, "kind \"%s\" is not supported by this daemon (\"mlp\" or \"torchscript\")", kind);
         goto fail;
     }
     if (!strcmp(kind, "torchscript") && !lt_available()) {
-        set_err(err, errlen, "this build has no libtorch (LOUPE_WITH_TORCH=OFF or libtorch-dev missing): "
+        errbuf_set(err, errlen, "this build has no libtorch (LOUPE_WITH_TORCH=OFF or libtorch-dev missing): "
                               "TorchScript models are not served; MLPs still are");
         goto fail;
     }
@@ -316,7 +308,7 @@ reg_model *reg_model_load(const char *dir, const char *name, char *err, size_t e
 
     json_t *classes = json_object_get(manifest, "classes");
     if (!json_is_array(classes) || json_array_size(classes) < 2 || json_array_size(classes) > 100000) {
-        set_err(err, errlen, "model.json: \"classes\" must be an array of at least 2 names");
+        errbuf_set(err, errlen, "model.json: \"classes\" must be an array of at least 2 names");
         goto fail;
     }
     m->n_classes = (int)json_array_size(classes);
@@ -324,7 +316,7 @@ reg_model *reg_model_load(const char *dir, const char *name, char *err, size_t e
     for (int i = 0; i < m->n_classes; i++) {
         const char *c = json_string_value(json_array_get(classes, (size_t)i));
         if (!c) {
-            set_err(err, errlen, "model.json: classes[%d] is not a string", i);
+            errbuf_set(err, errlen, "model.json: classes[%d] is not a string", i);
             goto fail;
         }
         if (!(m->classes[i] = strdup(c))) goto nomem;
@@ -333,14 +325,14 @@ reg_model *reg_model_load(const char *dir, const char *name, char *err, size_t e
     json_t *input = json_object_get(manifest, "input");
     if (!json_is_object(input) || get_int(input, "channels", 1, LT_MAX_CHANNELS, &m->channels) ||
         get_int(input, "height", 1, 4096, &m->height) || get_int(input, "width", 1, 4096, &m->width)) {
-        set_err(err, errlen, "model.json: \"input\" needs integer channels (1..%d), height and width",
+        errbuf_set(err, errlen, "model.json: \"input\" needs integer channels (1..%d), height and width",
                 LT_MAX_CHANNELS);
         goto fail;
     }
     if (get_norm(input, m->channels, m, err, errlen)) goto fail;
     int is_cnn = !strcmp(kind, "torchscript");
     if (!is_cnn && m->channels != 1) {
-        set_err(err, errlen, "model.json: input has %d channels; MLPs here take grayscale (1)", m->channels);
+        errbuf_set(err, errlen, "model.json: input has %d channels; MLPs here take grayscale (1)", m->channels);
         goto fail;
     }
     if (get_resize(input, is_cnn, m, err, errlen)) goto fail;
@@ -389,7 +381,7 @@ reg_model *reg_model_load(const char *dir, const char *name, char *err, size_t e
     return m;
 
 nomem:
-    set_err(err, errlen, "out of memory");
+    errbuf_set(err, errlen, "out of memory");
 fail:
     json_decref(manifest);
     json_decref(metrics);
@@ -529,7 +521,7 @@ int reg_reload(reg *r, json_t **report_out, char *err, size_t errlen) {
     pthread_mutex_lock(&r->reload_lock);
     d = opendir(r->dir);
     if (!d) {
-        set_err(err, errlen, "cannot read the model store %s: %s", r->dir, strerror(errno));
+        errbuf_set(err, errlen, "cannot read the model store %s: %s", r->dir, strerror(errno));
         pthread_mutex_unlock(&r->reload_lock);
         goto fail;
     }
@@ -593,7 +585,7 @@ int reg_reload(reg *r, json_t **report_out, char *err, size_t errlen) {
     return n;
 
 nomem:
-    set_err(err, errlen, "out of memory");
+    errbuf_set(err, errlen, "out of memory");
 fail:
     free(s);
     json_decref(report);

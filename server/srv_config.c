@@ -1,9 +1,9 @@
 /* srv_config.c -- flags and environment variables of `loupe serve`, from one table. */
 #include "srv_config.h"
+#include "errbuf.h"
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -65,13 +65,6 @@ static const opt_spec opts[] = {
      "libtorch intra-op threads per call (default 1: requests already run in parallel)"},
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* "8M", "64K", "1G", "512" (also "8MiB", "8MB": powers of two either way). */
 static int parse_size(const char *s, uint64_t *out) {
@@ -135,7 +128,7 @@ static int set_opt(srv_config *cfg, const opt_spec *o, const char *val, const ch
         else break;
         return 0;
     }
-    set_err(err, errlen, "bad value '%s' for %s%s", val, src, src[0] == '-' ? o->flag : "");
+    errbuf_set(err, errlen, "bad value '%s' for %s%s", val, src, src[0] == '-' ? o->flag : "");
     return -1;
 }
 
@@ -187,7 +180,7 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *er
             return 1;
         }
         if (strncmp(arg, "--", 2)) {
-            set_err(err, errlen, "unexpected argument '%s'", arg);
+            errbuf_set(err, errlen, "unexpected argument '%s'", arg);
             return -1;
         }
         const char *name = arg + 2, *eq = strchr(name, '=');
@@ -196,45 +189,45 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *er
         for (size_t i = 0; i < N_OPTS; i++)
             if (strlen(opts[i].flag) == nlen && !strncmp(opts[i].flag, name, nlen)) o = &opts[i];
         if (!o) {
-            set_err(err, errlen, "unknown option '%s' (see loupe serve --help)", arg);
+            errbuf_set(err, errlen, "unknown option '%s' (see loupe serve --help)", arg);
             return -1;
         }
         const char *val;
         if (eq) val = eq + 1;
         else if (a + 1 < argc) val = argv[++a];
         else {
-            set_err(err, errlen, "option --%s needs a value", o->flag);
+            errbuf_set(err, errlen, "option --%s needs a value", o->flag);
             return -1;
         }
         if (set_opt(cfg, o, val, "--", err, errlen)) return -1;
     }
     if (cfg->port > 65535) {
-        set_err(err, errlen, "port %u is out of range", cfg->port);
+        errbuf_set(err, errlen, "port %u is out of range", cfg->port);
         return -1;
     }
     if (cfg->threads < 1) cfg->threads = 1;
     if (cfg->threads > 1024) {
-        set_err(err, errlen, "--threads %u is too many (at most 1024)", cfg->threads);
+        errbuf_set(err, errlen, "--threads %u is too many (at most 1024)", cfg->threads);
         return -1;
     }
     if (cfg->expensive_concurrency < 1 || cfg->expensive_concurrency > 1024) {
-        set_err(err, errlen, "--expensive-concurrency must be in [1,1024]");
+        errbuf_set(err, errlen, "--expensive-concurrency must be in [1,1024]");
         return -1;
     }
     if (cfg->expensive_queue > 65536) {
-        set_err(err, errlen, "--expensive-queue must be in [0,65536]");
+        errbuf_set(err, errlen, "--expensive-queue must be in [0,65536]");
         return -1;
     }
     if (cfg->torch_threads < 1 || cfg->torch_threads > 1024) {
-        set_err(err, errlen, "--torch-threads must be in [1,1024]");
+        errbuf_set(err, errlen, "--torch-threads must be in [1,1024]");
         return -1;
     }
     if (cfg->max_body < 1) {
-        set_err(err, errlen, "--max-body must be at least 1 byte");
+        errbuf_set(err, errlen, "--max-body must be at least 1 byte");
         return -1;
     }
     if (cfg->conn_memory < 4096) {
-        set_err(err, errlen, "--conn-memory must be at least 4K");
+        errbuf_set(err, errlen, "--conn-memory must be at least 4K");
         return -1;
     }
     return 0;
