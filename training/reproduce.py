@@ -72,6 +72,30 @@ def finite_or_none(v):
     return v if v is not None and math.isfinite(v) else None
 
 
+# ==== Runs that write a model folder ====
+
+def finished(d, args):
+    """A model folder from an earlier invocation, to reuse unless --force."""
+    return os.path.isfile(os.path.join(d, "metrics.json")) and not args.force
+
+
+def train_folder(label, d, cmd, ok, show_progress):
+    """Run a trainer that writes the model folder d; record its wall time in d/wall.json.
+    Without show_progress its stderr is kept back and shown only if it fails."""
+    log(f"{label}: {' '.join(cmd)}")
+    t0 = time.time()
+    p = subprocess.run(cmd, stderr=None if show_progress else subprocess.PIPE, text=True)
+    if p.returncode not in ok:
+        sys.exit(f"reproduce: {label} failed (exit {p.returncode}):\n{p.stderr or ''}")
+    save_json(os.path.join(d, "wall.json"), {"seconds": time.time() - t0, "command": cmd})
+
+
+def wall_seconds(d):
+    """The wall time train_folder recorded for d, or None."""
+    path = os.path.join(d, "wall.json")
+    return load_json(path)["seconds"] if os.path.isfile(path) else None
+
+
 # ==== The MLP runs (Loupe) ====
 
 def run_mlp(args, cfg, runs):
@@ -79,7 +103,7 @@ def run_mlp(args, cfg, runs):
     for act in ACTS:
         d = os.path.join(runs, f"mlp-{act}")
         out[act] = d
-        if os.path.isfile(os.path.join(d, "metrics.json")) and not args.force:
+        if finished(d, args):
             log(f"mlp {act}: reusing {d}")
             continue
         cmd = [args.loupe, "train-mlp", "--split", "seed", "--activation", act, "--lr", "0.1",
@@ -89,12 +113,8 @@ def run_mlp(args, cfg, runs):
             cmd += ["--train-limit", str(cfg["train_limit"])]
         if act == "linear":
             cmd.append("--keep-going")
-        log(f"mlp {act}: {' '.join(cmd)}")
-        t0 = time.time()
-        p = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
-        if p.returncode not in (0, 3):
-            sys.exit(f"reproduce: train-mlp failed for {act}:\n{p.stderr}")
-        save_json(os.path.join(d, "wall.json"), {"seconds": time.time() - t0, "command": cmd})
+        # Exit status 3: stopped on divergence, the folder written all the same.
+        train_folder(f"mlp {act}", d, cmd, ok=(0, 3), show_progress=False)
     return out
 
 
@@ -195,17 +215,14 @@ def run_vgg(args, cfg, runs):
     for recipe in recipes:
         d = os.path.join(runs, f"vgg-{recipe}")
         out[recipe] = d
-        if os.path.isfile(os.path.join(d, "metrics.json")) and not args.force:
+        if finished(d, args):
             log(f"vgg {recipe}: reusing {d}")
             continue
         cmd = [sys.executable, os.path.join(HERE, "train_vgg.py"), "--recipe", recipe, "--out", d,
                "--data", args.data, "--quiet"] + cfg["vgg"]
         if recipe == "seed":
             cmd += ["--pretrained", args.pretrained]
-        log(f"vgg {recipe}: {' '.join(cmd)}")
-        t0 = time.time()
-        subprocess.run(cmd, check=True)
-        save_json(os.path.join(d, "wall.json"), {"seconds": time.time() - t0, "command": cmd})
+        train_folder(f"vgg {recipe}", d, cmd, ok=(0,), show_progress=True)
     return out
 
 
@@ -474,7 +491,7 @@ def build_report(args, cfg, out, mlp_dirs, sk, vgg_dirs):
                 row[f"mine_{e}"] = load_json(os.path.join(ck, "metrics.json"))["test_accuracy"] \
                     if os.path.isdir(ck) else None
             table[act] = row
-            w = load_json(os.path.join(d, "wall.json"))["seconds"] if os.path.isfile(os.path.join(d, "wall.json")) else None
+            w = wall_seconds(d)
             rep["runs"].append({"run": f"mlp-{act}", "seconds": w})
     if sk:
         for act in ACTS:
@@ -537,7 +554,7 @@ def build_report(args, cfg, out, mlp_dirs, sk, vgg_dirs):
     for recipe, d in (vgg_dirs or {}).items():
         m = load_json(os.path.join(d, "metrics.json"))
         classes = m.get("classes") or seed["vgg"]["classes"]
-        w = load_json(os.path.join(d, "wall.json"))["seconds"] if os.path.isfile(os.path.join(d, "wall.json")) else None
+        w = wall_seconds(d)
         rep["runs"].append({"run": f"vgg-{recipe}", "seconds": w})
         f = findings(m, classes)
         rep["findings"][f"vgg_{recipe}"] = f
