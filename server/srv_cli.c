@@ -106,11 +106,10 @@ int srv_serve_main(int argc, char **argv) {
 
     /* Request threads are the parallelism: one BLAS thread per call, no oversubscription. */
     blas_env_set_threads(1);
-    /* The same for libtorch, once, before any model loads. */
-    if (lt_available()) {
-        if (lt_set_threads((int)cfg.torch_threads, 1, err, sizeof err))
-            srv_log("libtorch threads: %s", err);
-    }
+    /* The same for libtorch, once, before any model loads (and without loading
+     * libtorch for a store of MLPs: the shim applies it when it first loads). */
+    if (lt_set_threads((int)cfg.torch_threads, 1, err, sizeof err))
+        srv_log("libtorch threads: %s", err);
 
     /* Before any thread exists, so every thread inherits the mask and only
      * sigwait in this thread sees these signals: no work in signal handlers. */

@@ -220,7 +220,7 @@ static int run_cmd(const offline_cmd *cmd, int argc, char **argv) {
     const char *te = getenv("LOUPE_TORCH_THREADS");
     if (te && threads == 1) threads = atoi(te);
     char err[REG_ERR_LEN];
-    if (lt_available() && lt_set_threads(threads > 0 ? threads : 1, 1, err, sizeof err))
+    if (lt_set_threads(threads > 0 ? threads : 1, 1, err, sizeof err))
         fprintf(stderr, "loupe %s: libtorch threads: %s\n", cmd->name, err);
 
     char nbuf[4096];

@@ -42,6 +42,10 @@ LT_FUNCTIONS(DECLARE)
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int loaded;               /* 1 once every symbol resolved */
+/* lt_set_threads before the shim is loaded: applied as it loads, so a daemon
+ * can choose torch's threads at start without loading libtorch for a store of
+ * MLPs. Written only before the first load (start-up, one thread). */
+static int want_threads, want_intra, want_inter;
 static char why[512] = "the libtorch shim was not loaded";
 
 /* The shim next to where the build put it, else next to the running binary. */
@@ -75,6 +79,9 @@ static void load(void) {
     }
     LT_FUNCTIONS(RESOLVE)
     loaded = 1;
+    /* Before any model exists, setting torch's threads cannot fail for a reason
+     * a caller could act on; the shim's own default (one thread) stands if it does. */
+    if (want_threads) p_lt_set_threads(want_intra, want_inter, NULL, 0);
 }
 
 static int ready(char *err, size_t err_len) {
@@ -101,7 +108,15 @@ lt_viz_params lt_viz_default_params(void) {
     return p;
 }
 
-int lt_set_threads(int a, int b, char *e, size_t el) { return ready(e, el) ? p_lt_set_threads(a, b, e, el) : LT_ENOTORCH; }
+int lt_set_threads(int a, int b, char *e, size_t el) {
+    if (!loaded) {
+        want_threads = 1;
+        want_intra = a;
+        want_inter = b;
+        return LT_OK;
+    }
+    return p_lt_set_threads(a, b, e, el);
+}
 
 lt_model *lt_model_load(const char *p, const lt_model_params *q, char *e, size_t el) {
     return ready(e, el) ? p_lt_model_load(p, q, e, el) : NULL;
