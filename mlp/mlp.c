@@ -9,6 +9,7 @@
 
 #include "gemm.h"
 #include "rng.h"
+#include "sparse.h"
 
 /* ==== Names ==== */
 
@@ -368,9 +369,12 @@ int mlp_input_grad(const mlp *net, mlp_scratch *s, const float *x, int target,
 /* ==== Training ==== */
 
 mlp_sgd_params mlp_sgd_default_params(void) {
-    mlp_sgd_params p = {0.1f, 0.0f, 32, 0, 1};
+    mlp_sgd_params p = {0.1f, 0.0f, 32, 0, 1, 0};
     return p;
 }
+
+/* Below this many multiply-adds a layer's sparse kernels run as one piece. */
+#define SP_SPLIT_MIN_MACS (64 * 1024)
 
 struct mlp_trainer {
     mlp *net;
@@ -384,6 +388,21 @@ struct mlp_trainer {
     float *vw[MLP_MAX_LAYERS], *vb[MLP_MAX_LAYERS];
     float *ones;                   /* [max_batch] of 1, for bias sums as a GEMV */
     float *dblock;
+    /* Layers whose input is mostly zeros (the first; every one after a relu)
+     * train over the nonzeros (sparse.h), with their weights kept here
+     * transposed, wt[i] [in, ldw[i]], as the master copy (see mlp_trainer_sync). */
+    int sparse[MLP_MAX_LAYERS];
+    int ldw[MLP_MAX_LAYERS];
+    float *wt[MLP_MAX_LAYERS];
+    float *vt[MLP_MAX_LAYERS];     /* momentum of wt, same layout; NULL without momentum */
+    float *gt;                     /* a transposed gradient, [widest in, widest ldw] */
+    /* The nonzeros of each sparse layer's input, indexed by every team member
+     * for itself (spb[i * threads + member]): a member reads only what its own
+     * core wrote, and no cache line of the index moves between cores. */
+    sp_batch *spb;
+    unsigned *spb_step;            /* the step each of them was last built for */
+    unsigned step_no;
+    int stale;                     /* wt does not yet hold the network's weights */
 };
 
 mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errlen) {
@@ -435,6 +454,26 @@ mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errle
         if (!t->vel) goto nomem;
         carve(t->vel, net->n_layers, net->sizes, t->vw, t->vb);
     }
+    size_t gt_floats = 0;
+    int members = p.threads;
+    t->spb = calloc((size_t)MLP_MAX_LAYERS * members, sizeof *t->spb);
+    t->spb_step = calloc((size_t)MLP_MAX_LAYERS * members, sizeof *t->spb_step);
+    if (!t->spb || !t->spb_step) goto nomem;
+    for (int i = 0; i < net->n_layers; i++) {
+        t->sparse[i] = !p.dense && (i == 0 || net->act == MLP_ACT_RELU);
+        if (!t->sparse[i]) continue;
+        int k = net->sizes[i];
+        t->ldw[i] = (int)round16((size_t)net->sizes[i + 1]);
+        size_t n = (size_t)k * t->ldw[i];
+        gt_floats = n > gt_floats ? n : gt_floats;
+        t->wt[i] = alloc_floats(n);
+        if (!t->wt[i]) goto nomem;
+        for (int m = 0; m < members; m++)
+            if (sp_batch_init(&t->spb[i * members + m], p.max_batch, k)) goto nomem;
+        if (p.momentum > 0.0f && !(t->vt[i] = alloc_floats(n))) goto nomem;
+    }
+    if (gt_floats && !(t->gt = alloc_floats(gt_floats))) goto nomem;
+    t->stale = 1;
     return t;
 nomem:
     mlp_trainer_free(t);
@@ -449,7 +488,46 @@ void mlp_trainer_free(mlp_trainer *t) {
     free(t->dblock);
     free(t->grads);
     free(t->vel);
+    for (int i = 0; i < MLP_MAX_LAYERS; i++) {
+        free(t->wt[i]);
+        free(t->vt[i]);
+        for (int m = 0; t->spb && m < t->p.threads; m++) sp_batch_free(&t->spb[i * t->p.threads + m]);
+    }
+    free(t->spb);
+    free(t->spb_step);
+    free(t->gt);
     free(t);
+}
+
+/* dst [rows, ldd] = src [cols, lds]^T over rows x cols. */
+static void transpose(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+    enum { TB = 32 };
+    for (int r0 = 0; r0 < rows; r0 += TB)
+        for (int c0 = 0; c0 < cols; c0 += TB)
+            for (int r = r0; r < rows && r < r0 + TB; r++)
+                for (int c = c0; c < cols && c < c0 + TB; c++)
+                    dst[(size_t)r * ldd + c] = src[(size_t)c * lds + r];
+}
+
+void mlp_trainer_sync(mlp_trainer *t) {
+    if (t->stale) return; /* the network already holds them */
+    mlp *net = t->net;
+    for (int i = 0; i < net->n_layers; i++)
+        if (t->sparse[i]) transpose(net->w[i], net->sizes[i], t->wt[i], t->ldw[i], net->sizes[i + 1], net->sizes[i]);
+}
+
+void mlp_trainer_reload(mlp_trainer *t) { t->stale = 1; }
+
+/* Copy the network's weights into the transposed masters before a step. */
+static void load_masters(mlp_trainer *t) {
+    mlp *net = t->net;
+    for (int i = 0; i < net->n_layers; i++) {
+        if (!t->sparse[i]) continue;
+        int k = net->sizes[i], o = net->sizes[i + 1];
+        memset(t->wt[i], 0, sizeof(float) * (size_t)k * t->ldw[i]);
+        transpose(t->wt[i], t->ldw[i], net->w[i], k, k, o);
+    }
+    t->stale = 0;
 }
 
 const float *mlp_trainer_logits(const mlp_trainer *t) { return t->s->a[t->net->n_layers]; }
@@ -458,6 +536,111 @@ const float *mlp_grad_weight(const mlp_trainer *t, int i) { return t->gw[i]; }
 const float *mlp_grad_bias(const mlp_trainer *t, int i) { return t->gb[i]; }
 
 typedef enum { STEP_GRADS, STEP_UPDATE } step_mode;
+
+/* ---- Sparse layers: one layer's work, cut into chunks for the team ---- */
+
+typedef struct {
+    mlp_trainer *t;
+    int i, n;              /* layer, batch rows */
+    int col_blocks;        /* blocks of `cols` outputs */
+    int cols;              /* 128, or a multiple of it so that there are at most 32 blocks */
+    int groups;            /* row groups (forward) or input groups (gradient) per block */
+    const float *in;       /* the layer's input [n, in] */
+    float *out;            /* forward: its output [n, out] */
+    const float *d;        /* gradient: d loss / d out [n, out] */
+    float *dst;            /* gradient: wt[i] (update) or t->gt (set) */
+    float *bias_dst;
+    float alpha;
+    int set;
+} sp_job;
+
+/* Chunks of a sparse layer's work: one per 128 outputs, each cut in as many
+ * pieces as the team has threads when there are fewer blocks than threads.
+ * However it is cut, every output is computed the same way (sparse.h). */
+static void sp_plan(const mlp_trainer *t, int i, int n, sp_job *j) {
+    int k = t->net->sizes[i], o = t->net->sizes[i + 1], threads = team_threads(t->team);
+    j->cols = 128;
+    while ((o + j->cols - 1) / j->cols > 32) j->cols *= 2;
+    j->col_blocks = (o + j->cols - 1) / j->cols;
+    j->groups = 1;
+    if ((long)n * k * o >= SP_SPLIT_MIN_MACS && j->col_blocks < threads)
+        j->groups = threads < 64 / j->col_blocks ? threads : 64 / j->col_blocks;
+}
+
+/* Member m's index of layer i's input in this step, built on first use. */
+static const sp_batch *member_batch(sp_job *j, int m) {
+    mlp_trainer *t = j->t;
+    size_t at = (size_t)j->i * t->p.threads + m;
+    if (t->spb_step[at] != t->step_no) {
+        sp_build(&t->spb[at], j->in, j->n, t->net->sizes[j->i], t->ldw[j->i]);
+        t->spb_step[at] = t->step_no;
+    }
+    return &t->spb[at];
+}
+
+static void sp_forward_chunk(void *ctx, int c, int m) {
+    sp_job *j = ctx;
+    mlp_trainer *t = j->t;
+    int o = t->net->sizes[j->i + 1], cb = c % j->col_blocks, g = c / j->col_blocks;
+    int c0 = cb * j->cols, c1 = c0 + j->cols < o ? c0 + j->cols : o;
+    int relu = t->net->act == MLP_ACT_RELU && j->i < t->net->n_layers - 1;
+    sp_forward(member_batch(j, m), t->wt[j->i], t->net->b[j->i], j->out, o, relu,
+               j->n * g / j->groups, j->n * (g + 1) / j->groups, c0, c1);
+}
+
+static void sp_grad_chunk(void *ctx, int c, int m) {
+    sp_job *j = ctx;
+    mlp_trainer *t = j->t;
+    int k = t->net->sizes[j->i], o = t->net->sizes[j->i + 1];
+    int cb = c % j->col_blocks, g = c / j->col_blocks;
+    int c0 = cb * j->cols, c1 = c0 + j->cols < o ? c0 + j->cols : o;
+    sp_weight_grad(member_batch(j, m), j->in, j->d, o, j->dst, j->alpha, j->set,
+                   k * g / j->groups, k * (g + 1) / j->groups, c0, c1);
+    if (g == 0) sp_bias_grad(j->d, o, j->n, j->bias_dst, j->alpha, j->set, c0, c1);
+}
+
+/* out = act(in W^T + b) for a sparse layer i. */
+static void sp_layer_forward(mlp_trainer *t, int i, const float *in, int n, float *out) {
+    mlp *net = t->net;
+    sp_job j = {.t = t, .i = i, .n = n, .in = in, .out = out};
+    sp_plan(t, i, n, &j);
+    team_run(t->team, j.col_blocks * j.groups, sp_forward_chunk, &j);
+    if (i < net->n_layers - 1 && net->act != MLP_ACT_RELU) act_forward(net->act, out, (size_t)n * net->sizes[i + 1]);
+}
+
+/* The parameter gradient of sparse layer i, applied as the mode says. */
+static void sp_layer_param_grad(mlp_trainer *t, int i, const float *delta, const float *a, int n,
+                                step_mode mode) {
+    mlp *net = t->net;
+    int k = net->sizes[i], o = net->sizes[i + 1], ldw = t->ldw[i];
+    sp_job j = {.t = t, .i = i, .n = n, .in = a, .d = delta};
+    sp_plan(t, i, n, &j);
+    int plain = mode == STEP_UPDATE && !t->vel;
+    j.dst = plain ? t->wt[i] : t->gt;
+    j.bias_dst = plain ? net->b[i] : t->gb[i];
+    j.alpha = -t->p.lr;
+    j.set = !plain;
+    team_run(t->team, j.col_blocks * j.groups, sp_grad_chunk, &j);
+    if (plain) return;
+    size_t nw = (size_t)k * ldw;
+    if (mode == STEP_GRADS) {
+        transpose(t->gw[i], k, t->gt, ldw, o, k);
+        return;
+    }
+    /* momentum: v = m v + g; w -= lr v */
+    float m = t->p.momentum, lr = t->p.lr;
+    float *v = t->vt[i], *w = t->wt[i];
+    for (size_t e = 0; e < nw; e++) {
+        v[e] = m * v[e] + t->gt[e];
+        w[e] -= lr * v[e];
+    }
+    for (int c = 0; c < o; c++) {
+        t->vb[i][c] = m * t->vb[i][c] + t->gb[i][c];
+        net->b[i][c] -= lr * t->vb[i][c];
+    }
+}
+
+/* ---- Dense layers, through BLAS ---- */
 
 /* Apply the parameter gradient of layer i, delta^T a (delta already holds 1/n),
  * as the mode says: into the gradient buffers, straight into the weights
@@ -490,7 +673,14 @@ static int step(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *
     if (n < 1 || n > t->p.max_batch) return -1;
     for (int r = 0; r < n; r++)
         if (y[r] >= k) return -1;
-    forward_keep(net, t->team, t->s, x, n);
+    if (t->stale) load_masters(t);
+    t->step_no++; /* the inputs' indexes are rebuilt */
+    const float *in = x;
+    for (int i = 0; i < L; i++) {
+        if (t->sparse[i]) sp_layer_forward(t, i, in, n, t->s->a[i + 1]);
+        else layer_forward(net, t->team, i, in, n, t->s->a[i + 1]);
+        in = t->s->a[i + 1];
+    }
     const float *z = t->s->a[L];
     float l = (float)mlp_xent(z, y, n, k);
     if (loss) *loss = l;
@@ -507,13 +697,17 @@ static int step(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *
     }
     for (int i = L - 1; i >= 0; i--) {
         const float *a = i == 0 ? x : t->s->a[i];
+        int in_w = net->sizes[i], out_w = net->sizes[i + 1];
         if (i > 0) {
             /* prev [n, in] = delta [n, out] W [out, in], with W before its update */
-            gemm_nn(t->team, n, net->sizes[i], net->sizes[i + 1], 1.0f, delta, net->sizes[i + 1],
-                    net->w[i], net->sizes[i], 0.0f, prev, net->sizes[i]);
-            act_backward(net->act, a, prev, (size_t)n * net->sizes[i]);
+            if (t->sparse[i])
+                gemm_nt(t->team, n, in_w, out_w, 1.0f, delta, out_w, t->wt[i], t->ldw[i], 0.0f, prev, in_w);
+            else
+                gemm_nn(t->team, n, in_w, out_w, 1.0f, delta, out_w, net->w[i], in_w, 0.0f, prev, in_w);
+            act_backward(net->act, a, prev, (size_t)n * in_w);
         }
-        layer_param_grad(t, i, delta, a, n, mode);
+        if (t->sparse[i]) sp_layer_param_grad(t, i, delta, a, n, mode);
+        else layer_param_grad(t, i, delta, a, n, mode);
         float *tmp = delta; delta = prev; prev = tmp;
     }
     return 0;

@@ -115,6 +115,8 @@ typedef struct {
     int max_batch;   /* largest batch passed to the step functions */
     int keep_going;  /* 0: a step whose loss is not finite changes nothing (see mlp_train_step) */
     int threads;     /* threads that share each large GEMM (1..64); call BLAS single-threaded then */
+    int dense;       /* 1: every layer through BLAS GEMMs, none over its input's nonzeros
+                        (the same results up to rounding; for comparison) */
 } mlp_sgd_params;
 
 mlp_sgd_params mlp_sgd_default_params(void);
@@ -135,6 +137,14 @@ void mlp_trainer_free(mlp_trainer *t);
  * ones) and 1 is returned; with keep_going the update is applied anyway. */
 int mlp_train_step(mlp_trainer *t, const float *x /* [n, in] */,
                    const uint8_t *y /* [n] */, int n, float *loss);
+
+/* The trainer keeps some weights in a layout of its own while it trains (the
+ * layers whose input is mostly zeros, transposed). mlp_train_step updates that
+ * copy, not the network: call mlp_trainer_sync before reading the network's
+ * parameters (to evaluate or save it), and mlp_trainer_reload after changing
+ * them yourself (a new trainer reads them at its first step). */
+void mlp_trainer_sync(mlp_trainer *t);
+void mlp_trainer_reload(mlp_trainer *t);
 
 /* Logits [n, out] of the last step's forward pass (before its update). Owned by t. */
 const float *mlp_trainer_logits(const mlp_trainer *t);

@@ -34,7 +34,7 @@ typedef struct {
     int n_checkpoints;
     int threads;
     fm_split_kind split;
-    int keep_last, keep_going, train_limit, quiet;
+    int keep_last, keep_going, train_limit, quiet, dense;
     int average_from;  /* first epoch of the weight average; 0 = no average, -1 = half-way */
 } train_opts;
 
@@ -82,7 +82,11 @@ static void usage(FILE *f) {
         "  --keep-last          keep the last epoch's weights instead of the best validation\n"
         "                       candidate\n"
         "  --keep-going         do not stop when the loss stops being finite (the seed's behaviour)\n"
-        "  --threads N          BLAS threads (default: the number of cores)\n"
+        "  --threads N          training threads (default: the number of cores); any number\n"
+        "                       gives bit-identical weights\n"
+        "  --dense              compute every layer with dense BLAS GEMMs; by default the\n"
+        "                       first layer, and every layer after a relu, skip the products\n"
+        "                       with inputs that are exactly 0 (same model up to rounding)\n"
         "  --train-limit N      use only the first N training examples (quick runs, tests)\n"
         "  --quiet              no progress bar, only one line per epoch\n"
         "  --help               this text\n",
@@ -108,7 +112,7 @@ static int parse_int_list(const char *s, int *out, int cap) {
 static int parse_opts(int argc, char **argv, train_opts *o) {
     enum { O_OUT = 1000, O_DATA, O_HIDDEN, O_ACT, O_INIT, O_LR, O_MOM, O_BATCH, O_EPOCHS, O_SEED,
            O_SPLIT, O_SPLIT_SEED, O_CKPT, O_KEEP_LAST, O_KEEP_GOING, O_THREADS, O_LIMIT, O_QUIET, O_HELP,
-           O_AVG };
+           O_AVG, O_DENSE };
     static const struct option longopts[] = {
         {"out", required_argument, 0, O_OUT}, {"data", required_argument, 0, O_DATA},
         {"hidden", required_argument, 0, O_HIDDEN}, {"activation", required_argument, 0, O_ACT},
@@ -119,7 +123,7 @@ static int parse_opts(int argc, char **argv, train_opts *o) {
         {"checkpoint-at", required_argument, 0, O_CKPT}, {"keep-last", no_argument, 0, O_KEEP_LAST},
         {"keep-going", no_argument, 0, O_KEEP_GOING}, {"threads", required_argument, 0, O_THREADS},
         {"train-limit", required_argument, 0, O_LIMIT}, {"quiet", no_argument, 0, O_QUIET},
-        {"average-from", required_argument, 0, O_AVG},
+        {"average-from", required_argument, 0, O_AVG}, {"dense", no_argument, 0, O_DENSE},
         {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     o->data_dir = FMNIST_DEFAULT_DIR;
@@ -189,6 +193,7 @@ static int parse_opts(int argc, char **argv, train_opts *o) {
         }
         case O_KEEP_LAST: o->keep_last = 1; break;
         case O_KEEP_GOING: o->keep_going = 1; break;
+        case O_DENSE: o->dense = 1; break;
         case O_QUIET: o->quiet = 1; break;
         case O_HELP: usage(stdout); return 1;
         default: usage(stderr); return -1;
@@ -221,7 +226,7 @@ static json_t *training_json(const train_opts *o, const fm_splits *d, int epochs
     for (int i = 0; i < o->n_hidden; i++) json_array_append_new(hidden, json_integer(o->hidden[i]));
     for (int i = 0; i < o->n_checkpoints; i++) json_array_append_new(ck, json_integer(o->checkpoints[i]));
     return json_pack("{s:s, s:s, s:o, s:s, s:s, s:f, s:f, s:i, s:i, s:i, s:i, s:I, s:o, s:{s:s, s:I, s:i, s:i, s:i},"
-                     " s:b, s:b, s:i, s:s, s:f, s:s?, s:i}",
+                     " s:b, s:b, s:i, s:s, s:s, s:f, s:s?, s:i}",
                      "recipe", "sgd", "optimizer", o->momentum > 0 ? "sgd+momentum" : "sgd",
                      "hidden", hidden, "activation", mlp_act_name(o->act), "init", mlp_init_name(o->init),
                      "lr", (double)o->lr, "momentum", (double)o->momentum, "batch_size", o->batch,
@@ -231,6 +236,7 @@ static json_t *training_json(const train_opts *o, const fm_splits *d, int epochs
                      "train", d->train.n, "val", d->val.n, "test", d->test.n,
                      "keep_last", o->keep_last, "keep_going", o->keep_going, "threads",
                      o->threads > 0 ? o->threads : blas_env_cores(), "blas_kernel", blas_env_kernel(),
+                     "kernels", o->dense ? "dense" : "sparse",
                      "seconds", seconds, "stopped", stopped, "average_from", o->average_from);
 }
 
@@ -291,7 +297,7 @@ int train_mlp_main(int argc, char **argv) {
     mlp *best = mlp_new(o.n_hidden + 1, sizes, o.act, err, sizeof err);
     mlp *avg = mlp_new(o.n_hidden + 1, sizes, o.act, err, sizeof err);
     int threads = o.threads > 0 ? o.threads : blas_env_cores();
-    mlp_sgd_params sp = {o.lr, o.momentum, o.batch, o.keep_going, threads};
+    mlp_sgd_params sp = {o.lr, o.momentum, o.batch, o.keep_going, threads, o.dense};
     mlp_trainer *tr = net ? mlp_trainer_new(net, sp, err, sizeof err) : NULL;
     int *order = malloc(sizeof(int) * (size_t)d.train.n);
     float *bx = malloc(sizeof(float) * (size_t)o.batch * FMNIST_PIXELS);
@@ -361,8 +367,9 @@ int train_mlp_main(int argc, char **argv) {
             }
             if (tty && (b % 64 == 0 || b == n_batches - 1)) progress(epoch, o.epochs, b + 1, n_batches, t0);
         }
-        if (stopped && seen == 0) break;
         double secs = now_s() - t0;
+        mlp_trainer_sync(tr); /* the network now holds the trained weights */
+        if (stopped && seen == 0) break;
         eval_result va_r;
         double train_acc = (double)correct / (seen ? seen : 1);
         if (metrics_eval(net, &d.val, &va_r)) {

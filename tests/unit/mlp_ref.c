@@ -5,7 +5,9 @@
  * Loads WEIGHTS, reads N input rows (f32) and N labels (u8), and writes to OUT,
  * all f32: logits [N, out]; for each row the input gradient of its label's logit
  * [N, in]; then the gradient of the batch's mean cross-entropy with respect to
- * every parameter (layers.0.weight, layers.0.bias, layers.1.weight, ...).
+ * every parameter (layers.0.weight, layers.0.bias, layers.1.weight, ...), twice:
+ * by the default trainer (sparse kernels where the input is mostly zeros) and
+ * by the dense one (BLAS for every layer).
  * With RESAVE, the loaded network is also written back there with mlp_save. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,21 +42,25 @@ int main(int argc, char **argv) {
     mlp_forward(net, s, x, n, logits);
     for (int r = 0; r < n; r++)
         if (mlp_input_grad(net, s, x + (size_t)r * in, y[r], grad + (size_t)r * in, NULL)) return 1;
-    mlp_sgd_params p = mlp_sgd_default_params();
-    p.max_batch = n;
-    mlp_trainer *t = mlp_trainer_new(net, p, err, sizeof err);
-    float loss;
-    if (!t || mlp_compute_grads(t, x, y, n, &loss)) { fprintf(stderr, "grads failed\n"); return 1; }
     FILE *f = fopen(argv[6], "wb");
+    if (!f) { fprintf(stderr, "cannot write %s\n", argv[6]); return 1; }
     fwrite(logits, sizeof(float), (size_t)n * out, f);
     fwrite(grad, sizeof(float), (size_t)n * in, f);
-    for (int i = 0; i < L; i++) {
-        fwrite(mlp_grad_weight(t, i), sizeof(float), (size_t)mlp_size(net, i) * mlp_size(net, i + 1), f);
-        fwrite(mlp_grad_bias(t, i), sizeof(float), (size_t)mlp_size(net, i + 1), f);
+    for (int dense = 0; dense < 2; dense++) {
+        mlp_sgd_params p = mlp_sgd_default_params();
+        p.max_batch = n;
+        p.dense = dense;
+        mlp_trainer *t = mlp_trainer_new(net, p, err, sizeof err);
+        float loss;
+        if (!t || mlp_compute_grads(t, x, y, n, &loss)) { fprintf(stderr, "grads failed\n"); return 1; }
+        for (int i = 0; i < L; i++) {
+            fwrite(mlp_grad_weight(t, i), sizeof(float), (size_t)mlp_size(net, i) * mlp_size(net, i + 1), f);
+            fwrite(mlp_grad_bias(t, i), sizeof(float), (size_t)mlp_size(net, i + 1), f);
+        }
+        mlp_trainer_free(t);
     }
     fclose(f);
     if (argc > 7 && mlp_save(net, argv[7], err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
-    mlp_trainer_free(t);
     mlp_scratch_free(s);
     mlp_free(net);
     free(x); free(y); free(logits); free(grad);

@@ -6,6 +6,7 @@
 #include "check.h"
 #include "mlp.h"
 #include "rng.h"
+#include "sparse.h"
 
 static const mlp_act all_acts[] = {MLP_ACT_SIGMOID, MLP_ACT_TANH, MLP_ACT_RELU, MLP_ACT_LINEAR};
 
@@ -109,7 +110,7 @@ static void train_copy(uint64_t seed, mlp_act act, float momentum, float **out, 
     int sizes[] = {20, 16, 8, 3};
     mlp *net = mlp_new(3, sizes, act, NULL, 0);
     mlp_init_weights(net, MLP_INIT_DEFAULT, seed);
-    mlp_sgd_params p = {0.05f, momentum, 8, 0, 1};
+    mlp_sgd_params p = {0.05f, momentum, 8, 0, 1, 0};
     mlp_trainer *t = mlp_trainer_new(net, p, NULL, 0);
     rng r;
     rng_seed(&r, seed);
@@ -121,6 +122,7 @@ static void train_copy(uint64_t seed, mlp_act act, float momentum, float **out, 
         float loss;
         mlp_train_step(t, x, y, 8, &loss);
     }
+    mlp_trainer_sync(t);
     *n = 0;
     for (int i = 0; i < 3; i++) *n += (size_t)sizes[i] * sizes[i + 1] + sizes[i + 1];
     *out = malloc(*n * sizeof(float));
@@ -154,7 +156,7 @@ static void test_same_seed_bit_identical(void) {
 static void test_steps_reduce_loss(void) {
     for (int m = 0; m < 2; m++) {
         mlp *net = small_net(MLP_ACT_TANH, 1);
-        mlp_sgd_params p = {0.1f, m ? 0.9f : 0.0f, 5, 0, 1};
+        mlp_sgd_params p = {0.1f, m ? 0.9f : 0.0f, 5, 0, 1, 0};
         mlp_trainer *t = mlp_trainer_new(net, p, NULL, 0);
         rng r;
         rng_seed(&r, 9);
@@ -173,14 +175,16 @@ static void test_steps_reduce_loss(void) {
 /* The plain-SGD fused update equals W - lr * grad computed separately. */
 static void test_fused_update_equals_gradient_step(void) {
     mlp *a = small_net(MLP_ACT_SIGMOID, 4), *b = small_net(MLP_ACT_SIGMOID, 4);
-    mlp_sgd_params p = {0.3f, 0.0f, 5, 0, 1};
+    mlp_sgd_params p = {0.3f, 0.0f, 5, 0, 1, 0};
     mlp_trainer *ta = mlp_trainer_new(a, p, NULL, 0), *tb = mlp_trainer_new(b, p, NULL, 0);
     rng r;
     rng_seed(&r, 2);
     float x[30], loss;
     uint8_t y[5] = {3, 2, 1, 0, 3};
     fill_random(x, 30, &r, 0, 1);
+    for (int j = 0; j < 30; j += 3) x[j] = 0.0f; /* zeros for the sparse first layer to skip */
     mlp_train_step(ta, x, y, 5, &loss);
+    mlp_trainer_sync(ta);
     mlp_compute_grads(tb, x, y, 5, &loss);
     for (int i = 0; i < 3; i++) {
         int nw = mlp_size(b, i) * mlp_size(b, i + 1);
@@ -207,7 +211,7 @@ static void test_softmax_and_xent_are_stable(void) {
 
 static void test_divergence_keeps_last_finite_weights(void) {
     mlp *net = small_net(MLP_ACT_LINEAR, 3);
-    mlp_sgd_params p = {1e30f, 0.0f, 5, 0, 1};
+    mlp_sgd_params p = {1e30f, 0.0f, 5, 0, 1, 0};
     mlp_trainer *t = mlp_trainer_new(net, p, NULL, 0);
     float x[30], loss;
     uint8_t y[5] = {0, 1, 2, 3, 0};
@@ -218,17 +222,20 @@ static void test_divergence_keeps_last_finite_weights(void) {
     while (st == 0 && steps < 100) { st = mlp_train_step(t, x, y, 5, &loss); steps++; }
     CHECK_MSG(st == 1, "no divergence detected after %d steps at lr 1e30", steps);
     CHECK(!isfinite(loss));
+    mlp_trainer_sync(t);
     CHECK(mlp_params_finite(net));
     /* Once stopped, another step changes nothing. */
     mlp *copy = small_net(MLP_ACT_LINEAR, 3);
     mlp_copy_params(copy, net);
     CHECK(mlp_train_step(t, x, y, 5, &loss) == 1);
+    mlp_trainer_sync(t);
     CHECK(memcmp(mlp_weight(copy, 0), mlp_weight(net, 0), sizeof(float) * 54) == 0);
     mlp_trainer_free(t);
     /* keep_going applies the update regardless, as the seed's loop did. */
     p.keep_going = 1;
     t = mlp_trainer_new(net, p, NULL, 0);
     for (int i = 0; i < 5; i++) mlp_train_step(t, x, y, 5, &loss);
+    mlp_trainer_sync(t);
     CHECK(!mlp_params_finite(net));
     mlp_trainer_free(t);
     mlp_free(copy);
@@ -337,6 +344,149 @@ static void test_inits_have_their_scale(void) {
     mlp_free(net);
 }
 
+
+/* Train a network of awkward sizes (a first layer wider than one 128-column
+ * block, widths that are not multiples of 16, a batch of more than 32 rows)
+ * on inputs that are 60% zeros, and return all its parameters. */
+static float *train_sparse_case(mlp_act act, float momentum, int dense, int threads, int avx512,
+                                size_t *n_out) {
+    int sizes[] = {53, 150, 37, 10};
+    sp_use_avx512(avx512);
+    mlp *net = mlp_new(3, sizes, act, NULL, 0);
+    mlp_init_weights(net, MLP_INIT_DEFAULT, 5);
+    mlp_sgd_params p = {0.05f, momentum, 40, 0, threads, dense};
+    mlp_trainer *t = mlp_trainer_new(net, p, NULL, 0);
+    rng r;
+    rng_seed(&r, 17);
+    float x[40 * 53];
+    uint8_t y[40];
+    for (int step = 0; step < 30; step++) {
+        fill_random(x, 40 * 53, &r, 0, 1);
+        for (int i = 0; i < 40 * 53; i++) x[i] = x[i] < 0.6f ? 0.0f : x[i];
+        for (int i = 0; i < 40; i++) y[i] = (uint8_t)rng_below(&r, 10);
+        float loss;
+        CHECK(mlp_train_step(t, x, y, step % 3 ? 40 : 33, &loss) == 0);
+    }
+    mlp_trainer_sync(t);
+    size_t n = 0;
+    for (int i = 0; i < 3; i++) n += (size_t)sizes[i] * sizes[i + 1] + sizes[i + 1];
+    float *out = malloc(n * sizeof(float)), *at = out;
+    for (int i = 0; i < 3; i++) {
+        memcpy(at, mlp_weight(net, i), sizeof(float) * sizes[i] * sizes[i + 1]);
+        at += sizes[i] * sizes[i + 1];
+        memcpy(at, mlp_bias(net, i), sizeof(float) * sizes[i + 1]);
+        at += sizes[i + 1];
+    }
+    *n_out = n;
+    mlp_trainer_free(t);
+    mlp_free(net);
+    sp_use_avx512(1);
+    return out;
+}
+
+static double max_rel_diff(const float *a, const float *b, size_t n) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]) / fmax(1.0, fabs((double)b[i]));
+        worst = d > worst ? d : worst;
+    }
+    return worst;
+}
+
+/* The sparse kernels train the same network as BLAS alone (up to rounding),
+ * with AVX-512 and in portable C, and are bit-identical at any thread count. */
+static void test_sparse_training_matches_dense(void) {
+    const mlp_act acts[] = {MLP_ACT_RELU, MLP_ACT_SIGMOID};
+    for (int ai = 0; ai < 2; ai++) {
+        for (int m = 0; m < 2; m++) {
+            float mom = m ? 0.9f : 0.0f;
+            size_t n;
+            float *dense = train_sparse_case(acts[ai], mom, 1, 1, 1, &n);
+            float *sp1 = train_sparse_case(acts[ai], mom, 0, 1, 1, &n);
+            float *sp2 = train_sparse_case(acts[ai], mom, 0, 2, 1, &n);
+            float *sp3 = train_sparse_case(acts[ai], mom, 0, 3, 1, &n);
+            float *port = train_sparse_case(acts[ai], mom, 0, 2, 0, &n);
+            CHECK(memcmp(dense, sp1, n * sizeof(float)) != 0); /* it did take the other path */
+            CHECK_MSG(max_rel_diff(sp1, dense, n) < 1e-4, "%s momentum %g: sparse vs dense differ by %g",
+                      mlp_act_name(acts[ai]), mom, max_rel_diff(sp1, dense, n));
+            CHECK_MSG(max_rel_diff(port, dense, n) < 1e-4, "%s momentum %g: portable vs dense differ by %g",
+                      mlp_act_name(acts[ai]), mom, max_rel_diff(port, dense, n));
+            CHECK_MSG(memcmp(sp1, sp2, n * sizeof(float)) == 0 && memcmp(sp1, sp3, n * sizeof(float)) == 0,
+                      "%s momentum %g: 1, 2 and 3 threads differ", mlp_act_name(acts[ai]), mom);
+            free(dense); free(sp1); free(sp2); free(sp3); free(port);
+        }
+    }
+}
+
+/* The kernels themselves against the plain definition, on both implementations. */
+static void test_sparse_kernels(void) {
+    enum { N = 37, K = 45, O = 150, LDW = 160 };
+    rng r;
+    rng_seed(&r, 23);
+    static float x[N * K], wt[K * LDW], bias[O], z[N * O], d[N * O], g[K * LDW], w2[K * LDW];
+    fill_random(x, N * K, &r, -1, 1);
+    for (int i = 0; i < N * K; i++) x[i] = fabsf(x[i]) < 0.5f ? 0.0f : x[i];
+    for (int j = 0; j < K; j++) x[3 * K + j] = 0.0f;       /* an all-zero row */
+    for (int j = 0; j < K; j++) x[5 * K + j] = 0.25f + 0.01f * j; /* and one without a zero */
+    for (int s = 0; s < N; s++) x[s * K + 7] = 0.0f;       /* an input that is 0 in every row */
+    fill_random(wt, K * LDW, &r, -1, 1);
+    for (int p = 0; p < K; p++)
+        for (int c = O; c < LDW; c++) wt[p * LDW + c] = 0.0f;
+    fill_random(bias, O, &r, -1, 1);
+    fill_random(d, N * O, &r, -1, 1);
+    for (int impl = 0; impl < 2; impl++) {
+        sp_use_avx512(impl);
+        sp_batch b;
+        CHECK(sp_batch_init(&b, 64, 64) == 0);
+        sp_build(&b, x, N, K, LDW);
+        for (int relu = 0; relu < 2; relu++) {
+            sp_forward(&b, wt, bias, z, O, relu, 0, 20, 0, 128);
+            sp_forward(&b, wt, bias, z, O, relu, 20, N, 0, 128);
+            sp_forward(&b, wt, bias, z, O, relu, 0, N, 128, O);
+            double worst = 0;
+            for (int s = 0; s < N; s++)
+                for (int c = 0; c < O; c++) {
+                    double ref = bias[c];
+                    for (int p = 0; p < K; p++) ref += (double)x[s * K + p] * wt[p * LDW + c];
+                    if (relu && ref < 0) ref = 0;
+                    worst = fmax(worst, fabs(ref - z[s * O + c]));
+                }
+            CHECK_MSG(worst < 1e-5, "impl %d relu %d: forward off by %g", impl, relu, worst);
+        }
+        /* set: the gradient itself, zero rows for inputs that are zero in every row */
+        memset(g, 0x7f, sizeof g);
+        sp_weight_grad(&b, x, d, O, g, 0.0f, 1, 0, K, 0, O);
+        double worst = 0;
+        for (int p = 0; p < K; p++)
+            for (int c = 0; c < LDW; c++) {
+                double ref = 0;
+                for (int s = 0; s < N && c < O; s++) ref += (double)x[s * K + p] * d[s * O + c];
+                worst = fmax(worst, fabs(ref - g[p * LDW + c]));
+            }
+        CHECK_MSG(worst < 1e-5, "impl %d: weight gradient off by %g", impl, worst);
+        /* update in two input ranges: w += alpha g */
+        memcpy(w2, wt, sizeof w2);
+        sp_weight_grad(&b, x, d, O, w2, -0.5f, 0, 0, 20, 0, O);
+        sp_weight_grad(&b, x, d, O, w2, -0.5f, 0, 20, K, 0, O);
+        worst = 0;
+        for (int p = 0; p < K; p++)
+            for (int c = 0; c < O; c++) worst = fmax(worst, fabs(wt[p * LDW + c] - 0.5 * g[p * LDW + c] - w2[p * LDW + c]));
+        CHECK_MSG(worst < 1e-6, "impl %d: update off by %g", impl, worst);
+        CHECK(memcmp(&w2[7 * LDW], &wt[7 * LDW], sizeof(float) * LDW) == 0); /* untouched */
+        float gb[O];
+        sp_bias_grad(d, O, N, gb, 0.0f, 1, 0, O);
+        worst = 0;
+        for (int c = 0; c < O; c++) {
+            double ref = 0;
+            for (int s = 0; s < N; s++) ref += d[s * O + c];
+            worst = fmax(worst, fabs(ref - gb[c]));
+        }
+        CHECK_MSG(worst < 1e-5, "impl %d: bias gradient off by %g", impl, worst);
+        sp_batch_free(&b);
+    }
+    sp_use_avx512(1);
+}
+
 int main(void) {
     RUN(test_param_gradients_match_finite_differences);
     RUN(test_input_gradient_matches_finite_differences);
@@ -348,5 +498,7 @@ int main(void) {
     RUN(test_forward_is_thread_safe);
     RUN(test_bad_arguments_are_refused);
     RUN(test_inits_have_their_scale);
+    RUN(test_sparse_kernels);
+    RUN(test_sparse_training_matches_dense);
     return check_report();
 }

@@ -1,7 +1,8 @@
 """The C MLP against PyTorch on the same safetensors weights.
 
 Logits, input gradients (the saliency maps' numerics) and parameter gradients
-must agree within |a - b| <= 1e-5 * max(1, |b|) for every activation, and a
+must agree within |a - b| <= 1e-5 * max(1, |b|) for every activation, the
+parameter gradients both from the sparse kernels and from BLAS alone, and a
 file written by the C side must load as-is with numpy.
 Run by CTest: test_mlp_torch.py MLP_REF_BINARY
 """
@@ -51,6 +52,7 @@ def check(ref_bin, act, tmp):
     wpath = os.path.join(tmp, f"{act}.safetensors")
     safetensors_np.save(wpath, {k: v.numpy() for k, v in params32.items()}, {"format": "pt"})
     x = gen.random((N, 784), dtype=np.float32)
+    x[x < 0.5] = 0.0  # half the pixels exactly 0, as in Fashion-MNIST: the sparse kernels skip them
     y = gen.integers(0, 10, N).astype(np.uint8)
     x.tofile(os.path.join(tmp, "x.bin"))
     y.tofile(os.path.join(tmp, "y.bin"))
@@ -75,10 +77,11 @@ def check(ref_bin, act, tmp):
 
     loss = torch.nn.functional.cross_entropy(logits, torch.tensor(y, dtype=torch.long))
     grads = torch.autograd.grad(loss, [p64[f"layers.{i}.{k}"] for i in range(5) for k in ("weight", "bias")])
-    for (name, g) in zip([f"layers.{i}.{k}" for i in range(5) for k in ("weight", "bias")], grads):
-        size = g.numel()
-        close(got[at:at + size].reshape(g.shape), g.numpy(), f"{act} d loss / d {name}")
-        at += size
+    for path in ("sparse", "dense"):
+        for (name, g) in zip([f"layers.{i}.{k}" for i in range(5) for k in ("weight", "bias")], grads):
+            size = g.numel()
+            close(got[at:at + size].reshape(g.shape), g.numpy(), f"{act} ({path}) d loss / d {name}")
+            at += size
     assert at == got.size
 
     # A file the C side wrote loads as-is with numpy and holds the same numbers.
