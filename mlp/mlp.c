@@ -401,6 +401,8 @@ struct mlp_trainer {
      * core wrote, and no cache line of the index moves between cores. */
     sp_batch *spb;
     unsigned *spb_step;            /* the step each of them was last built for */
+    const float **rows;            /* [layers][max_batch]: the rows of each layer's input */
+    float *xbuf;                   /* [max_batch, in]: a batch given as rows, gathered for BLAS */
     unsigned step_no;
     int stale;                     /* wt does not yet hold the network's weights */
 };
@@ -473,6 +475,11 @@ mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errle
         if (p.momentum > 0.0f && !(t->vt[i] = alloc_floats(n))) goto nomem;
     }
     if (gt_floats && !(t->gt = alloc_floats(gt_floats))) goto nomem;
+    t->rows = calloc((size_t)net->n_layers * p.max_batch, sizeof *t->rows);
+    t->xbuf = alloc_floats((size_t)p.max_batch * net->sizes[0]);
+    if (!t->rows || !t->xbuf) goto nomem;
+    for (int i = 1; i < net->n_layers; i++)
+        for (int r = 0; r < p.max_batch; r++) t->rows[i * p.max_batch + r] = t->s->a[i] + (size_t)r * net->sizes[i];
     t->stale = 1;
     return t;
 nomem:
@@ -495,6 +502,8 @@ void mlp_trainer_free(mlp_trainer *t) {
     }
     free(t->spb);
     free(t->spb_step);
+    free(t->rows);
+    free(t->xbuf);
     free(t->gt);
     free(t);
 }
@@ -545,7 +554,7 @@ typedef struct {
     int col_blocks;        /* blocks of `cols` outputs */
     int cols;              /* 128, or a multiple of it so that there are at most 32 blocks */
     int groups;            /* row groups (forward) or input groups (gradient) per block */
-    const float *in;       /* the layer's input [n, in] */
+    const float *const *in; /* the rows of the layer's input */
     float *out;            /* forward: its output [n, out] */
     const float *d;        /* gradient: d loss / d out [n, out] */
     float *dst;            /* gradient: wt[i] (update) or t->gt (set) */
@@ -572,7 +581,7 @@ static const sp_batch *member_batch(sp_job *j, int m) {
     mlp_trainer *t = j->t;
     size_t at = (size_t)j->i * t->p.threads + m;
     if (t->spb_step[at] != t->step_no) {
-        sp_build(&t->spb[at], j->in, j->n, t->net->sizes[j->i], t->ldw[j->i]);
+        sp_build(&t->spb[at], j->in, j->n, t->net->sizes[j->i]);
         t->spb_step[at] = t->step_no;
     }
     return &t->spb[at];
@@ -581,11 +590,14 @@ static const sp_batch *member_batch(sp_job *j, int m) {
 static void sp_forward_chunk(void *ctx, int c, int m) {
     sp_job *j = ctx;
     mlp_trainer *t = j->t;
-    int o = t->net->sizes[j->i + 1], cb = c % j->col_blocks, g = c / j->col_blocks;
+    int k = t->net->sizes[j->i], o = t->net->sizes[j->i + 1], cb = c % j->col_blocks, g = c / j->col_blocks;
     int c0 = cb * j->cols, c1 = c0 + j->cols < o ? c0 + j->cols : o;
     int relu = t->net->act == MLP_ACT_RELU && j->i < t->net->n_layers - 1;
-    sp_forward(member_batch(j, m), t->wt[j->i], t->net->b[j->i], j->out, o, relu,
-               j->n * g / j->groups, j->n * (g + 1) / j->groups, c0, c1);
+    /* Rows split at even rows: the kernel pairs them from the first. */
+    int pairs = (j->n + 1) / 2, r1 = 2 * (pairs * (g + 1) / j->groups);
+    sp_forward(j->in, k, t->wt[j->i], t->ldw[j->i], t->net->b[j->i], j->out, o, relu,
+               2 * (pairs * g / j->groups), r1 < j->n ? r1 : j->n, c0, c1);
+    (void)m; /* the forward pass needs no index: it reads x itself */
 }
 
 static void sp_grad_chunk(void *ctx, int c, int m) {
@@ -594,13 +606,14 @@ static void sp_grad_chunk(void *ctx, int c, int m) {
     int k = t->net->sizes[j->i], o = t->net->sizes[j->i + 1];
     int cb = c % j->col_blocks, g = c / j->col_blocks;
     int c0 = cb * j->cols, c1 = c0 + j->cols < o ? c0 + j->cols : o;
-    sp_weight_grad(member_batch(j, m), j->in, j->d, o, j->dst, j->alpha, j->set,
-                   k * g / j->groups, k * (g + 1) / j->groups, c0, c1);
+    int pairs = (k + 1) / 2, p1 = 2 * (pairs * (g + 1) / j->groups);
+    sp_weight_grad(member_batch(j, m), j->in, j->d, o, j->dst, t->ldw[j->i], j->alpha, j->set,
+                   2 * (pairs * g / j->groups), p1 < k ? p1 : k, c0, c1);
     if (g == 0) sp_bias_grad(j->d, o, j->n, j->bias_dst, j->alpha, j->set, c0, c1);
 }
 
 /* out = act(in W^T + b) for a sparse layer i. */
-static void sp_layer_forward(mlp_trainer *t, int i, const float *in, int n, float *out) {
+static void sp_layer_forward(mlp_trainer *t, int i, const float *const *in, int n, float *out) {
     mlp *net = t->net;
     sp_job j = {.t = t, .i = i, .n = n, .in = in, .out = out};
     sp_plan(t, i, n, &j);
@@ -609,7 +622,7 @@ static void sp_layer_forward(mlp_trainer *t, int i, const float *in, int n, floa
 }
 
 /* The parameter gradient of sparse layer i, applied as the mode says. */
-static void sp_layer_param_grad(mlp_trainer *t, int i, const float *delta, const float *a, int n,
+static void sp_layer_param_grad(mlp_trainer *t, int i, const float *delta, const float *const *a, int n,
                                 step_mode mode) {
     mlp *net = t->net;
     int k = net->sizes[i], o = net->sizes[i + 1], ldw = t->ldw[i];
@@ -667,7 +680,8 @@ static void layer_param_grad(mlp_trainer *t, int i, const float *delta, const fl
     }
 }
 
-static int step(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *loss, step_mode mode) {
+/* One step on the batch whose rows are xr[0..n-1]. */
+static int step(mlp_trainer *t, const float *const *xr, const uint8_t *y, int n, float *loss, step_mode mode) {
     mlp *net = t->net;
     int L = net->n_layers, k = net->sizes[L];
     if (n < 1 || n > t->p.max_batch) return -1;
@@ -675,11 +689,14 @@ static int step(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *
         if (y[r] >= k) return -1;
     if (t->stale) load_masters(t);
     t->step_no++; /* the inputs' indexes are rebuilt */
-    const float *in = x;
+    /* The sparse kernels read the rows where they are; BLAS wants one block. */
+    const float *x = t->xbuf;
+    if (!t->sparse[0])
+        for (int r = 0; r < n; r++) memcpy(t->xbuf + (size_t)r * net->sizes[0], xr[r], sizeof(float) * (size_t)net->sizes[0]);
     for (int i = 0; i < L; i++) {
-        if (t->sparse[i]) sp_layer_forward(t, i, in, n, t->s->a[i + 1]);
+        const float *in = i == 0 ? x : t->s->a[i];
+        if (t->sparse[i]) sp_layer_forward(t, i, i == 0 ? xr : t->rows + (size_t)i * t->p.max_batch, n, t->s->a[i + 1]);
         else layer_forward(net, t->team, i, in, n, t->s->a[i + 1]);
-        in = t->s->a[i + 1];
     }
     const float *z = t->s->a[L];
     float l = (float)mlp_xent(z, y, n, k);
@@ -706,17 +723,28 @@ static int step(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *
                 gemm_nn(t->team, n, in_w, out_w, 1.0f, delta, out_w, net->w[i], in_w, 0.0f, prev, in_w);
             act_backward(net->act, a, prev, (size_t)n * in_w);
         }
-        if (t->sparse[i]) sp_layer_param_grad(t, i, delta, a, n, mode);
+        if (t->sparse[i]) sp_layer_param_grad(t, i, delta, i == 0 ? xr : t->rows + (size_t)i * t->p.max_batch, n, mode);
         else layer_param_grad(t, i, delta, a, n, mode);
         float *tmp = delta; delta = prev; prev = tmp;
     }
     return 0;
 }
 
+/* Point t->rows[0..n-1] (layer 0's slots) at the rows of a contiguous batch. */
+static const float *const *rows_of(mlp_trainer *t, const float *x, int n) {
+    int k = t->net->sizes[0];
+    for (int r = 0; r < n && r < t->p.max_batch; r++) t->rows[r] = x + (size_t)r * k;
+    return t->rows;
+}
+
 int mlp_train_step(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *loss) {
-    return step(t, x, y, n, loss, STEP_UPDATE);
+    return step(t, rows_of(t, x, n), y, n, loss, STEP_UPDATE);
+}
+
+int mlp_train_step_rows(mlp_trainer *t, const float *const *rows, const uint8_t *y, int n, float *loss) {
+    return step(t, rows, y, n, loss, STEP_UPDATE);
 }
 
 int mlp_compute_grads(mlp_trainer *t, const float *x, const uint8_t *y, int n, float *loss) {
-    return step(t, x, y, n, loss, STEP_GRADS);
+    return step(t, rows_of(t, x, n), y, n, loss, STEP_GRADS);
 }

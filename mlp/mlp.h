@@ -138,6 +138,11 @@ void mlp_trainer_free(mlp_trainer *t);
 int mlp_train_step(mlp_trainer *t, const float *x /* [n, in] */,
                    const uint8_t *y /* [n] */, int n, float *loss);
 
+/* The same, for a batch whose n rows lie anywhere (rows[r] holds the inputs
+ * of row r): no copy into one block is needed, and each thread reads the rows
+ * it works on itself. */
+int mlp_train_step_rows(mlp_trainer *t, const float *const *rows, const uint8_t *y, int n, float *loss);
+
 /* The trainer keeps some weights in a layout of its own while it trains (the
  * layers whose input is mostly zeros, transposed). mlp_train_step updates that
  * copy, not the network: call mlp_trainer_sync before reading the network's

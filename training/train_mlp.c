@@ -300,7 +300,7 @@ int train_mlp_main(int argc, char **argv) {
     mlp_sgd_params sp = {o.lr, o.momentum, o.batch, o.keep_going, threads, o.dense};
     mlp_trainer *tr = net ? mlp_trainer_new(net, sp, err, sizeof err) : NULL;
     int *order = malloc(sizeof(int) * (size_t)d.train.n);
-    float *bx = malloc(sizeof(float) * (size_t)o.batch * FMNIST_PIXELS);
+    const float **bx = malloc(sizeof(*bx) * (size_t)o.batch); /* the batch's rows, where they lie */
     uint8_t *by = malloc((size_t)o.batch);
     json_t *history = json_object(), *epochs_js = json_array(), *events = json_array();
     if (!net || !best || !avg || !tr || !order || !bx || !by || !history || !epochs_js || !events) {
@@ -335,12 +335,11 @@ int train_mlp_main(int argc, char **argv) {
             int n = d.train.n - b * o.batch < o.batch ? d.train.n - b * o.batch : o.batch;
             for (int i = 0; i < n; i++) {
                 int id = order[b * o.batch + i];
-                memcpy(bx + (size_t)i * FMNIST_PIXELS, d.train.x + (size_t)id * FMNIST_PIXELS,
-                       FMNIST_PIXELS * sizeof(float));
+                bx[i] = d.train.x + (size_t)id * FMNIST_PIXELS;
                 by[i] = d.train.y[id];
             }
             float loss;
-            int st = mlp_train_step(tr, bx, by, n, &loss);
+            int st = mlp_train_step_rows(tr, bx, by, n, &loss);
             if (st == 1) {
                 char msg[400];
                 snprintf(msg, sizeof msg, "epoch %d, batch %d of %d: the loss became %s; training stopped "
@@ -451,7 +450,7 @@ done:
     json_decref(epochs_js);
     json_decref(events);
     free(order);
-    free(bx);
+    free((void *)bx);
     free(by);
     mlp_trainer_free(tr);
     mlp_free(net);

@@ -349,7 +349,7 @@ static void test_inits_have_their_scale(void) {
  * block, widths that are not multiples of 16, a batch of more than 32 rows)
  * on inputs that are 60% zeros, and return all its parameters. */
 static float *train_sparse_case(mlp_act act, float momentum, int dense, int threads, int avx512,
-                                size_t *n_out) {
+                                int as_rows, size_t *n_out) {
     int sizes[] = {53, 150, 37, 10};
     sp_use_avx512(avx512);
     mlp *net = mlp_new(3, sizes, act, NULL, 0);
@@ -358,14 +358,21 @@ static float *train_sparse_case(mlp_act act, float momentum, int dense, int thre
     mlp_trainer *t = mlp_trainer_new(net, p, NULL, 0);
     rng r;
     rng_seed(&r, 17);
-    float x[40 * 53];
+    float x[40 * 53], backwards[40 * 53];
+    const float *rows[40];
     uint8_t y[40];
     for (int step = 0; step < 30; step++) {
         fill_random(x, 40 * 53, &r, 0, 1);
         for (int i = 0; i < 40 * 53; i++) x[i] = x[i] < 0.6f ? 0.0f : x[i];
         for (int i = 0; i < 40; i++) y[i] = (uint8_t)rng_below(&r, 10);
+        /* the same batch, its rows stored last to first and passed by pointer */
+        for (int i = 0; i < 40; i++) {
+            memcpy(backwards + (39 - i) * 53, x + i * 53, sizeof(float) * 53);
+            rows[i] = backwards + (39 - i) * 53;
+        }
         float loss;
-        CHECK(mlp_train_step(t, x, y, step % 3 ? 40 : 33, &loss) == 0);
+        int n = step % 3 ? 40 : 33;
+        CHECK((as_rows ? mlp_train_step_rows(t, rows, y, n, &loss) : mlp_train_step(t, x, y, n, &loss)) == 0);
     }
     mlp_trainer_sync(t);
     size_t n = 0;
@@ -401,19 +408,23 @@ static void test_sparse_training_matches_dense(void) {
         for (int m = 0; m < 2; m++) {
             float mom = m ? 0.9f : 0.0f;
             size_t n;
-            float *dense = train_sparse_case(acts[ai], mom, 1, 1, 1, &n);
-            float *sp1 = train_sparse_case(acts[ai], mom, 0, 1, 1, &n);
-            float *sp2 = train_sparse_case(acts[ai], mom, 0, 2, 1, &n);
-            float *sp3 = train_sparse_case(acts[ai], mom, 0, 3, 1, &n);
-            float *port = train_sparse_case(acts[ai], mom, 0, 2, 0, &n);
+            float *dense = train_sparse_case(acts[ai], mom, 1, 1, 1, 0, &n);
+            float *dense_rows = train_sparse_case(acts[ai], mom, 1, 2, 1, 1, &n);
+            float *sp1 = train_sparse_case(acts[ai], mom, 0, 1, 1, 0, &n);
+            float *sp2 = train_sparse_case(acts[ai], mom, 0, 2, 1, 0, &n);
+            float *sp3 = train_sparse_case(acts[ai], mom, 0, 3, 1, 1, &n);
+            float *port = train_sparse_case(acts[ai], mom, 0, 2, 0, 0, &n);
             CHECK(memcmp(dense, sp1, n * sizeof(float)) != 0); /* it did take the other path */
             CHECK_MSG(max_rel_diff(sp1, dense, n) < 1e-4, "%s momentum %g: sparse vs dense differ by %g",
                       mlp_act_name(acts[ai]), mom, max_rel_diff(sp1, dense, n));
             CHECK_MSG(max_rel_diff(port, dense, n) < 1e-4, "%s momentum %g: portable vs dense differ by %g",
                       mlp_act_name(acts[ai]), mom, max_rel_diff(port, dense, n));
             CHECK_MSG(memcmp(sp1, sp2, n * sizeof(float)) == 0 && memcmp(sp1, sp3, n * sizeof(float)) == 0,
-                      "%s momentum %g: 1, 2 and 3 threads differ", mlp_act_name(acts[ai]), mom);
-            free(dense); free(sp1); free(sp2); free(sp3); free(port);
+                      "%s momentum %g: 1, 2 and 3 threads (or rows passed by pointer) differ",
+                      mlp_act_name(acts[ai]), mom);
+            CHECK_MSG(memcmp(dense, dense_rows, n * sizeof(float)) == 0, "%s momentum %g: dense, by rows",
+                      mlp_act_name(acts[ai]), mom);
+            free(dense); free(dense_rows); free(sp1); free(sp2); free(sp3); free(port);
         }
     }
 }
@@ -436,13 +447,16 @@ static void test_sparse_kernels(void) {
     fill_random(d, N * O, &r, -1, 1);
     for (int impl = 0; impl < 2; impl++) {
         sp_use_avx512(impl);
+        const float *xr[N];
+        for (int r = 0; r < N; r++) xr[r] = x + r * K;
         sp_batch b;
         CHECK(sp_batch_init(&b, 64, 64) == 0);
-        sp_build(&b, x, N, K, LDW);
+        sp_build(&b, xr, N, K);
         for (int relu = 0; relu < 2; relu++) {
-            sp_forward(&b, wt, bias, z, O, relu, 0, 20, 0, 128);
-            sp_forward(&b, wt, bias, z, O, relu, 20, N, 0, 128);
-            sp_forward(&b, wt, bias, z, O, relu, 0, N, 128, O);
+            /* rows cut at an even row, then an odd count (a row without a partner) */
+            sp_forward(xr, K, wt, LDW, bias, z, O, relu, 0, 20, 0, 128);
+            sp_forward(xr, K, wt, LDW, bias, z, O, relu, 20, N, 0, 128);
+            sp_forward(xr, K, wt, LDW, bias, z, O, relu, 0, N, 128, O);
             double worst = 0;
             for (int s = 0; s < N; s++)
                 for (int c = 0; c < O; c++) {
@@ -455,7 +469,7 @@ static void test_sparse_kernels(void) {
         }
         /* set: the gradient itself, zero rows for inputs that are zero in every row */
         memset(g, 0x7f, sizeof g);
-        sp_weight_grad(&b, x, d, O, g, 0.0f, 1, 0, K, 0, O);
+        sp_weight_grad(&b, xr, d, O, g, LDW, 0.0f, 1, 0, K, 0, O);
         double worst = 0;
         for (int p = 0; p < K; p++)
             for (int c = 0; c < LDW; c++) {
@@ -466,8 +480,8 @@ static void test_sparse_kernels(void) {
         CHECK_MSG(worst < 1e-5, "impl %d: weight gradient off by %g", impl, worst);
         /* update in two input ranges: w += alpha g */
         memcpy(w2, wt, sizeof w2);
-        sp_weight_grad(&b, x, d, O, w2, -0.5f, 0, 0, 20, 0, O);
-        sp_weight_grad(&b, x, d, O, w2, -0.5f, 0, 20, K, 0, O);
+        sp_weight_grad(&b, xr, d, O, w2, LDW, -0.5f, 0, 0, 20, 0, O);
+        sp_weight_grad(&b, xr, d, O, w2, LDW, -0.5f, 0, 20, K, 0, O);
         worst = 0;
         for (int p = 0; p < K; p++)
             for (int c = 0; c < O; c++) worst = fmax(worst, fabs(wt[p * LDW + c] - 0.5 * g[p * LDW + c] - w2[p * LDW + c]));
