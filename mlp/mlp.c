@@ -373,6 +373,8 @@ mlp_sgd_params mlp_sgd_default_params(void) {
     return p;
 }
 
+/* Outputs per block of a sparse layer's transposed weights. */
+#define SP_BW 128
 /* Below this many multiply-adds a layer's sparse kernels run as one piece. */
 #define SP_SPLIT_MIN_MACS (64 * 1024)
 
@@ -390,9 +392,12 @@ struct mlp_trainer {
     float *dblock;
     /* Layers whose input is mostly zeros (the first; every one after a relu)
      * train over the nonzeros (sparse.h), with their weights kept here
-     * transposed, wt[i] [in, ldw[i]], as the master copy (see mlp_trainer_sync). */
+     * transposed as the master copy (see mlp_trainer_sync), in blocks of
+     * SP_BW outputs: wt[i] is [blocks][in][ldw[i]], so the columns one thread
+     * owns are one stretch of memory that no other core's prefetches touch. */
     int sparse[MLP_MAX_LAYERS];
-    int ldw[MLP_MAX_LAYERS];
+    int ldw[MLP_MAX_LAYERS];       /* columns of a block: SP_BW, or fewer for a narrow layer */
+    int blocks[MLP_MAX_LAYERS];
     float *wt[MLP_MAX_LAYERS];
     float *vt[MLP_MAX_LAYERS];     /* momentum of wt, same layout; NULL without momentum */
     float *gt;                     /* a transposed gradient, [widest in, widest ldw] */
@@ -465,8 +470,10 @@ mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errle
         t->sparse[i] = !p.dense && (i == 0 || net->act == MLP_ACT_RELU);
         if (!t->sparse[i]) continue;
         int k = net->sizes[i];
-        t->ldw[i] = (int)round16((size_t)net->sizes[i + 1]);
-        size_t n = (size_t)k * t->ldw[i];
+        int o = net->sizes[i + 1];
+        t->ldw[i] = o > SP_BW ? SP_BW : (int)round16((size_t)o);
+        t->blocks[i] = (o + t->ldw[i] - 1) / t->ldw[i];
+        size_t n = (size_t)t->blocks[i] * k * t->ldw[i];
         gt_floats = n > gt_floats ? n : gt_floats;
         t->wt[i] = alloc_floats(n);
         if (!t->wt[i]) goto nomem;
@@ -518,11 +525,25 @@ static void transpose(float *dst, int ldd, const float *src, int lds, int rows, 
                     dst[(size_t)r * ldd + c] = src[(size_t)c * lds + r];
 }
 
+/* Block b of a sparse layer's weights (or of a buffer laid out like them):
+ * the transposed weights of outputs [b * SP_BW, b * SP_BW + ldw). */
+static float *wt_block(const mlp_trainer *t, float *buf, int i, int b) {
+    return buf + (size_t)b * t->net->sizes[i] * t->ldw[i];
+}
+
+/* dst [out, in] (the network's layout) from src laid out like wt[i]. */
+static void unblock(const mlp_trainer *t, int i, float *dst, float *src) {
+    int k = t->net->sizes[i], o = t->net->sizes[i + 1];
+    for (int b = 0; b < t->blocks[i]; b++) {
+        int c0 = b * SP_BW, w = o - c0 < t->ldw[i] ? o - c0 : t->ldw[i];
+        transpose(dst + (size_t)c0 * k, k, wt_block(t, src, i, b), t->ldw[i], w, k);
+    }
+}
+
 void mlp_trainer_sync(mlp_trainer *t) {
     if (t->stale) return; /* the network already holds them */
-    mlp *net = t->net;
-    for (int i = 0; i < net->n_layers; i++)
-        if (t->sparse[i]) transpose(net->w[i], net->sizes[i], t->wt[i], t->ldw[i], net->sizes[i + 1], net->sizes[i]);
+    for (int i = 0; i < t->net->n_layers; i++)
+        if (t->sparse[i]) unblock(t, i, t->net->w[i], t->wt[i]);
 }
 
 void mlp_trainer_reload(mlp_trainer *t) { t->stale = 1; }
@@ -533,8 +554,11 @@ static void load_masters(mlp_trainer *t) {
     for (int i = 0; i < net->n_layers; i++) {
         if (!t->sparse[i]) continue;
         int k = net->sizes[i], o = net->sizes[i + 1];
-        memset(t->wt[i], 0, sizeof(float) * (size_t)k * t->ldw[i]);
-        transpose(t->wt[i], t->ldw[i], net->w[i], k, k, o);
+        memset(t->wt[i], 0, sizeof(float) * (size_t)t->blocks[i] * k * t->ldw[i]);
+        for (int b = 0; b < t->blocks[i]; b++) {
+            int c0 = b * SP_BW, w = o - c0 < t->ldw[i] ? o - c0 : t->ldw[i];
+            transpose(wt_block(t, t->wt[i], i, b), t->ldw[i], net->w[i] + (size_t)c0 * k, k, k, w);
+        }
     }
     t->stale = 0;
 }
@@ -568,7 +592,7 @@ typedef struct {
  * However it is cut, every output is computed the same way (sparse.h). */
 static void sp_plan(const mlp_trainer *t, int i, int n, sp_job *j) {
     int k = t->net->sizes[i], o = t->net->sizes[i + 1], threads = team_threads(t->team);
-    j->cols = 128;
+    j->cols = SP_BW;
     while ((o + j->cols - 1) / j->cols > 32) j->cols *= 2;
     j->col_blocks = (o + j->cols - 1) / j->cols;
     j->groups = 1;
@@ -590,25 +614,31 @@ static const sp_batch *member_batch(sp_job *j, int m) {
 static void sp_forward_chunk(void *ctx, int c, int m) {
     sp_job *j = ctx;
     mlp_trainer *t = j->t;
-    int k = t->net->sizes[j->i], o = t->net->sizes[j->i + 1], cb = c % j->col_blocks, g = c / j->col_blocks;
+    int i = j->i, k = t->net->sizes[i], o = t->net->sizes[i + 1], cb = c % j->col_blocks, g = c / j->col_blocks;
     int c0 = cb * j->cols, c1 = c0 + j->cols < o ? c0 + j->cols : o;
-    int relu = t->net->act == MLP_ACT_RELU && j->i < t->net->n_layers - 1;
+    int relu = t->net->act == MLP_ACT_RELU && i < t->net->n_layers - 1;
     /* Rows split at even rows: the kernel pairs them from the first. */
-    int pairs = (j->n + 1) / 2, r1 = 2 * (pairs * (g + 1) / j->groups);
-    sp_forward(j->in, k, t->wt[j->i], t->ldw[j->i], t->net->b[j->i], j->out, o, relu,
-               2 * (pairs * g / j->groups), r1 < j->n ? r1 : j->n, c0, c1);
+    int pairs = (j->n + 1) / 2, r0 = 2 * (pairs * g / j->groups), r1 = 2 * (pairs * (g + 1) / j->groups);
+    for (int c = c0; c < c1; c += SP_BW) {
+        int w = c1 - c < SP_BW ? c1 - c : SP_BW;
+        sp_forward(j->in, k, wt_block(t, t->wt[i], i, c / SP_BW), t->ldw[i], t->net->b[i] + c, j->out + c, o,
+                   relu, r0, r1 < j->n ? r1 : j->n, 0, w);
+    }
     (void)m; /* the forward pass needs no index: it reads x itself */
 }
 
 static void sp_grad_chunk(void *ctx, int c, int m) {
     sp_job *j = ctx;
     mlp_trainer *t = j->t;
-    int k = t->net->sizes[j->i], o = t->net->sizes[j->i + 1];
+    int i = j->i, k = t->net->sizes[i], o = t->net->sizes[i + 1];
     int cb = c % j->col_blocks, g = c / j->col_blocks;
     int c0 = cb * j->cols, c1 = c0 + j->cols < o ? c0 + j->cols : o;
-    int pairs = (k + 1) / 2, p1 = 2 * (pairs * (g + 1) / j->groups);
-    sp_weight_grad(member_batch(j, m), j->in, j->d, o, j->dst, t->ldw[j->i], j->alpha, j->set,
-                   2 * (pairs * g / j->groups), p1 < k ? p1 : k, c0, c1);
+    int pairs = (k + 1) / 2, p0 = 2 * (pairs * g / j->groups), p1 = 2 * (pairs * (g + 1) / j->groups);
+    for (int c = c0; c < c1; c += SP_BW) {
+        int w = c1 - c < SP_BW ? c1 - c : SP_BW;
+        sp_weight_grad(member_batch(j, m), j->in, j->d + c, o, wt_block(t, j->dst, i, c / SP_BW), t->ldw[i],
+                       j->alpha, j->set, p0, p1 < k ? p1 : k, 0, w);
+    }
     if (g == 0) sp_bias_grad(j->d, o, j->n, j->bias_dst, j->alpha, j->set, c0, c1);
 }
 
@@ -625,7 +655,7 @@ static void sp_layer_forward(mlp_trainer *t, int i, const float *const *in, int 
 static void sp_layer_param_grad(mlp_trainer *t, int i, const float *delta, const float *const *a, int n,
                                 step_mode mode) {
     mlp *net = t->net;
-    int k = net->sizes[i], o = net->sizes[i + 1], ldw = t->ldw[i];
+    int k = net->sizes[i], o = net->sizes[i + 1];
     sp_job j = {.t = t, .i = i, .n = n, .in = a, .d = delta};
     sp_plan(t, i, n, &j);
     int plain = mode == STEP_UPDATE && !t->vel;
@@ -635,9 +665,9 @@ static void sp_layer_param_grad(mlp_trainer *t, int i, const float *delta, const
     j.set = !plain;
     team_run(t->team, j.col_blocks * j.groups, sp_grad_chunk, &j);
     if (plain) return;
-    size_t nw = (size_t)k * ldw;
+    size_t nw = (size_t)t->blocks[i] * k * t->ldw[i];
     if (mode == STEP_GRADS) {
-        transpose(t->gw[i], k, t->gt, ldw, o, k);
+        unblock(t, i, t->gw[i], t->gt);
         return;
     }
     /* momentum: v = m v + g; w -= lr v */
@@ -718,7 +748,11 @@ static int step(mlp_trainer *t, const float *const *xr, const uint8_t *y, int n,
         if (i > 0) {
             /* prev [n, in] = delta [n, out] W [out, in], with W before its update */
             if (t->sparse[i])
-                gemm_nt(t->team, n, in_w, out_w, 1.0f, delta, out_w, t->wt[i], t->ldw[i], 0.0f, prev, in_w);
+                for (int b = 0; b < t->blocks[i]; b++) {
+                    int c0 = b * SP_BW, w = out_w - c0 < t->ldw[i] ? out_w - c0 : t->ldw[i];
+                    gemm_nt(t->team, n, in_w, w, 1.0f, delta + c0, out_w, wt_block(t, t->wt[i], i, b), t->ldw[i],
+                            b ? 1.0f : 0.0f, prev, in_w);
+                }
             else
                 gemm_nn(t->team, n, in_w, out_w, 1.0f, delta, out_w, net->w[i], in_w, 0.0f, prev, in_w);
             act_backward(net->act, a, prev, (size_t)n * in_w);

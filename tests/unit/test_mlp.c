@@ -346,11 +346,12 @@ static void test_inits_have_their_scale(void) {
 
 
 /* Train a network of awkward sizes (a first layer wider than one 128-column
+ * block, a hidden layer wide enough to need its own input gradient block by
  * block, widths that are not multiples of 16, a batch of more than 32 rows)
  * on inputs that are 60% zeros, and return all its parameters. */
 static float *train_sparse_case(mlp_act act, float momentum, int dense, int threads, int avx512,
                                 int as_rows, size_t *n_out) {
-    int sizes[] = {53, 150, 37, 10};
+    int sizes[] = {53, 150, 140, 10}; /* 150 and 140: two blocks of transposed weights each */
     sp_use_avx512(avx512);
     mlp *net = mlp_new(3, sizes, act, NULL, 0);
     mlp_init_weights(net, MLP_INIT_DEFAULT, 5);
