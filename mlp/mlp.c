@@ -378,12 +378,48 @@ mlp_sgd_params mlp_sgd_default_params(void) {
 /* Below this many multiply-adds a layer's sparse kernels run as one piece. */
 #define SP_SPLIT_MIN_MACS (64 * 1024)
 
+/* The trainer's per-step state (see step()). */
+typedef struct {
+    mlp_trainer *t;
+    int i, n;              /* layer, batch rows */
+    int col_blocks;        /* blocks of `cols` outputs */
+    int cols;              /* SP_BW, or a multiple of it so that there are at most 32 blocks */
+    int groups;            /* row groups (forward) or input groups (gradient) per block */
+    const float *const *in; /* the rows of the layer's input */
+    float *out;            /* forward: its output [n, out] */
+    const float *d;        /* gradient: d loss / d out [n, out] */
+    float *dst;            /* gradient: wt[i] (update) or gt[i] (set) */
+    float *bias_dst;
+    float alpha;
+    int set;
+} sp_job;
+
+typedef struct {
+    mlp_trainer *t;
+    int i, n, chunks;
+    const float *a, *d;    /* the layer's input [n, in]; d loss / d out [n, out] */
+    float *dw, *db, alpha, beta;
+} dense_job;
+
+typedef struct {
+    mlp_trainer *t;
+    const float *const *xr;   /* the batch's rows, the first layer's input */
+    const float *x;           /* the same in one block (a dense first layer only) */
+    const uint8_t *y;
+    int n;
+    double loss[64];          /* per row chunk: summed cross-entropy */
+    /* part C: each layer's job, and which (layer, chunk) each of its chunks is */
+    sp_job sj[MLP_MAX_LAYERS];
+    dense_job dj[MLP_MAX_LAYERS];
+    unsigned char layer_of[64], chunk_of[64];
+} step_ctx;
+
 struct mlp_trainer {
     mlp *net;
     mlp_sgd_params p;
     mlp_scratch *s;                /* activations of the batch */
     gemm_team *team;               /* splits the large GEMMs; NULL with one thread */
-    float *delta[2];               /* [max_batch, widest] */
+    float *dout[MLP_MAX_LAYERS];   /* d loss / d (output of layer i) [max_batch, sizes[i + 1]] */
     float *grads;                  /* gradient block, same layout as params */
     float *gw[MLP_MAX_LAYERS], *gb[MLP_MAX_LAYERS];
     float *vel;                    /* momentum block, same layout; NULL without momentum */
@@ -400,7 +436,7 @@ struct mlp_trainer {
     int blocks[MLP_MAX_LAYERS];
     float *wt[MLP_MAX_LAYERS];
     float *vt[MLP_MAX_LAYERS];     /* momentum of wt, same layout; NULL without momentum */
-    float *gt;                     /* a transposed gradient, [widest in, widest ldw] */
+    float *gt[MLP_MAX_LAYERS];     /* a gradient laid out like wt[i] (momentum, mlp_compute_grads) */
     /* The nonzeros of each sparse layer's input, indexed by every team member
      * for itself (spb[i * threads + member]): a member reads only what its own
      * core wrote, and no cache line of the index moves between cores. */
@@ -410,6 +446,7 @@ struct mlp_trainer {
     float *xbuf;                   /* [max_batch, in]: a batch given as rows, gathered for BLAS */
     unsigned step_no;
     int stale;                     /* wt does not yet hold the network's weights */
+    step_ctx ctx;
 };
 
 mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errlen) {
@@ -443,14 +480,16 @@ mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errle
             return NULL;
         }
     }
-    int widest = 0;
-    for (int i = 0; i <= net->n_layers; i++) widest = net->sizes[i] > widest ? net->sizes[i] : widest;
-    size_t dsz = round16((size_t)p.max_batch * widest);
-    t->dblock = alloc_floats(2 * dsz + round16((size_t)p.max_batch));
+    size_t dsz = round16((size_t)p.max_batch);
+    for (int i = 0; i < net->n_layers; i++) dsz += round16((size_t)p.max_batch * net->sizes[i + 1]);
+    t->dblock = alloc_floats(dsz);
     if (!t->dblock) goto nomem;
-    t->delta[0] = t->dblock;
-    t->delta[1] = t->dblock + dsz;
-    t->ones = t->dblock + 2 * dsz;
+    float *at = t->dblock;
+    for (int i = 0; i < net->n_layers; i++) {
+        t->dout[i] = at;
+        at += round16((size_t)p.max_batch * net->sizes[i + 1]);
+    }
+    t->ones = at;
     for (int r = 0; r < p.max_batch; r++) t->ones[r] = 1.0f;
     size_t pf = params_floats(net->n_layers, net->sizes);
     t->grads = alloc_floats(pf);
@@ -461,7 +500,6 @@ mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errle
         if (!t->vel) goto nomem;
         carve(t->vel, net->n_layers, net->sizes, t->vw, t->vb);
     }
-    size_t gt_floats = 0;
     int members = p.threads;
     t->spb = calloc((size_t)MLP_MAX_LAYERS * members, sizeof *t->spb);
     t->spb_step = calloc((size_t)MLP_MAX_LAYERS * members, sizeof *t->spb_step);
@@ -474,14 +512,13 @@ mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errle
         t->ldw[i] = o > SP_BW ? SP_BW : (int)round16((size_t)o);
         t->blocks[i] = (o + t->ldw[i] - 1) / t->ldw[i];
         size_t n = (size_t)t->blocks[i] * k * t->ldw[i];
-        gt_floats = n > gt_floats ? n : gt_floats;
         t->wt[i] = alloc_floats(n);
-        if (!t->wt[i]) goto nomem;
+        t->gt[i] = alloc_floats(n);
+        if (!t->wt[i] || !t->gt[i]) goto nomem;
         for (int m = 0; m < members; m++)
             if (sp_batch_init(&t->spb[i * members + m], p.max_batch, k)) goto nomem;
         if (p.momentum > 0.0f && !(t->vt[i] = alloc_floats(n))) goto nomem;
     }
-    if (gt_floats && !(t->gt = alloc_floats(gt_floats))) goto nomem;
     t->rows = calloc((size_t)net->n_layers * p.max_batch, sizeof *t->rows);
     t->xbuf = alloc_floats((size_t)p.max_batch * net->sizes[0]);
     if (!t->rows || !t->xbuf) goto nomem;
@@ -505,13 +542,13 @@ void mlp_trainer_free(mlp_trainer *t) {
     for (int i = 0; i < MLP_MAX_LAYERS; i++) {
         free(t->wt[i]);
         free(t->vt[i]);
+        free(t->gt[i]);
         for (int m = 0; t->spb && m < t->p.threads; m++) sp_batch_free(&t->spb[i * t->p.threads + m]);
     }
     free(t->spb);
     free(t->spb_step);
     free(t->rows);
     free(t->xbuf);
-    free(t->gt);
     free(t);
 }
 
@@ -570,26 +607,30 @@ const float *mlp_grad_bias(const mlp_trainer *t, int i) { return t->gb[i]; }
 
 typedef enum { STEP_GRADS, STEP_UPDATE } step_mode;
 
+/* A step runs in three parts, each one call to the team:
+ *  A. the first layer's forward pass, cut by columns: each member works with
+ *     its own columns of the first layer's weights, the bulk of the work;
+ *  B. all that goes row by row after it: the other layers' forward passes,
+ *     the loss and its gradient, and every layer's input gradient, each member
+ *     on its own rows, with no waiting between layers;
+ *  C. every layer's weight gradient and update, cut by columns or inputs.
+ * Rows go in chunks of a size that depends on the batch alone, and BLAS is
+ * called with the same shapes whoever runs a chunk, so the result is
+ * bit-identical with any number of threads. */
+#define ROW_CHUNK 16
+
+/* Rows per chunk of part B: ROW_CHUNK, more for huge batches (64 chunks at most). */
+static int row_chunk(int n) {
+    int chunks = (n + ROW_CHUNK - 1) / ROW_CHUNK;
+    return ROW_CHUNK * ((chunks + 63) / 64);
+}
+
 /* ---- Sparse layers: one layer's work, cut into chunks for the team ---- */
 
-typedef struct {
-    mlp_trainer *t;
-    int i, n;              /* layer, batch rows */
-    int col_blocks;        /* blocks of `cols` outputs */
-    int cols;              /* 128, or a multiple of it so that there are at most 32 blocks */
-    int groups;            /* row groups (forward) or input groups (gradient) per block */
-    const float *const *in; /* the rows of the layer's input */
-    float *out;            /* forward: its output [n, out] */
-    const float *d;        /* gradient: d loss / d out [n, out] */
-    float *dst;            /* gradient: wt[i] (update) or t->gt (set) */
-    float *bias_dst;
-    float alpha;
-    int set;
-} sp_job;
 
-/* Chunks of a sparse layer's work: one per 128 outputs, each cut in as many
- * pieces as the team has threads when there are fewer blocks than threads.
- * However it is cut, every output is computed the same way (sparse.h). */
+/* Chunks of a sparse layer's work: one per SP_BW outputs, each cut in as
+ * many pieces as the team has threads when there are fewer blocks than
+ * threads. However it is cut, every output is computed the same way. */
 static void sp_plan(const mlp_trainer *t, int i, int n, sp_job *j) {
     int k = t->net->sizes[i], o = t->net->sizes[i + 1], threads = team_threads(t->team);
     j->cols = SP_BW;
@@ -611,19 +652,25 @@ static const sp_batch *member_batch(sp_job *j, int m) {
     return &t->spb[at];
 }
 
-static void sp_forward_chunk(void *ctx, int c, int m) {
-    sp_job *j = ctx;
-    mlp_trainer *t = j->t;
-    int i = j->i, k = t->net->sizes[i], o = t->net->sizes[i + 1], cb = c % j->col_blocks, g = c / j->col_blocks;
-    int c0 = cb * j->cols, c1 = c0 + j->cols < o ? c0 + j->cols : o;
+/* Rows [r0, r1) (r0 even) and outputs [c0, c1) of sparse layer i. */
+static void sp_forward_part(mlp_trainer *t, int i, const float *const *in, float *out, int r0, int r1,
+                            int c0, int c1) {
+    int k = t->net->sizes[i], o = t->net->sizes[i + 1];
     int relu = t->net->act == MLP_ACT_RELU && i < t->net->n_layers - 1;
-    /* Rows split at even rows: the kernel pairs them from the first. */
-    int pairs = (j->n + 1) / 2, r0 = 2 * (pairs * g / j->groups), r1 = 2 * (pairs * (g + 1) / j->groups);
     for (int c = c0; c < c1; c += SP_BW) {
         int w = c1 - c < SP_BW ? c1 - c : SP_BW;
-        sp_forward(j->in, k, wt_block(t, t->wt[i], i, c / SP_BW), t->ldw[i], t->net->b[i] + c, j->out + c, o,
-                   relu, r0, r1 < j->n ? r1 : j->n, 0, w);
+        sp_forward(in, k, wt_block(t, t->wt[i], i, c / SP_BW), t->ldw[i], t->net->b[i] + c, out + c, o, relu,
+                   r0, r1, 0, w);
     }
+}
+
+static void sp_forward_chunk(void *ctx, int c, int m) {
+    sp_job *j = ctx;
+    int o = j->t->net->sizes[j->i + 1], cb = c % j->col_blocks, g = c / j->col_blocks;
+    int c0 = cb * j->cols, c1 = c0 + j->cols < o ? c0 + j->cols : o;
+    /* Rows split at even rows: the kernel pairs them from the first. */
+    int pairs = (j->n + 1) / 2, r1 = 2 * (pairs * (g + 1) / j->groups);
+    sp_forward_part(j->t, j->i, j->in, j->out, 2 * (pairs * g / j->groups), r1 < j->n ? r1 : j->n, c0, c1);
     (void)m; /* the forward pass needs no index: it reads x itself */
 }
 
@@ -642,125 +689,191 @@ static void sp_grad_chunk(void *ctx, int c, int m) {
     if (g == 0) sp_bias_grad(j->d, o, j->n, j->bias_dst, j->alpha, j->set, c0, c1);
 }
 
-/* out = act(in W^T + b) for a sparse layer i. */
-static void sp_layer_forward(mlp_trainer *t, int i, const float *const *in, int n, float *out) {
-    mlp *net = t->net;
-    sp_job j = {.t = t, .i = i, .n = n, .in = in, .out = out};
-    sp_plan(t, i, n, &j);
-    team_run(t->team, j.col_blocks * j.groups, sp_forward_chunk, &j);
-    if (i < net->n_layers - 1 && net->act != MLP_ACT_RELU) act_forward(net->act, out, (size_t)n * net->sizes[i + 1]);
+/* ---- Dense layers' weight gradients, by blocks of 64 inputs ---- */
+
+
+/* dw[:, c0:c1] = alpha d^T a[:, c0:c1] + beta dw (and db, with chunk 0). */
+static void dense_grad_chunk(void *ctx, int c, int m) {
+    dense_job *j = ctx;
+    int k = j->t->net->sizes[j->i], o = j->t->net->sizes[j->i + 1];
+    int w = j->chunks == 1 ? k : 64, c0 = c * w, c1 = c0 + w < k ? c0 + w : k;
+    gemm_tn(NULL, o, c1 - c0, j->n, j->alpha, j->d, o, j->a + c0, k, j->beta, j->dw + c0, k);
+    if (c == 0) gemv_t(j->n, o, j->alpha, j->d, o, j->t->ones, j->beta, j->db);
+    (void)m;
 }
 
-/* The parameter gradient of sparse layer i, applied as the mode says. */
-static void sp_layer_param_grad(mlp_trainer *t, int i, const float *delta, const float *const *a, int n,
-                                step_mode mode) {
+/* ---- The step ---- */
+
+
+static const float *const *input_rows(const step_ctx *s, int i) {
+    return i == 0 ? s->xr : s->t->rows + (size_t)i * s->t->p.max_batch;
+}
+
+static const float *input_block(const step_ctx *s, int i) { return i == 0 ? s->x : s->t->s->a[i]; }
+
+/* Part B for rows [r0, r1) of chunk c. */
+static void rows_chunk(void *ctx, int c, int m) {
+    step_ctx *s = ctx;
+    mlp_trainer *t = s->t;
+    mlp *net = t->net;
+    int L = net->n_layers, rc = row_chunk(s->n), r0 = c * rc, r1 = r0 + rc < s->n ? r0 + rc : s->n, nr = r1 - r0;
+    for (int i = 1; i < L; i++) {
+        int k = net->sizes[i], o = net->sizes[i + 1];
+        if (t->sparse[i]) sp_forward_part(t, i, input_rows(s, i), t->s->a[i + 1], r0, r1, 0, o);
+        else layer_forward(net, NULL, i, t->s->a[i] + (size_t)r0 * k, nr, t->s->a[i + 1] + (size_t)r0 * o);
+    }
+    /* d loss / d z_L = (softmax(z) - onehot(y)) / n; the loss, log-sum-exp - z_y */
+    int K = net->sizes[L];
+    float inv_n = 1.0f / (float)s->n;
+    double loss = 0.0;
+    for (int r = r0; r < r1; r++) {
+        const float *z = t->s->a[L] + (size_t)r * K;
+        float *d = t->dout[L - 1] + (size_t)r * K, mx = z[0], sum = 0.0f;
+        for (int j = 1; j < K; j++) mx = z[j] > mx ? z[j] : mx;
+        for (int j = 0; j < K; j++) sum += d[j] = expf(z[j] - mx);
+        loss += (double)(mx - z[s->y[r]]) + log((double)sum);
+        float scale = inv_n / sum;
+        for (int j = 0; j < K; j++) d[j] *= scale;
+        d[s->y[r]] -= inv_n;
+    }
+    s->loss[c] = loss;
+    /* d loss / d (output of layer i - 1) = dout[i] W_i * act'(a_i), W before its update */
+    for (int i = L - 1; i >= 1; i--) {
+        int k = net->sizes[i], o = net->sizes[i + 1];
+        const float *d = t->dout[i] + (size_t)r0 * o;
+        float *prev = t->dout[i - 1] + (size_t)r0 * k;
+        if (t->sparse[i]) {
+            for (int b = 0; b < t->blocks[i]; b++) {
+                int o0 = b * SP_BW, ow = o - o0 < t->ldw[i] ? o - o0 : t->ldw[i];
+                gemm_nt(NULL, nr, k, ow, 1.0f, d + o0, o, wt_block(t, t->wt[i], i, b), t->ldw[i], b ? 1.0f : 0.0f,
+                        prev, k);
+            }
+        } else {
+            gemm_nn(NULL, nr, k, o, 1.0f, d, o, net->w[i], k, 0.0f, prev, k);
+        }
+        act_backward(net->act, t->s->a[i] + (size_t)r0 * k, prev, (size_t)nr * k);
+    }
+    (void)m;
+}
+
+/* Part C: chunk e of the list that step() made. */
+static void grad_chunk(void *ctx, int e, int m) {
+    step_ctx *s = ctx;
+    int i = s->layer_of[e];
+    if (s->t->sparse[i]) sp_grad_chunk(&s->sj[i], s->chunk_of[e], m);
+    else dense_grad_chunk(&s->dj[i], s->chunk_of[e], m);
+}
+
+/* Set up layer i's part-C job for the mode; returns its chunk count. */
+static int plan_grad(step_ctx *s, int i, step_mode mode) {
+    mlp_trainer *t = s->t;
+    mlp *net = t->net;
+    int k = net->sizes[i], o = net->sizes[i + 1], plain = mode == STEP_UPDATE && !t->vel;
+    if (t->sparse[i]) {
+        sp_job *j = &s->sj[i];
+        *j = (sp_job){.t = t, .i = i, .n = s->n, .in = input_rows(s, i), .d = t->dout[i]};
+        sp_plan(t, i, s->n, j);
+        j->dst = plain ? t->wt[i] : t->gt[i];
+        j->bias_dst = plain ? net->b[i] : t->gb[i];
+        j->alpha = -t->p.lr;
+        j->set = !plain;
+        return j->col_blocks * j->groups;
+    }
+    dense_job *j = &s->dj[i];
+    *j = (dense_job){.t = t, .i = i, .n = s->n, .a = input_block(s, i), .d = t->dout[i]};
+    if (mode == STEP_GRADS) {
+        j->dw = t->gw[i]; j->db = t->gb[i]; j->alpha = 1.0f; j->beta = 0.0f;
+    } else if (plain) {
+        j->dw = net->w[i]; j->db = net->b[i]; j->alpha = -t->p.lr; j->beta = 1.0f;
+    } else {
+        j->dw = t->vw[i]; j->db = t->vb[i]; j->alpha = 1.0f; j->beta = t->p.momentum;
+    }
+    j->chunks = (long)s->n * k * o < SP_SPLIT_MIN_MACS ? 1 : (k + 63) / 64;
+    return j->chunks;
+}
+
+/* After part C: momentum and mlp_compute_grads's layout. */
+static void finish_grad(mlp_trainer *t, int i, step_mode mode) {
     mlp *net = t->net;
     int k = net->sizes[i], o = net->sizes[i + 1];
-    sp_job j = {.t = t, .i = i, .n = n, .in = a, .d = delta};
-    sp_plan(t, i, n, &j);
-    int plain = mode == STEP_UPDATE && !t->vel;
-    j.dst = plain ? t->wt[i] : t->gt;
-    j.bias_dst = plain ? net->b[i] : t->gb[i];
-    j.alpha = -t->p.lr;
-    j.set = !plain;
-    team_run(t->team, j.col_blocks * j.groups, sp_grad_chunk, &j);
-    if (plain) return;
-    size_t nw = (size_t)t->blocks[i] * k * t->ldw[i];
+    if (mode == STEP_UPDATE && !t->vel) return;
+    if (!t->sparse[i]) {
+        if (mode == STEP_UPDATE) {
+            axpy((size_t)o * k, -t->p.lr, t->vw[i], net->w[i]);
+            axpy((size_t)o, -t->p.lr, t->vb[i], net->b[i]);
+        }
+        return;
+    }
     if (mode == STEP_GRADS) {
-        unblock(t, i, t->gw[i], t->gt);
+        unblock(t, i, t->gw[i], t->gt[i]);
         return;
     }
     /* momentum: v = m v + g; w -= lr v */
-    float m = t->p.momentum, lr = t->p.lr;
-    float *v = t->vt[i], *w = t->wt[i];
+    float mom = t->p.momentum, lr = t->p.lr, *v = t->vt[i], *w = t->wt[i], *g = t->gt[i];
+    size_t nw = (size_t)t->blocks[i] * k * t->ldw[i];
     for (size_t e = 0; e < nw; e++) {
-        v[e] = m * v[e] + t->gt[e];
+        v[e] = mom * v[e] + g[e];
         w[e] -= lr * v[e];
     }
     for (int c = 0; c < o; c++) {
-        t->vb[i][c] = m * t->vb[i][c] + t->gb[i][c];
+        t->vb[i][c] = mom * t->vb[i][c] + t->gb[i][c];
         net->b[i][c] -= lr * t->vb[i][c];
-    }
-}
-
-/* ---- Dense layers, through BLAS ---- */
-
-/* Apply the parameter gradient of layer i, delta^T a (delta already holds 1/n),
- * as the mode says: into the gradient buffers, straight into the weights
- * (plain SGD: W += -lr * g, one GEMM, no gradient buffer), or through momentum. */
-static void layer_param_grad(mlp_trainer *t, int i, const float *delta, const float *a,
-                             int n, step_mode mode) {
-    mlp *net = t->net;
-    int k = net->sizes[i], o = net->sizes[i + 1];
-    float *dw, *db, alpha, beta;
-    if (mode == STEP_GRADS) {
-        dw = t->gw[i]; db = t->gb[i]; alpha = 1.0f; beta = 0.0f;
-    } else if (!t->vel) {
-        dw = net->w[i]; db = net->b[i]; alpha = -t->p.lr; beta = 1.0f;
-    } else {
-        dw = t->vw[i]; db = t->vb[i]; alpha = 1.0f; beta = t->p.momentum;
-    }
-    /* [o, k] = delta^T [o, n] a [n, k] */
-    gemm_tn(t->team, o, k, n, alpha, delta, o, a, k, beta, dw, k);
-    /* [o] = delta^T [o, n] ones [n] */
-    gemv_t(n, o, alpha, delta, o, t->ones, beta, db);
-    if (mode == STEP_UPDATE && t->vel) {
-        axpy((size_t)o * k, -t->p.lr, t->vw[i], net->w[i]);
-        axpy((size_t)o, -t->p.lr, t->vb[i], net->b[i]);
     }
 }
 
 /* One step on the batch whose rows are xr[0..n-1]. */
 static int step(mlp_trainer *t, const float *const *xr, const uint8_t *y, int n, float *loss, step_mode mode) {
     mlp *net = t->net;
-    int L = net->n_layers, k = net->sizes[L];
+    int L = net->n_layers, K = net->sizes[L];
     if (n < 1 || n > t->p.max_batch) return -1;
     for (int r = 0; r < n; r++)
-        if (y[r] >= k) return -1;
+        if (y[r] >= K) return -1;
     if (t->stale) load_masters(t);
     t->step_no++; /* the inputs' indexes are rebuilt */
+    step_ctx *s = &t->ctx;
+    s->t = t;
+    s->xr = xr;
+    s->y = y;
+    s->n = n;
+    s->x = t->xbuf;
     /* The sparse kernels read the rows where they are; BLAS wants one block. */
-    const float *x = t->xbuf;
     if (!t->sparse[0])
         for (int r = 0; r < n; r++) memcpy(t->xbuf + (size_t)r * net->sizes[0], xr[r], sizeof(float) * (size_t)net->sizes[0]);
-    for (int i = 0; i < L; i++) {
-        const float *in = i == 0 ? x : t->s->a[i];
-        if (t->sparse[i]) sp_layer_forward(t, i, i == 0 ? xr : t->rows + (size_t)i * t->p.max_batch, n, t->s->a[i + 1]);
-        else layer_forward(net, t->team, i, in, n, t->s->a[i + 1]);
+
+    /* A */
+    if (t->sparse[0]) {
+        sp_job j = {.t = t, .i = 0, .n = n, .in = xr, .out = t->s->a[1]};
+        sp_plan(t, 0, n, &j);
+        team_run(t->team, j.col_blocks * j.groups, sp_forward_chunk, &j);
+        if (L > 1 && net->act != MLP_ACT_RELU) act_forward(net->act, t->s->a[1], (size_t)n * net->sizes[1]);
+    } else {
+        layer_forward(net, t->team, 0, s->x, n, t->s->a[1]);
     }
-    const float *z = t->s->a[L];
-    float l = (float)mlp_xent(z, y, n, k);
+    /* B */
+    int row_chunks = (n + row_chunk(n) - 1) / row_chunk(n);
+    team_run(t->team, row_chunks, rows_chunk, s);
+    double total = 0.0;
+    for (int c = 0; c < row_chunks; c++) total += s->loss[c];
+    float l = (float)(total / n);
     if (loss) *loss = l;
     if (mode == STEP_UPDATE && !isfinite(l) && !t->p.keep_going) return 1;
-
-    /* d loss / d z_L = (softmax(z) - onehot(y)) / n */
-    float *delta = t->delta[0], *prev = t->delta[1];
-    float inv_n = 1.0f / (float)n;
-    for (int r = 0; r < n; r++) {
-        float *d = delta + (size_t)r * k;
-        mlp_softmax(z + (size_t)r * k, k, d);
-        d[y[r]] -= 1.0f;
-        for (int j = 0; j < k; j++) d[j] *= inv_n;
+    /* C: one call for every layer when their chunks fit in one, else layer by layer */
+    int counts[MLP_MAX_LAYERS], total_chunks = 0;
+    for (int i = 0; i < L; i++) total_chunks += counts[i] = plan_grad(s, i, mode);
+    if (total_chunks <= 64) {
+        int e = 0;
+        for (int i = 0; i < L; i++)
+            for (int c = 0; c < counts[i]; c++, e++) {
+                s->layer_of[e] = (unsigned char)i;
+                s->chunk_of[e] = (unsigned char)c;
+            }
+        team_run(t->team, total_chunks, grad_chunk, s);
+    } else {
+        for (int i = 0; i < L; i++)
+            team_run(t->team, counts[i], t->sparse[i] ? sp_grad_chunk : dense_grad_chunk,
+                     t->sparse[i] ? (void *)&s->sj[i] : (void *)&s->dj[i]);
     }
-    for (int i = L - 1; i >= 0; i--) {
-        const float *a = i == 0 ? x : t->s->a[i];
-        int in_w = net->sizes[i], out_w = net->sizes[i + 1];
-        if (i > 0) {
-            /* prev [n, in] = delta [n, out] W [out, in], with W before its update */
-            if (t->sparse[i])
-                for (int b = 0; b < t->blocks[i]; b++) {
-                    int c0 = b * SP_BW, w = out_w - c0 < t->ldw[i] ? out_w - c0 : t->ldw[i];
-                    gemm_nt(t->team, n, in_w, w, 1.0f, delta + c0, out_w, wt_block(t, t->wt[i], i, b), t->ldw[i],
-                            b ? 1.0f : 0.0f, prev, in_w);
-                }
-            else
-                gemm_nn(t->team, n, in_w, out_w, 1.0f, delta, out_w, net->w[i], in_w, 0.0f, prev, in_w);
-            act_backward(net->act, a, prev, (size_t)n * in_w);
-        }
-        if (t->sparse[i]) sp_layer_param_grad(t, i, delta, i == 0 ? xr : t->rows + (size_t)i * t->p.max_batch, n, mode);
-        else layer_param_grad(t, i, delta, a, n, mode);
-        float *tmp = delta; delta = prev; prev = tmp;
-    }
+    for (int i = 0; i < L; i++) finish_grad(t, i, mode);
     return 0;
 }
 
