@@ -446,6 +446,8 @@ struct mlp_trainer {
     float *xbuf;                   /* [max_batch, in]: a batch given as rows, gathered for BLAS */
     unsigned step_no;
     int stale;                     /* wt does not yet hold the network's weights */
+    const float **next_rows;       /* [max_batch]: the next step's rows (mlp_trainer_prefetch) */
+    int n_next;
     step_ctx ctx;
 };
 
@@ -521,7 +523,8 @@ mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errle
     }
     t->rows = calloc((size_t)net->n_layers * p.max_batch, sizeof *t->rows);
     t->xbuf = alloc_floats((size_t)p.max_batch * net->sizes[0]);
-    if (!t->rows || !t->xbuf) goto nomem;
+    t->next_rows = calloc((size_t)p.max_batch, sizeof *t->next_rows);
+    if (!t->rows || !t->xbuf || !t->next_rows) goto nomem;
     for (int i = 1; i < net->n_layers; i++)
         for (int r = 0; r < p.max_batch; r++) t->rows[i * p.max_batch + r] = t->s->a[i] + (size_t)r * net->sizes[i];
     t->stale = 1;
@@ -549,6 +552,7 @@ void mlp_trainer_free(mlp_trainer *t) {
     free(t->spb_step);
     free(t->rows);
     free(t->xbuf);
+    free(t->next_rows);
     free(t);
 }
 
@@ -674,6 +678,16 @@ static void sp_forward_chunk(void *ctx, int c, int m) {
     (void)m; /* the forward pass needs no index: it reads x itself */
 }
 
+/* Part `part` of PF_PARTS of the next batch's rows (see mlp_trainer_prefetch):
+ * ask for their cache lines, to this core's caches. */
+#define PF_PARTS 8
+static void prefetch_next(const mlp_trainer *t, int part) {
+    size_t bytes = sizeof(float) * (size_t)t->net->sizes[0], lines = (bytes + 63) / 64;
+    size_t total = lines * (size_t)t->n_next, from = total * part / PF_PARTS, to = total * (part + 1) / PF_PARTS;
+    for (size_t e = from; e < to; e++)
+        __builtin_prefetch((const char *)t->next_rows[e / lines] + 64 * (e % lines), 0, 3);
+}
+
 static void sp_grad_chunk(void *ctx, int c, int m) {
     sp_job *j = ctx;
     mlp_trainer *t = j->t;
@@ -681,10 +695,18 @@ static void sp_grad_chunk(void *ctx, int c, int m) {
     int cb = c % j->col_blocks, g = c / j->col_blocks;
     int c0 = cb * j->cols, c1 = c0 + j->cols < o ? c0 + j->cols : o;
     int pairs = (k + 1) / 2, p0 = 2 * (pairs * g / j->groups), p1 = 2 * (pairs * (g + 1) / j->groups);
-    for (int c = c0; c < c1; c += SP_BW) {
-        int w = c1 - c < SP_BW ? c1 - c : SP_BW;
-        sp_weight_grad(member_batch(j, m), j->in, j->d + c, o, wt_block(t, j->dst, i, c / SP_BW), t->ldw[i],
-                       j->alpha, j->set, p0, p1 < k ? p1 : k, 0, w);
+    p1 = p1 < k ? p1 : k;
+    /* The first layer's gradient is the longest stretch of a step: while it
+     * runs, this core also fetches the next step's rows, a part at a time. */
+    int parts = i == 0 && t->n_next ? PF_PARTS : 1;
+    for (int part = 0; part < parts; part++) {
+        int q0 = p0 + 2 * ((p1 - p0) / 2 * part / parts), q1 = part == parts - 1 ? p1 : p0 + 2 * ((p1 - p0) / 2 * (part + 1) / parts);
+        if (parts > 1) prefetch_next(t, part);
+        for (int c = c0; c < c1; c += SP_BW) {
+            int w = c1 - c < SP_BW ? c1 - c : SP_BW;
+            sp_weight_grad(member_batch(j, m), j->in, j->d + c, o, wt_block(t, j->dst, i, c / SP_BW), t->ldw[i],
+                           j->alpha, j->set, q0, q1, 0, w);
+        }
     }
     if (g == 0) sp_bias_grad(j->d, o, j->n, j->bias_dst, j->alpha, j->set, c0, c1);
 }
@@ -856,7 +878,10 @@ static int step(mlp_trainer *t, const float *const *xr, const uint8_t *y, int n,
     for (int c = 0; c < row_chunks; c++) total += s->loss[c];
     float l = (float)(total / n);
     if (loss) *loss = l;
-    if (mode == STEP_UPDATE && !isfinite(l) && !t->p.keep_going) return 1;
+    if (mode == STEP_UPDATE && !isfinite(l) && !t->p.keep_going) {
+        t->n_next = 0;
+        return 1;
+    }
     /* C: one call for every layer when their chunks fit in one, else layer by layer */
     int counts[MLP_MAX_LAYERS], total_chunks = 0;
     for (int i = 0; i < L; i++) total_chunks += counts[i] = plan_grad(s, i, mode);
@@ -874,7 +899,13 @@ static int step(mlp_trainer *t, const float *const *xr, const uint8_t *y, int n,
                      t->sparse[i] ? (void *)&s->sj[i] : (void *)&s->dj[i]);
     }
     for (int i = 0; i < L; i++) finish_grad(t, i, mode);
+    t->n_next = 0;
     return 0;
+}
+
+void mlp_trainer_prefetch(mlp_trainer *t, const float *const *rows, int n) {
+    t->n_next = n < t->p.max_batch ? n : t->p.max_batch;
+    memcpy(t->next_rows, rows, sizeof *rows * (size_t)t->n_next);
 }
 
 /* Point t->rows[0..n-1] (layer 0's slots) at the rows of a contiguous batch. */

@@ -143,6 +143,12 @@ int mlp_train_step(mlp_trainer *t, const float *x /* [n, in] */,
  * it works on itself. */
 int mlp_train_step_rows(mlp_trainer *t, const float *const *rows, const uint8_t *y, int n, float *loss);
 
+/* A hint: the rows the next step will train on. While the next call to
+ * mlp_train_step_rows computes, each thread also fetches them into its caches
+ * (rows picked at random from a large data set are otherwise a wait on memory
+ * when that step starts). The pointers must stay valid until that call returns. */
+void mlp_trainer_prefetch(mlp_trainer *t, const float *const *rows, int n);
+
 /* The trainer keeps some weights in a layout of its own while it trains (the
  * layers whose input is mostly zeros, transposed). mlp_train_step updates that
  * copy, not the network: call mlp_trainer_sync before reading the network's

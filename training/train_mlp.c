@@ -301,9 +301,10 @@ int train_mlp_main(int argc, char **argv) {
     mlp_trainer *tr = net ? mlp_trainer_new(net, sp, err, sizeof err) : NULL;
     int *order = malloc(sizeof(int) * (size_t)d.train.n);
     const float **bx = malloc(sizeof(*bx) * (size_t)o.batch); /* the batch's rows, where they lie */
+    const float **nx = malloc(sizeof(*nx) * (size_t)o.batch); /* the next batch's */
     uint8_t *by = malloc((size_t)o.batch);
     json_t *history = json_object(), *epochs_js = json_array(), *events = json_array();
-    if (!net || !best || !avg || !tr || !order || !bx || !by || !history || !epochs_js || !events) {
+    if (!net || !best || !avg || !tr || !order || !bx || !nx || !by || !history || !epochs_js || !events) {
         fprintf(stderr, "train-mlp: %s\n", net && best && avg && tr ? "out of memory" : err);
         goto done;
     }
@@ -337,6 +338,12 @@ int train_mlp_main(int argc, char **argv) {
                 int id = order[b * o.batch + i];
                 bx[i] = d.train.x + (size_t)id * FMNIST_PIXELS;
                 by[i] = d.train.y[id];
+            }
+            /* Tell the trainer the next batch, so its rows are fetched during this step. */
+            if (b + 1 < n_batches) {
+                int nn = d.train.n - (b + 1) * o.batch < o.batch ? d.train.n - (b + 1) * o.batch : o.batch;
+                for (int i = 0; i < nn; i++) nx[i] = d.train.x + (size_t)order[(b + 1) * o.batch + i] * FMNIST_PIXELS;
+                mlp_trainer_prefetch(tr, nx, nn);
             }
             float loss;
             int st = mlp_train_step_rows(tr, bx, by, n, &loss);
@@ -451,6 +458,7 @@ done:
     json_decref(events);
     free(order);
     free((void *)bx);
+    free((void *)nx);
     free(by);
     mlp_trainer_free(tr);
     mlp_free(net);
