@@ -140,64 +140,61 @@ SP_TARGET static inline __mmask16 nonzero16(const float *x, __mmask16 lm) {
  * masked by tail when MASKED): each row of wt loaded serves both, for every
  * input that is nonzero in either (a row where it is 0 adds an exact 0). Two
  * images share most of their nonzero pixels, so this loads wt about a third
- * less often than one row at a time, for a few more multiplications. The
- * inputs go in blocks of SP_BLOCK, so the block's rows of wt stay in L1 while
- * every pair of rows passes over them. */
+ * less often than one row at a time, for a few more multiplications. Each
+ * pair's sums stay in registers from the bias to the end: z is written once
+ * (a pass over the inputs in blocks, rereading z each block, ran no faster,
+ * and with two threads writing the two halves of the same rows of z, slower). */
 SP_TARGET SP_INLINE void forward_block(const float *const *x, int k, const float *wt, int ldw, const float *bias,
                                        float *z, int ldz, int relu, int r0, int r1, int c,
                                        const int NV, const int MASKED, __mmask16 tail) {
     const __mmask16 full = (__mmask16)0xffff;
-    for (int pb = 0; pb < k; pb += SP_BLOCK) {
-        int pe = pb + SP_BLOCK < k ? pb + SP_BLOCK : k, last = pe == k;
-        for (int r = r0; r < r1; r += 2) {
-            int two = r + 1 < r1;
-            const float *xa = x[r], *xb = two ? x[r + 1] : xa;
-            float *za = z + (size_t)r * ldz + c, *zb = za + ldz;
-            __m512 a[8], bb[8];
+    for (int r = r0; r < r1; r += 2) {
+        int two = r + 1 < r1;
+        const float *xa = x[r], *xb = two ? x[r + 1] : xa;
+        float *za = z + (size_t)r * ldz + c, *zb = za + ldz;
+        __m512 a[8], bb[8];
 #pragma GCC unroll 8
-            for (int v = 0; v < NV; v++) {
-                __mmask16 mv = MASKED && v == NV - 1 ? tail : full;
-                a[v] = _mm512_maskz_loadu_ps(mv, (pb ? za : bias + c) + 16 * v);
-                bb[v] = two ? _mm512_maskz_loadu_ps(mv, (pb ? zb : bias + c) + 16 * v) : _mm512_setzero_ps();
-            }
-            for (int p16 = pb; p16 < pe; p16 += 16) {
-                __mmask16 lm = pe - p16 >= 16 ? full : (__mmask16)((1u << (pe - p16)) - 1);
-                if (two) {
-                    uint32_t m = (uint32_t)(nonzero16(xa + p16, lm) | nonzero16(xb + p16, lm));
-                    while (m) {
-                        int p = p16 + __builtin_ctz(m);
-                        m &= m - 1;
-                        __m512 x0 = _mm512_set1_ps(xa[p]), x1 = _mm512_set1_ps(xb[p]);
-                        const float *w = wt + (size_t)p * ldw + c;
+        for (int v = 0; v < NV; v++) {
+            a[v] = _mm512_maskz_loadu_ps(MASKED && v == NV - 1 ? tail : full, bias + c + 16 * v);
+            bb[v] = a[v];
+        }
+        for (int p16 = 0; p16 < k; p16 += 16) {
+            __mmask16 lm = k - p16 >= 16 ? full : (__mmask16)((1u << (k - p16)) - 1);
+            if (two) {
+                uint32_t m = (uint32_t)(nonzero16(xa + p16, lm) | nonzero16(xb + p16, lm));
+                while (m) {
+                    int p = p16 + __builtin_ctz(m);
+                    m &= m - 1;
+                    __m512 x0 = _mm512_set1_ps(xa[p]), x1 = _mm512_set1_ps(xb[p]);
+                    const float *w = wt + (size_t)p * ldw + c;
 #pragma GCC unroll 8
-                        for (int v = 0; v < NV; v++) {
-                            __m512 wv = _mm512_loadu_ps(w + 16 * v);
-                            a[v] = _mm512_fmadd_ps(x0, wv, a[v]);
-                            bb[v] = _mm512_fmadd_ps(x1, wv, bb[v]);
-                        }
-                    }
-                } else {
-                    uint32_t m = nonzero16(xa + p16, lm);
-                    while (m) {
-                        int p = p16 + __builtin_ctz(m);
-                        m &= m - 1;
-                        __m512 x0 = _mm512_set1_ps(xa[p]);
-                        const float *w = wt + (size_t)p * ldw + c;
-#pragma GCC unroll 8
-                        for (int v = 0; v < NV; v++) a[v] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(w + 16 * v), a[v]);
+                    for (int v = 0; v < NV; v++) {
+                        __m512 wv = _mm512_loadu_ps(w + 16 * v);
+                        a[v] = _mm512_fmadd_ps(x0, wv, a[v]);
+                        bb[v] = _mm512_fmadd_ps(x1, wv, bb[v]);
                     }
                 }
-            }
+            } else {
+                uint32_t m = nonzero16(xa + p16, lm);
+                while (m) {
+                    int p = p16 + __builtin_ctz(m);
+                    m &= m - 1;
+                    __m512 x0 = _mm512_set1_ps(xa[p]);
+                    const float *w = wt + (size_t)p * ldw + c;
 #pragma GCC unroll 8
-            for (int v = 0; v < NV; v++) {
-                __mmask16 mv = MASKED && v == NV - 1 ? tail : full;
-                if (relu && last) {
-                    a[v] = _mm512_max_ps(a[v], _mm512_setzero_ps());
-                    bb[v] = _mm512_max_ps(bb[v], _mm512_setzero_ps());
+                    for (int v = 0; v < NV; v++) a[v] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(w + 16 * v), a[v]);
                 }
-                _mm512_mask_storeu_ps(za + 16 * v, mv, a[v]);
-                if (two) _mm512_mask_storeu_ps(zb + 16 * v, mv, bb[v]);
             }
+        }
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) {
+            __mmask16 mv = MASKED && v == NV - 1 ? tail : full;
+            if (relu) {
+                a[v] = _mm512_max_ps(a[v], _mm512_setzero_ps());
+                bb[v] = _mm512_max_ps(bb[v], _mm512_setzero_ps());
+            }
+            _mm512_mask_storeu_ps(za + 16 * v, mv, a[v]);
+            if (two) _mm512_mask_storeu_ps(zb + 16 * v, mv, bb[v]);
         }
     }
 }

@@ -18,10 +18,6 @@
 
 #include <stdint.h>
 
-/* Inputs per block of the forward pass (a multiple of 16): a block's rows of
- * wt stay in L1 while the batch's rows pass over them. */
-#define SP_BLOCK 32
-
 /* Which inputs of a batch are nonzero, as one bit mask per input: what the
  * weight gradient walks. */
 typedef struct {
