@@ -375,8 +375,9 @@ mlp_sgd_params mlp_sgd_default_params(void) {
 
 /* Outputs per block of a sparse layer's transposed weights. */
 #define SP_BW 128
-/* Below this many multiply-adds a layer's sparse kernels run as one piece. */
-#define SP_SPLIT_MIN_MACS (64 * 1024)
+/* Below this many multiply-adds a layer's gradient (and a sparse layer's
+ * forward pass) runs as one piece: splitting it costs more than it saves. */
+#define SP_SPLIT_MIN_MACS (200 * 1024)
 
 /* The trainer's per-step state (see step()). */
 typedef struct {

@@ -260,17 +260,17 @@ SP_TARGET SP_INLINE void weight_grad_block(const sp_batch *b, const float *const
     }
 }
 
-/* Instantiate a block kernel for 1..8 vectors. */
-#define SP_DISPATCH_NV(nv, call)                                                                   \
+/* CALL(NV, MASKED) with NV a constant from 1 to 8. */
+#define SP_DISPATCH_NV(nv, CALL, MASKED)                                                           \
     switch (nv) {                                                                                  \
-    case 1: call(1); break;                                                                        \
-    case 2: call(2); break;                                                                        \
-    case 3: call(3); break;                                                                        \
-    case 4: call(4); break;                                                                        \
-    case 5: call(5); break;                                                                        \
-    case 6: call(6); break;                                                                        \
-    case 7: call(7); break;                                                                        \
-    default: call(8); break;                                                                       \
+    case 1: CALL(1, MASKED); break;                                                                \
+    case 2: CALL(2, MASKED); break;                                                                \
+    case 3: CALL(3, MASKED); break;                                                                \
+    case 4: CALL(4, MASKED); break;                                                                \
+    case 5: CALL(5, MASKED); break;                                                                \
+    case 6: CALL(6, MASKED); break;                                                                \
+    case 7: CALL(7, MASKED); break;                                                                \
+    default: CALL(8, MASKED); break;                                                               \
     }
 
 static __mmask16 tail_mask(int cols) {
@@ -278,33 +278,30 @@ static __mmask16 tail_mask(int cols) {
     return r ? (__mmask16)((1u << r) - 1) : (__mmask16)0xffff;
 }
 
+/* Run a block kernel over columns [c0, c1) in blocks of SP_COLS: CALL(NV,
+ * MASKED) sees the block's first column as c and its last vector's mask as
+ * tail; the compiler gets a version for each width, unmasked and masked. */
+#define SP_OVER_COLUMNS(c0, c1, CALL)                                                              \
+    for (int c = (c0); c < (c1); c += SP_COLS) {                                                   \
+        int cols_ = (c1) - c < SP_COLS ? (c1) - c : SP_COLS, nv_ = (cols_ + 15) / 16;              \
+        __mmask16 tail = tail_mask(cols_);                                                         \
+        if (tail == (__mmask16)0xffff) SP_DISPATCH_NV(nv_, CALL, 0)                                \
+        else SP_DISPATCH_NV(nv_, CALL, 1)                                                          \
+    }
+
 SP_TARGET static void forward_avx512(const float *const *x, int k, const float *wt, int ldw, const float *bias,
                                      float *z, int ldz, int relu, int r0, int r1, int c0, int c1) {
-    for (int c = c0; c < c1; c += SP_COLS) {
-        int cols = c1 - c < SP_COLS ? c1 - c : SP_COLS, nv = (cols + 15) / 16;
-        __mmask16 tail = tail_mask(cols);
-#define SP_FWD(NV) forward_block(x, k, wt, ldw, bias, z, ldz, relu, r0, r1, c, NV, 0, tail)
-#define SP_FWD_TAIL(NV) forward_block(x, k, wt, ldw, bias, z, ldz, relu, r0, r1, c, NV, 1, tail)
-        if (tail == (__mmask16)0xffff) SP_DISPATCH_NV(nv, SP_FWD)
-        else SP_DISPATCH_NV(nv, SP_FWD_TAIL)
+#define SP_FWD(NV, MASKED) forward_block(x, k, wt, ldw, bias, z, ldz, relu, r0, r1, c, NV, MASKED, tail)
+    SP_OVER_COLUMNS(c0, c1, SP_FWD)
 #undef SP_FWD
-#undef SP_FWD_TAIL
-    }
 }
 
 SP_TARGET static void weight_grad_avx512(const sp_batch *b, const float *const *x, const float *d, int ldd,
                                          float *wt, int ldw, float alpha, int set, int p0, int p1, int c0,
                                          int c1) {
-    for (int c = c0; c < c1; c += SP_COLS) {
-        int cols = c1 - c < SP_COLS ? c1 - c : SP_COLS, nv = (cols + 15) / 16;
-        __mmask16 tail = tail_mask(cols);
-#define SP_WG(NV) weight_grad_block(b, x, d, ldd, wt, ldw, alpha, set, p0, p1, c, NV, 0, tail)
-#define SP_WG_TAIL(NV) weight_grad_block(b, x, d, ldd, wt, ldw, alpha, set, p0, p1, c, NV, 1, tail)
-        if (tail == (__mmask16)0xffff) SP_DISPATCH_NV(nv, SP_WG)
-        else SP_DISPATCH_NV(nv, SP_WG_TAIL)
+#define SP_WG(NV, MASKED) weight_grad_block(b, x, d, ldd, wt, ldw, alpha, set, p0, p1, c, NV, MASKED, tail)
+    SP_OVER_COLUMNS(c0, c1, SP_WG)
 #undef SP_WG
-#undef SP_WG_TAIL
-    }
 }
 
 #endif /* SP_HAVE_AVX512 */
