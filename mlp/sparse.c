@@ -37,6 +37,7 @@ static int avx512(void) {
 static size_t mask_words(int n) { return (size_t)(n + 31) / 32; }
 
 int sp_batch_init(sp_batch *b, int max_n, int max_k) {
+    avx512(); /* decide here, before any thread runs a kernel */
     memset(b, 0, sizeof *b);
     b->max_n = max_n;
     b->max_k = max_k;
