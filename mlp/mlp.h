@@ -114,7 +114,8 @@ typedef struct {
     float momentum;  /* 0 = plain SGD (the seed's recipe) */
     int max_batch;   /* largest batch passed to the step functions */
     int keep_going;  /* 0: a step whose loss is not finite changes nothing (see mlp_train_step) */
-    int threads;     /* threads that share each large GEMM (1..64); call BLAS single-threaded then */
+    int threads;     /* threads that share each step (1..64), with bit-identical results for any
+                        number; call BLAS single-threaded then */
     int dense;       /* 1: every layer through BLAS GEMMs, none over its input's nonzeros
                         (the same results up to rounding; for comparison) */
 } mlp_sgd_params;
@@ -131,7 +132,8 @@ mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errle
 void mlp_trainer_free(mlp_trainer *t);
 
 /* One SGD step on a batch: forward, mean softmax cross-entropy over the
- * batch, backward, update. Returns 0 and the batch's mean loss in *loss,
+ * batch, backward, update (of the trainer's copy of the weights: see
+ * mlp_trainer_sync). Returns 0 and the batch's mean loss in *loss,
  * or -1 on a bad batch size or label. When the loss is not finite and
  * keep_going is 0, the parameters are left as they were (the last finite
  * ones) and 1 is returned; with keep_going the update is applied anyway. */
