@@ -375,6 +375,8 @@ mlp_sgd_params mlp_sgd_default_params(void) {
 
 /* Outputs per block of a sparse layer's transposed weights. */
 #define SP_BW 128
+/* Inputs per chunk of a dense layer's weight gradient. */
+#define DENSE_COLS 64
 /* Below this many multiply-adds a layer's gradient (and a sparse layer's
  * forward pass) runs as one piece: splitting it costs more than it saves. */
 #define SP_SPLIT_MIN_MACS (200 * 1024)
@@ -573,13 +575,17 @@ static float *wt_block(const mlp_trainer *t, float *buf, int i, int b) {
     return buf + (size_t)b * t->net->sizes[i] * t->ldw[i];
 }
 
+/* How many outputs block b of sparse layer i holds (the last may hold fewer). */
+static int block_cols(const mlp_trainer *t, int i, int b) {
+    int left = t->net->sizes[i + 1] - b * SP_BW;
+    return left < t->ldw[i] ? left : t->ldw[i];
+}
+
 /* dst [out, in] (the network's layout) from src laid out like wt[i]. */
 static void unblock(const mlp_trainer *t, int i, float *dst, float *src) {
-    int k = t->net->sizes[i], o = t->net->sizes[i + 1];
-    for (int b = 0; b < t->blocks[i]; b++) {
-        int c0 = b * SP_BW, w = o - c0 < t->ldw[i] ? o - c0 : t->ldw[i];
-        transpose(dst + (size_t)c0 * k, k, wt_block(t, src, i, b), t->ldw[i], w, k);
-    }
+    int k = t->net->sizes[i];
+    for (int b = 0; b < t->blocks[i]; b++)
+        transpose(dst + (size_t)b * SP_BW * k, k, wt_block(t, src, i, b), t->ldw[i], block_cols(t, i, b), k);
 }
 
 void mlp_trainer_sync(mlp_trainer *t) {
@@ -595,12 +601,11 @@ static void load_masters(mlp_trainer *t) {
     mlp *net = t->net;
     for (int i = 0; i < net->n_layers; i++) {
         if (!t->sparse[i]) continue;
-        int k = net->sizes[i], o = net->sizes[i + 1];
+        int k = net->sizes[i];
         memset(t->wt[i], 0, sizeof(float) * (size_t)t->blocks[i] * k * t->ldw[i]);
-        for (int b = 0; b < t->blocks[i]; b++) {
-            int c0 = b * SP_BW, w = o - c0 < t->ldw[i] ? o - c0 : t->ldw[i];
-            transpose(wt_block(t, t->wt[i], i, b), t->ldw[i], net->w[i] + (size_t)c0 * k, k, k, w);
-        }
+        for (int b = 0; b < t->blocks[i]; b++)
+            transpose(wt_block(t, t->wt[i], i, b), t->ldw[i], net->w[i] + (size_t)b * SP_BW * k, k, k,
+                      block_cols(t, i, b));
     }
     t->stale = 0;
 }
@@ -632,7 +637,6 @@ static int row_chunk(int n) {
 
 /* ---- Sparse layers: one layer's work, cut into chunks for the team ---- */
 
-
 /* Chunks of a sparse layer's work: one per SP_BW outputs, each cut in as
  * many pieces as the team has threads when there are fewer blocks than
  * threads. However it is cut, every output is computed the same way. */
@@ -644,6 +648,15 @@ static void sp_plan(const mlp_trainer *t, int i, int n, sp_job *j) {
     j->groups = 1;
     if ((long)n * k * o >= SP_SPLIT_MIN_MACS && j->col_blocks < threads)
         j->groups = threads < 64 / j->col_blocks ? threads : 64 / j->col_blocks;
+}
+
+/* Group g of `groups` of [0, n), cut at even numbers: the kernels pair rows
+ * and inputs from the start of a range, so a range starting at an even number
+ * pairs them as the whole does. */
+static void pair_range(int n, int g, int groups, int *lo, int *hi) {
+    int pairs = (n + 1) / 2, h = 2 * (pairs * (g + 1) / groups);
+    *lo = 2 * (pairs * g / groups);
+    *hi = h < n ? h : n;
 }
 
 /* Member m's index of layer i's input in this step, built on first use. */
@@ -673,9 +686,9 @@ static void sp_forward_chunk(void *ctx, int c, int m) {
     sp_job *j = ctx;
     int o = j->t->net->sizes[j->i + 1], cb = c % j->col_blocks, g = c / j->col_blocks;
     int c0 = cb * j->cols, c1 = c0 + j->cols < o ? c0 + j->cols : o;
-    /* Rows split at even rows: the kernel pairs them from the first. */
-    int pairs = (j->n + 1) / 2, r1 = 2 * (pairs * (g + 1) / j->groups);
-    sp_forward_part(j->t, j->i, j->in, j->out, 2 * (pairs * g / j->groups), r1 < j->n ? r1 : j->n, c0, c1);
+    int r0, r1;
+    pair_range(j->n, g, j->groups, &r0, &r1);
+    sp_forward_part(j->t, j->i, j->in, j->out, r0, r1, c0, c1);
     (void)m; /* the forward pass needs no index: it reads x itself */
 }
 
@@ -695,13 +708,16 @@ static void sp_grad_chunk(void *ctx, int c, int m) {
     int i = j->i, k = t->net->sizes[i], o = t->net->sizes[i + 1];
     int cb = c % j->col_blocks, g = c / j->col_blocks;
     int c0 = cb * j->cols, c1 = c0 + j->cols < o ? c0 + j->cols : o;
-    int pairs = (k + 1) / 2, p0 = 2 * (pairs * g / j->groups), p1 = 2 * (pairs * (g + 1) / j->groups);
-    p1 = p1 < k ? p1 : k;
+    int p0, p1;
+    pair_range(k, g, j->groups, &p0, &p1);
     /* The first layer's gradient is the longest stretch of a step: while it
      * runs, this core also fetches the next step's rows, a part at a time. */
     int parts = i == 0 && t->n_next ? PF_PARTS : 1;
     for (int part = 0; part < parts; part++) {
-        int q0 = p0 + 2 * ((p1 - p0) / 2 * part / parts), q1 = part == parts - 1 ? p1 : p0 + 2 * ((p1 - p0) / 2 * (part + 1) / parts);
+        int q0, q1;
+        pair_range(p1 - p0, part, parts, &q0, &q1);
+        q0 += p0;
+        q1 += p0;
         if (parts > 1) prefetch_next(t, part);
         for (int c = c0; c < c1; c += SP_BW) {
             int w = c1 - c < SP_BW ? c1 - c : SP_BW;
@@ -712,21 +728,19 @@ static void sp_grad_chunk(void *ctx, int c, int m) {
     if (g == 0) sp_bias_grad(j->d, o, j->n, j->bias_dst, j->alpha, j->set, c0, c1);
 }
 
-/* ---- Dense layers' weight gradients, by blocks of 64 inputs ---- */
-
+/* ---- Dense layers' weight gradients, by blocks of DENSE_COLS inputs ---- */
 
 /* dw[:, c0:c1] = alpha d^T a[:, c0:c1] + beta dw (and db, with chunk 0). */
 static void dense_grad_chunk(void *ctx, int c, int m) {
     dense_job *j = ctx;
     int k = j->t->net->sizes[j->i], o = j->t->net->sizes[j->i + 1];
-    int w = j->chunks == 1 ? k : 64, c0 = c * w, c1 = c0 + w < k ? c0 + w : k;
+    int w = j->chunks == 1 ? k : DENSE_COLS, c0 = c * w, c1 = c0 + w < k ? c0 + w : k;
     gemm_tn(NULL, o, c1 - c0, j->n, j->alpha, j->d, o, j->a + c0, k, j->beta, j->dw + c0, k);
     if (c == 0) gemv_t(j->n, o, j->alpha, j->d, o, j->t->ones, j->beta, j->db);
     (void)m;
 }
 
 /* ---- The step ---- */
-
 
 static const float *const *input_rows(const step_ctx *s, int i) {
     return i == 0 ? s->xr : s->t->rows + (size_t)i * s->t->p.max_batch;
@@ -766,11 +780,9 @@ static void rows_chunk(void *ctx, int c, int m) {
         const float *d = t->dout[i] + (size_t)r0 * o;
         float *prev = t->dout[i - 1] + (size_t)r0 * k;
         if (t->sparse[i]) {
-            for (int b = 0; b < t->blocks[i]; b++) {
-                int o0 = b * SP_BW, ow = o - o0 < t->ldw[i] ? o - o0 : t->ldw[i];
-                gemm_nt(NULL, nr, k, ow, 1.0f, d + o0, o, wt_block(t, t->wt[i], i, b), t->ldw[i], b ? 1.0f : 0.0f,
-                        prev, k);
-            }
+            for (int b = 0; b < t->blocks[i]; b++)
+                gemm_nt(NULL, nr, k, block_cols(t, i, b), 1.0f, d + b * SP_BW, o, wt_block(t, t->wt[i], i, b),
+                        t->ldw[i], b ? 1.0f : 0.0f, prev, k);
         } else {
             gemm_nn(NULL, nr, k, o, 1.0f, d, o, net->w[i], k, 0.0f, prev, k);
         }
@@ -811,7 +823,7 @@ static int plan_grad(step_ctx *s, int i, step_mode mode) {
     } else {
         j->dw = t->vw[i]; j->db = t->vb[i]; j->alpha = 1.0f; j->beta = t->p.momentum;
     }
-    j->chunks = (long)s->n * k * o < SP_SPLIT_MIN_MACS ? 1 : (k + 63) / 64;
+    j->chunks = (long)s->n * k * o < SP_SPLIT_MIN_MACS ? 1 : (k + DENSE_COLS - 1) / DENSE_COLS;
     return j->chunks;
 }
 
@@ -905,7 +917,7 @@ static int step(mlp_trainer *t, const float *const *xr, const uint8_t *y, int n,
 }
 
 void mlp_trainer_prefetch(mlp_trainer *t, const float *const *rows, int n) {
-    t->n_next = n < t->p.max_batch ? n : t->p.max_batch;
+    t->n_next = n < 0 ? 0 : n < t->p.max_batch ? n : t->p.max_batch;
     memcpy(t->next_rows, rows, sizeof *rows * (size_t)t->n_next);
 }
 

@@ -256,6 +256,14 @@ static int write_folder(const char *dir, const char *name, const mlp *net, const
     return rc;
 }
 
+/* Point rows[] at the images of batch b of the shuffled order; returns how
+ * many there are (the last batch may be short). */
+static int batch_rows(const fm_set *set, const int *order, int b, int batch, const float **rows) {
+    int n = set->n - b * batch < batch ? set->n - b * batch : batch;
+    for (int i = 0; i < n; i++) rows[i] = set->x + (size_t)order[b * batch + i] * FMNIST_PIXELS;
+    return n;
+}
+
 /* Last path component of dir, for the model's name. */
 static const char *base_name(const char *dir) {
     const char *end = dir + strlen(dir);
@@ -333,18 +341,10 @@ int train_mlp_main(int argc, char **argv) {
         long correct = 0, seen = 0;
         rng_shuffle(&r, order, d.train.n);
         for (int b = 0; b < n_batches; b++) {
-            int n = d.train.n - b * o.batch < o.batch ? d.train.n - b * o.batch : o.batch;
-            for (int i = 0; i < n; i++) {
-                int id = order[b * o.batch + i];
-                bx[i] = d.train.x + (size_t)id * FMNIST_PIXELS;
-                by[i] = d.train.y[id];
-            }
+            int n = batch_rows(&d.train, order, b, o.batch, bx);
+            for (int i = 0; i < n; i++) by[i] = d.train.y[order[b * o.batch + i]];
             /* Tell the trainer the next batch, so its rows are fetched during this step. */
-            if (b + 1 < n_batches) {
-                int nn = d.train.n - (b + 1) * o.batch < o.batch ? d.train.n - (b + 1) * o.batch : o.batch;
-                for (int i = 0; i < nn; i++) nx[i] = d.train.x + (size_t)order[(b + 1) * o.batch + i] * FMNIST_PIXELS;
-                mlp_trainer_prefetch(tr, nx, nn);
-            }
+            if (b + 1 < n_batches) mlp_trainer_prefetch(tr, nx, batch_rows(&d.train, order, b + 1, o.batch, nx));
             float loss;
             int st = mlp_train_step_rows(tr, bx, by, n, &loss);
             if (st == 1) {
