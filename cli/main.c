@@ -6,7 +6,7 @@
 #include "train_cli.h"
 #ifdef LOUPE_HAVE_SERVER
 #include "srv_cli.h"
-#include "srv_offline.h"
+#include "offline.h"
 #endif
 
 typedef struct {
@@ -21,9 +21,9 @@ static const subcommand subcommands[] = {
     {"split", split_main, "print the train/validation/test indices of a data split as JSON"},
 #ifdef LOUPE_HAVE_SERVER
     {"serve", srv_serve_main, "serve the model store over HTTP"},
-    {"predict", srv_predict_main, "classify an image file with a model folder (JSON as the API)"},
-    {"saliency", srv_saliency_main, "saliency map of an image file (PNG or JSON as the API)"},
-    {"visualize", srv_visualize_main, "filter visualization of a CNN as a PNG strip (or JSON)"},
+    {"predict", cli_predict_main, "classify an image file with a model folder (JSON as the API)"},
+    {"saliency", cli_saliency_main, "saliency map of an image file (PNG or JSON as the API)"},
+    {"visualize", cli_visualize_main, "filter visualization of a CNN as a PNG strip (or JSON)"},
 #endif
 };
 #define N_SUBCOMMANDS (sizeof subcommands / sizeof subcommands[0])

@@ -1,4 +1,5 @@
 /* srv_cli.c -- `loupe serve`: configuration, start-up, and the signal loop that reloads and drains. */
+#include "clock.h"
 #include "srv_cli.h"
 
 #include <errno.h>
@@ -17,8 +18,7 @@
 #include "lt.h"
 #include "srv_config.h"
 #include "srv_http.h"
-#include "srv_log.h"
-#include "srv_pool.h"
+#include "log.h"
 
 static const char *const *route_labels(void) {
     /* The table's patterns, then the two catch-alls. */
@@ -34,7 +34,7 @@ static void resolve_root(const char *dir, char *out, const char *what) {
     out[0] = 0;
     if (dir && !realpath(dir, out)) {
         out[0] = 0;
-        srv_log("%s folder %s: %s (not served)", what, dir, strerror(errno));
+        log_line("%s folder %s: %s (not served)", what, dir, strerror(errno));
     }
 }
 
@@ -47,10 +47,10 @@ static struct timespec seconds_ts(double s) {
 
 static void do_reload(srv_ctx *ctx, const char *why) {
     char err[512];
-    srv_log("reloading the model store (%s)", why);
-    int n = reg_reload(ctx->registry, NULL, err, sizeof err);
+    log_line("reloading the model store (%s)", why);
+    int n = core_reg_reload(ctx->registry, NULL, err, sizeof err);
     srv_metrics_reload(ctx->metrics, n >= 0);
-    if (n < 0) srv_log("reload failed, the old models stay: %s", err);
+    if (n < 0) log_line("reload failed, the old models stay: %s", err);
     else srv_metrics_set_models_loaded(ctx->metrics, n);
 }
 
@@ -59,35 +59,35 @@ static void do_reload(srv_ctx *ctx, const char *why) {
 static int drain(srv_ctx *ctx, sigset_t *set, int sig) {
     const srv_config *cfg = ctx->cfg;
     atomic_store(&ctx->draining, 1);
-    srv_log("%s: draining: /readyz answers 503; serving %.1fs more", sig == SIGINT ? "SIGINT" : "SIGTERM",
+    log_line("%s: draining: /readyz answers 503; serving %.1fs more", sig == SIGINT ? "SIGINT" : "SIGTERM",
             cfg->drain_grace);
-    double end = srv_now() + cfg->drain_grace;
+    double end = clock_now() + cfg->drain_grace;
     for (;;) {
-        double left = end - srv_now();
+        double left = end - clock_now();
         if (left <= 0) break;
         struct timespec ts = seconds_ts(left);
         int s = sigtimedwait(set, NULL, &ts);
         if (s == SIGTERM || s == SIGINT) {
-            srv_log("second signal: ending the grace period");
+            log_line("second signal: ending the grace period");
             break;
         }
         if (s == SIGHUP) do_reload(ctx, "SIGHUP");
     }
     srv_http_quiesce(ctx);
     long n = atomic_load(&ctx->in_flight);
-    srv_log("stopped accepting connections; %ld request(s) in flight", n);
-    end = srv_now() + cfg->drain_timeout;
-    while ((n = atomic_load(&ctx->in_flight)) > 0 && srv_now() < end) {
+    log_line("stopped accepting connections; %ld request(s) in flight", n);
+    end = clock_now() + cfg->drain_timeout;
+    while ((n = atomic_load(&ctx->in_flight)) > 0 && clock_now() < end) {
         struct timespec ts = {0, 5 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
     int rc = 0;
     if (n > 0) {
-        srv_log("%ld request(s) still in flight after %.1fs; closing them", n, cfg->drain_timeout);
+        log_line("%ld request(s) still in flight after %.1fs; closing them", n, cfg->drain_timeout);
         rc = 1;
     }
     srv_http_stop(ctx);
-    srv_log("stopped");
+    log_line("stopped");
     return rc;
 }
 
@@ -109,7 +109,7 @@ int srv_serve_main(int argc, char **argv) {
     /* The same for libtorch, once, before any model loads (and without loading
      * libtorch for a store of MLPs: the shim applies it when it first loads). */
     if (lt_set_threads((int)cfg.torch_threads, 1, err, sizeof err))
-        srv_log("libtorch threads: %s", err);
+        log_line("libtorch threads: %s", err);
 
     /* Before any thread exists, so every thread inherits the mask and only
      * sigwait in this thread sees these signals: no work in signal handlers. */
@@ -133,25 +133,28 @@ int srv_serve_main(int argc, char **argv) {
     resolve_root(cfg.static_dir, ctx->static_root, "static");
     resolve_root(cfg.docs_dir, ctx->docs_root, "docs");
     ctx->metrics = srv_metrics_new(route_labels(), srv_n_routes + 2);
-    ctx->registry = reg_new(cfg.models_dir, cfg.default_model);
-    ctx->pool = ctx->metrics ? srv_pool_new((int)cfg.expensive_concurrency, (int)cfg.expensive_queue, ctx->metrics)
-                             : NULL;
-    if (!ctx->metrics || !ctx->registry || !ctx->pool) {
+    ctx->registry = core_reg_new(cfg.models_dir, cfg.default_model);
+    pthread_mutex_init(&ctx->test_lock, NULL);
+    pthread_cond_init(&ctx->test_cond, NULL);
+    if (!ctx->metrics || !ctx->registry) {
         fprintf(stderr, "loupe serve: out of memory\n");
         goto out;
     }
-    int n = reg_reload(ctx->registry, NULL, err, sizeof err);
-    if (n < 0) srv_log("%s; serving no models until a reload finds some", err);
-    else if (n == 0) srv_log("no model in %s; /readyz answers 503 until a reload finds one", cfg.models_dir);
+    /* Every model is warm (batch 1 and the batcher's largest) before it is published. */
+    core_reg_set_warmup(ctx->registry, (int)cfg.max_batch);
+    int n = core_reg_reload(ctx->registry, NULL, err, sizeof err);
+    if (n < 0) log_line("%s; serving no models until a reload finds some", err);
+    else if (n == 0) log_line("no model in %s; /readyz answers 503 until a reload finds one", cfg.models_dir);
     srv_metrics_set_models_loaded(ctx->metrics, n > 0 ? n : 0);
 
     if (srv_http_start(ctx, err, sizeof err)) {
         fprintf(stderr, "loupe serve: %s\n", err);
         goto out;
     }
-    srv_log("listening on http://%s:%u (%u threads, max body %zu bytes, expensive routes: %u at once + %u queued)",
-            cfg.host && *cfg.host ? cfg.host : "0.0.0.0", ctx->port, cfg.threads, cfg.max_body,
-            cfg.expensive_concurrency, cfg.expensive_queue);
+    log_line("listening on http://%s:%u (%u connection threads, max body %zu bytes; main lane: %u workers + %u "
+             "queued, batches of up to %u, delay %u us; heavy lane: %u workers + %u queued)",
+             cfg.host && *cfg.host ? cfg.host : "0.0.0.0", ctx->port, cfg.threads, cfg.max_body, cfg.workers, cfg.queue,
+             cfg.max_batch, cfg.batch_delay_us, cfg.expensive_concurrency, cfg.expensive_queue);
 
     for (;;) {
         int sig;
@@ -165,8 +168,10 @@ int srv_serve_main(int argc, char **argv) {
     }
 out:
     srv_http_stop(ctx);
-    reg_free(ctx->registry);
+    core_reg_free(ctx->registry);
     srv_metrics_free(ctx->metrics);
+    pthread_cond_destroy(&ctx->test_cond);
+    pthread_mutex_destroy(&ctx->test_lock);
     free(ctx);
     return rc;
 }

@@ -57,10 +57,22 @@ static const opt_spec opts[] = {
     {"access-log", "LOUPE_ACCESS_LOG", OPT_BOOL, OFF(access_log), "on|off", "one line per request on stderr (default on)"},
     {"reports", "LOUPE_REPORTS", OPT_STR, OFF(reports_dir), "DIR",
      "reproduction reports served at /v1/reports (default ./reports)"},
+    {"workers", "LOUPE_WORKERS", OPT_UINT, OFF(workers), "N",
+     "worker threads of the main lane: decoding, predict, V2 infer (default: the number of cores)"},
+    {"queue", "LOUPE_QUEUE", OPT_UINT, OFF(queue), "N",
+     "main-lane requests that may wait; past it 429 + Retry-After (default 256)"},
+    {"max-batch", "LOUPE_MAX_BATCH", OPT_UINT, OFF(max_batch), "N",
+     "images per forward pass of the dynamic batcher; 1 turns batching off (default 32)"},
+    {"batch-delay-us", "LOUPE_BATCH_DELAY_US", OPT_UINT, OFF(batch_delay_us), "N",
+     "microseconds a worker waits to fill a batch; 0 batches only what is queued (default 0)"},
+    {"queue-timeout", "LOUPE_QUEUE_TIMEOUT", OPT_UINT, OFF(queue_timeout_ms), "MS",
+     "a request still queued this long after it arrived gets 503; 0 = never (default 0)"},
+    {"large-pixels", "LOUPE_LARGE_PIXELS", OPT_U64, OFF(large_pixels), "N",
+     "uploads whose header declares more pixels decode on the heavy lane (default 1000000)"},
     {"expensive-concurrency", "LOUPE_EXPENSIVE_CONCURRENCY", OPT_UINT, OFF(expensive_concurrency), "N",
-     "CNN saliency/filters/activations run at once (default: the number of cores)"},
+     "heavy-lane workers: CNN saliency/filters/activations, large decodes, reloads (default: the number of cores)"},
     {"expensive-queue", "LOUPE_EXPENSIVE_QUEUE", OPT_UINT, OFF(expensive_queue), "N",
-     "expensive requests that may wait; past it 429 + Retry-After (default 16)"},
+     "heavy-lane requests that may wait; past it 429 + Retry-After (default 16)"},
     {"torch-threads", "LOUPE_TORCH_THREADS", OPT_UINT, OFF(torch_threads), "N",
      "libtorch intra-op threads per call (default 1: requests already run in parallel)"},
 };
@@ -149,6 +161,12 @@ static void defaults(srv_config *cfg) {
     cfg->drain_timeout = 30;
     cfg->access_log = 1;
     cfg->reports_dir = "reports";
+    cfg->workers = cfg->threads;
+    cfg->queue = 256;
+    cfg->max_batch = 32;
+    cfg->batch_delay_us = 0;
+    cfg->queue_timeout_ms = 0;
+    cfg->large_pixels = 1000000;
     cfg->expensive_concurrency = cfg->threads;
     cfg->expensive_queue = 16;
     cfg->torch_threads = 1;
@@ -169,6 +187,8 @@ void srv_config_usage(FILE *out) {
 
 int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *err, size_t errlen) {
     defaults(cfg);
+    const char *th = getenv("LOUPE_TEST_HOOKS");
+    cfg->test_hooks = th && !strcmp(th, "1");
     for (size_t i = 0; i < N_OPTS; i++) {
         const char *v = getenv(opts[i].env);
         if (v && set_opt(cfg, &opts[i], v, opts[i].env, err, errlen)) return -1;
@@ -212,6 +232,26 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *er
     }
     if (cfg->expensive_concurrency < 1 || cfg->expensive_concurrency > 1024) {
         errbuf_set(err, errlen, "--expensive-concurrency must be in [1,1024]");
+        return -1;
+    }
+    if (cfg->workers < 1 || cfg->workers > 1024) {
+        errbuf_set(err, errlen, "--workers must be in [1,1024]");
+        return -1;
+    }
+    if (cfg->queue > 65536) {
+        errbuf_set(err, errlen, "--queue must be in [0,65536]");
+        return -1;
+    }
+    if (cfg->max_batch < 1 || cfg->max_batch > 1024) {
+        errbuf_set(err, errlen, "--max-batch must be in [1,1024]");
+        return -1;
+    }
+    if (cfg->batch_delay_us > 1000000) {
+        errbuf_set(err, errlen, "--batch-delay-us must be in [0,1000000] (one second)");
+        return -1;
+    }
+    if (cfg->queue_timeout_ms > 3600000) {
+        errbuf_set(err, errlen, "--queue-timeout must be in [0,3600000] milliseconds");
         return -1;
     }
     if (cfg->expensive_queue > 65536) {

@@ -27,8 +27,15 @@ typedef struct {
     double drain_timeout;      /* seconds to wait for in-flight requests after that */
     int access_log;            /* 1 = one line per request on stderr */
     const char *reports_dir;   /* reproduction reports served under /v1/reports */
-    unsigned expensive_concurrency; /* workers for CNN saliency, filters, activations */
-    unsigned expensive_queue;  /* expensive requests that may wait; past it 429 */
+    unsigned workers;          /* main-lane worker threads: decoding, predict, V2 infer */
+    unsigned queue;            /* main-lane requests that may wait; past it 429 */
+    unsigned max_batch;        /* images per batched forward pass; 1 = no batching */
+    unsigned batch_delay_us;   /* how long a worker waits to fill a batch */
+    unsigned queue_timeout_ms; /* queued longer than this since arrival: 503; 0 = never */
+    uint64_t large_pixels;     /* uploads declaring more pixels go to the heavy lane */
+    unsigned expensive_concurrency; /* heavy-lane workers: CNN saliency, filters, activations, large decodes */
+    unsigned expensive_queue;  /* heavy-lane requests that may wait; past it 429 */
+    int test_hooks;            /* LOUPE_TEST_HOOKS=1: the routes under /v1/test/ (tests only; never in --help) */
     unsigned torch_threads;    /* libtorch intra-op threads per call */
 } srv_config;
 

@@ -1,8 +1,10 @@
 /* srv_http.c -- libmicrohttpd glue: request lifecycle, body limits, multipart, dispatch, responses, access log. */
+#include "clock.h"
 #include "srv_http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,18 +15,11 @@
 
 #include <microhttpd.h>
 
-#include "srv_log.h"
-#include "srv_pool.h"
-#include "srv_static.h"
+#include "log.h"
+#include "core_queue.h"
 
 /* Bytes of an over-limit body read and dropped before the connection is cut instead. */
 #define SRV_DISCARD_LIMIT (64u << 20)
-
-double srv_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* ==== Responses ==== */
 
@@ -80,18 +75,18 @@ void srv_reply_fd(srv_req *r, const char *content_type, int fd, uint64_t size) {
     r->resp.set = 1;
 }
 
-static void reply_errorv(srv_req *r, srv_err_kind kind, const char *fmt, va_list ap) {
+static void reply_errorv(srv_req *r, core_err_kind kind, const char *fmt, va_list ap) {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     json_t *doc;
     if (r->flags & SRV_R_V2)
         doc = json_pack("{s:s}", "error", msg);
     else
-        doc = json_pack("{s:{s:s, s:s}}", "error", "code", srv_err_code(kind), "message", msg);
+        doc = json_pack("{s:{s:s, s:s}}", "error", "code", core_err_code(kind), "message", msg);
     srv_reply_json(r, srv_err_status(kind), doc);
 }
 
-void srv_reply_error(srv_req *r, srv_err_kind kind, const char *fmt, ...) {
+void srv_reply_error(srv_req *r, core_err_kind kind, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     reply_errorv(r, kind, fmt, ap);
@@ -99,7 +94,7 @@ void srv_reply_error(srv_req *r, srv_err_kind kind, const char *fmt, ...) {
 }
 
 /* Remember an error found before the body is complete; the first one wins. */
-static void early_error(srv_req *r, srv_err_kind kind, const char *fmt, ...) {
+static void early_error(srv_req *r, core_err_kind kind, const char *fmt, ...) {
     if (r->early_err) return;
     r->early_err = 1;
     r->early_kind = kind;
@@ -109,14 +104,25 @@ static void early_error(srv_req *r, srv_err_kind kind, const char *fmt, ...) {
     va_end(ap);
 }
 
-int srv_req_defer(srv_req *r, srv_job *job) {
-    srv_pool *p = r->ctx->pool;
-    if (!p || srv_pool_reserve(p)) return -1;
+int srv_req_defer(srv_req *r, core_queue *lane, core_job *job) {
+    if (!lane || core_queue_reserve(lane)) return -1;
     r->deferred = 1;
+    job->t_arrival = r->t_start;
     /* Suspend before the worker can resume. */
     MHD_suspend_connection(r->conn);
-    srv_pool_push(p, job);
+    core_queue_push(lane, job);
     return 0;
+}
+
+int srv_req_gone(srv_req *r) {
+    /* A suspended connection is not polled, so libmicrohttpd cannot tell; the
+     * socket can: EOF (the client closed) or an error (reset) means nobody
+     * will read the answer. Pipelined bytes or nothing yet mean it is there. */
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return 0;
+    char b;
+    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 void srv_req_resume(srv_req *r) {
@@ -125,9 +131,12 @@ void srv_req_resume(srv_req *r) {
     MHD_resume_connection(conn);
 }
 
-void srv_reply_busy(srv_req *r) {
-    srv_reply_error(r, SRV_E_BUSY, "the expensive routes are busy (%u running, %u queued at most); retry shortly",
-                    r->ctx->cfg->expensive_concurrency, r->ctx->cfg->expensive_queue);
+void srv_reply_busy(srv_req *r, core_queue *lane) {
+    const srv_config *cfg = r->ctx->cfg;
+    int heavy = lane == r->ctx->lane_heavy;
+    srv_reply_error(r, CORE_E_BUSY, "the %s lane is full (%u running, %u queued at most); retry shortly",
+                    lane ? core_queue_name(lane) : "work", heavy ? cfg->expensive_concurrency : cfg->workers,
+                    heavy ? cfg->expensive_queue : cfg->queue);
     r->resp.retry_after = 1;
 }
 
@@ -150,7 +159,7 @@ void srv_req_set_model(srv_req *r, const char *name) {
 /* Turn r->resp into a libmicrohttpd response and queue it. */
 static enum MHD_Result queue(srv_req *r) {
     srv_ctx *ctx = r->ctx;
-    if (!r->resp.set) srv_reply_error(r, SRV_E_INTERNAL, "the handler gave no answer");
+    if (!r->resp.set) srv_reply_error(r, CORE_E_INTERNAL, "the handler gave no answer");
     struct MHD_Response *resp;
     if (r->resp.fd >= 0) {
         resp = MHD_create_response_from_fd((uint64_t)r->resp.fd_size, r->resp.fd);
@@ -181,6 +190,7 @@ static enum MHD_Result queue(srv_req *r) {
         }
     }
     if (r->resp.preflight) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, POST, OPTIONS");
+    if (r->request_id[0]) MHD_add_response_header(resp, "X-Request-ID", r->request_id);
     /* While draining, tell keep-alive clients to reconnect (to another replica). */
     if (atomic_load_explicit(&ctx->draining, memory_order_relaxed))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
@@ -248,6 +258,7 @@ static int dispatch(srv_req *r, unsigned *allowed) {
     for (int i = 0; i < srv_n_routes; i++) {
         const char *param[SRV_MAX_PARAMS] = {0};
         if ((srv_routes[i].flags & SRV_R_ADMIN) && !r->ctx->cfg->admin_token) continue;
+        if ((srv_routes[i].flags & SRV_R_TEST) && !r->ctx->cfg->test_hooks) continue;
         if (!route_match(srv_routes[i].pattern, segs, nseg, param)) continue;
         *allowed |= srv_routes[i].methods;
         if (srv_routes[i].methods & mb) {
@@ -289,11 +300,11 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
     if (!size) return MHD_YES;
     size_t max = r->ctx->cfg->max_body;
     if (r->body_len + size > max) {
-        early_error(r, SRV_E_TOO_LARGE, "the image field is larger than the limit of %zu bytes", max);
+        early_error(r, CORE_E_TOO_LARGE, "the image field is larger than the limit of %zu bytes", max);
         return MHD_NO;
     }
     if (body_append(r, data, size, 65536)) {
-        early_error(r, SRV_E_NOMEM, "out of memory reading the upload");
+        early_error(r, CORE_E_NOMEM, "out of memory reading the upload");
         return MHD_NO;
     }
     return MHD_YES;
@@ -304,6 +315,28 @@ static int is_multipart(const char *ct) {
 }
 
 /* ==== The request lifecycle ==== */
+
+/* The client's X-Request-ID when it is 1..64 visible ASCII characters (no
+ * quotes or backslashes: it goes into logs and headers as it is), else a new
+ * one: 16 hex digits from a per-process random base and a counter. */
+static void request_id(srv_ctx *ctx, struct MHD_Connection *conn, char *out, size_t len) {
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-ID");
+    size_t n = v ? strlen(v) : 0;
+    int ok = n >= 1 && n <= 64 && n < len;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = v[i] > 0x20 && v[i] < 0x7f && v[i] != '"' && v[i] != '\\';
+    if (ok) {
+        memcpy(out, v, n + 1);
+        return;
+    }
+    uint64_t k = atomic_fetch_add_explicit(&ctx->next_id, 1, memory_order_relaxed) + ctx->id_base;
+    /* splitmix64: consecutive counters give unrelated-looking ids. */
+    k += 0x9e3779b97f4a7c15ull;
+    k = (k ^ (k >> 30)) * 0xbf58476d1ce4e5b9ull;
+    k = (k ^ (k >> 27)) * 0x94d049bb133111ebull;
+    k ^= k >> 31;
+    snprintf(out, len, "%016llx", (unsigned long long)k);
+}
 
 static void req_free(srv_req *r) {
     if (!r) return;
@@ -325,8 +358,9 @@ static enum MHD_Result req_begin(srv_ctx *ctx, struct MHD_Connection *conn, cons
     r->ctx = ctx;
     r->conn = conn;
     r->method = method;
-    r->t_start = srv_now();
+    r->t_start = clock_now();
     r->route = SRV_ROUTE_UNMATCHED;
+    request_id(ctx, conn, r->request_id, sizeof r->request_id);
     *con_cls = r;
     atomic_fetch_add_explicit(&ctx->in_flight, 1, memory_order_acq_rel);
     srv_metrics_in_flight(ctx->metrics, 1);
@@ -335,7 +369,7 @@ static enum MHD_Result req_begin(srv_ctx *ctx, struct MHD_Connection *conn, cons
     r->path = malloc(n + 2);
     r->segbuf = malloc(n + 2);
     if (!r->path || !r->segbuf) {
-        early_error(r, SRV_E_NOMEM, "out of memory");
+        early_error(r, CORE_E_NOMEM, "out of memory");
         return MHD_YES;
     }
     if (url[0] != '/') {
@@ -355,16 +389,16 @@ static enum MHD_Result req_begin(srv_ctx *ctx, struct MHD_Connection *conn, cons
         r->route = idx;
         r->flags = srv_routes[idx].flags | (r->flags & SRV_R_V2);
     } else if (allowed) {
-        early_error(r, SRV_E_METHOD, "%s is not allowed on %s (allowed: %s)", method, r->path, allow_text(allowed));
+        early_error(r, CORE_E_METHOD, "%s is not allowed on %s (allowed: %s)", method, r->path, allow_text(allowed));
         r->resp.allow = allow_text(allowed);
-    } else if (method_bit(method) == SRV_GET && srv_static_resolve(ctx, r->path, NULL, 0) == 0) {
+    } else if (method_bit(method) == SRV_GET && srv_route_fallback.match(ctx, r->path)) {
         r->route = SRV_ROUTE_STATIC;
-    } else if (method_bit(method) != SRV_GET && srv_static_resolve(ctx, r->path, NULL, 0) == 0) {
+    } else if (method_bit(method) != SRV_GET && srv_route_fallback.match(ctx, r->path)) {
         r->route = SRV_ROUTE_STATIC;
-        early_error(r, SRV_E_METHOD, "%s is not allowed on %s (allowed: GET, HEAD)", method, r->path);
+        early_error(r, CORE_E_METHOD, "%s is not allowed on %s (allowed: GET, HEAD)", method, r->path);
         r->resp.allow = "GET, HEAD";
     } else {
-        early_error(r, SRV_E_NOT_FOUND, "no route %s %s", method, r->path);
+        early_error(r, CORE_E_NOT_FOUND, "no route %s %s", method, r->path);
     }
 
     /* The body limit, up front when the client says the size. */
@@ -376,7 +410,7 @@ static enum MHD_Result req_begin(srv_ctx *ctx, struct MHD_Connection *conn, cons
         clen = strtoull(cl, &end, 10);
         if (errno || end == cl) clen = ~0ull;
         if (clen > ctx->cfg->max_body)
-            early_error(r, SRV_E_TOO_LARGE, "the body (%s bytes) is larger than the limit of %zu bytes", cl,
+            early_error(r, CORE_E_TOO_LARGE, "the body (%s bytes) is larger than the limit of %zu bytes", cl,
                         ctx->cfg->max_body);
     }
     if (r->early_err || !(r->flags & SRV_R_BODY)) return MHD_YES;
@@ -384,10 +418,10 @@ static enum MHD_Result req_begin(srv_ctx *ctx, struct MHD_Connection *conn, cons
     r->content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     if ((r->flags & SRV_R_IMAGE) && is_multipart(r->content_type)) {
         r->pp = MHD_create_post_processor(conn, 16384, post_iter, r);
-        if (!r->pp) early_error(r, SRV_E_BAD_REQUEST, "the multipart/form-data header has no usable boundary");
+        if (!r->pp) early_error(r, CORE_E_BAD_REQUEST, "the multipart/form-data header has no usable boundary");
     } else if (clen > 0 && clen <= ctx->cfg->max_body) {
         r->body = malloc((size_t)clen);
-        if (!r->body) early_error(r, SRV_E_NOMEM, "out of memory for a %llu-byte body", clen);
+        if (!r->body) early_error(r, CORE_E_NOMEM, "out of memory for a %llu-byte body", clen);
         else r->body_cap = (size_t)clen;
     }
     return MHD_YES;
@@ -401,12 +435,12 @@ static enum MHD_Result req_body(srv_req *r, const char *data, size_t size) {
     }
     if (r->pp) {
         if (MHD_post_process(r->pp, data, size) != MHD_YES)
-            early_error(r, SRV_E_BAD_REQUEST, "malformed multipart/form-data body");
+            early_error(r, CORE_E_BAD_REQUEST, "malformed multipart/form-data body");
         return MHD_YES;
     }
     size_t max = r->ctx->cfg->max_body;
     if (r->body_len + size > max) {
-        early_error(r, SRV_E_TOO_LARGE, "the body is larger than the limit of %zu bytes", max);
+        early_error(r, CORE_E_TOO_LARGE, "the body is larger than the limit of %zu bytes", max);
         free(r->body);
         r->body = NULL;
         r->body_len = r->body_cap = 0;
@@ -414,7 +448,7 @@ static enum MHD_Result req_body(srv_req *r, const char *data, size_t size) {
         return MHD_YES;
     }
     if (body_append(r, data, size, 16384))
-        early_error(r, SRV_E_NOMEM, "out of memory reading the body");
+        early_error(r, CORE_E_NOMEM, "out of memory reading the body");
     return MHD_YES;
 }
 
@@ -428,7 +462,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (req_begin(ctx, conn, url, method, con_cls) != MHD_YES) return MHD_NO;
         r = *con_cls;
         /* Refuse before the body: libmicrohttpd then skips it and closes the connection. */
-        if (r->early_err && (r->early_kind == SRV_E_TOO_LARGE || r->early_kind == SRV_E_NOMEM)) {
+        if (r->early_err && (r->early_kind == CORE_E_TOO_LARGE || r->early_kind == CORE_E_NOMEM)) {
             reply_early(r);
             return queue(r);
         }
@@ -454,14 +488,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         MHD_destroy_post_processor(r->pp);
         r->pp = NULL;
         if (!r->early_err && !r->multipart_image)
-            early_error(r, SRV_E_BAD_REQUEST, "the multipart/form-data body has no field named 'image'");
+            early_error(r, CORE_E_BAD_REQUEST, "the multipart/form-data body has no field named 'image'");
     }
     if (r->early_err) {
         const char *allow = r->resp.allow;
         reply_early(r);
         r->resp.allow = allow;
     } else if (r->route == SRV_ROUTE_STATIC) {
-        srv_static_serve(r);
+        srv_route_fallback.fn(r);
     } else {
         srv_routes[r->route].fn(r);
         if (r->deferred) return MHD_YES;
@@ -476,12 +510,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     if (!r) return;
     *con_cls = NULL;
-    double secs = srv_now() - r->t_start;
+    double secs = clock_now() - r->t_start;
+    /* An answer that could not go out (the client left) still counts under its status. */
+    if (!r->status && r->resp.set) r->status = r->resp.status;
     srv_metrics_request(ctx->metrics, r->route, r->status, secs);
     if (ctx->cfg->access_log) {
         const char *why = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)";
-        srv_log("%s %s %u %lluB %.3fms %s%s", r->method, r->path ? r->path : "?", r->status,
-                (unsigned long long)r->bytes, secs * 1e3, r->model[0] ? r->model : "-", why);
+        log_line("%s %s %u %lluB %.3fms %s id=%s%s", r->method, r->path ? r->path : "?", r->status,
+                 (unsigned long long)r->bytes, secs * 1e3, r->model[0] ? r->model : "-", r->request_id, why);
     }
     srv_metrics_in_flight(ctx->metrics, -1);
     req_free(r);
@@ -494,7 +530,7 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = 0;
-    srv_log("libmicrohttpd: %s", msg);
+    log_line("libmicrohttpd: %s", msg);
 }
 
 /* ==== Daemon ==== */
@@ -540,6 +576,35 @@ static int start_daemons(srv_ctx *ctx, unsigned flags, struct sockaddr *addr, un
     return 0;
 }
 
+/* The two lanes of work behind the connection threads (srv_http.h). */
+static int start_lanes(srv_ctx *ctx) {
+    const srv_config *cfg = ctx->cfg;
+    core_queue_hooks hooks = {ctx->metrics, srv_metrics_lane_depth, srv_metrics_lane_wait, srv_metrics_lane_rejected};
+    core_queue_params main = {"main", (int)cfg->workers, (int)cfg->queue, (int)cfg->max_batch,
+                              cfg->batch_delay_us / 1e6, cfg->queue_timeout_ms / 1e3, 0, hooks};
+    /* Heavy work yields the CPU to the cheap requests and the connection threads. */
+    core_queue_params heavy = {"heavy", (int)cfg->expensive_concurrency, (int)cfg->expensive_queue, 1, 0,
+                               cfg->queue_timeout_ms / 1e3, 10, hooks};
+    ctx->lane_main = core_queue_new(&main);
+    ctx->lane_heavy = ctx->lane_main ? core_queue_new(&heavy) : NULL;
+    if (ctx->lane_heavy) return 0;
+    core_queue_free(ctx->lane_main);
+    ctx->lane_main = NULL;
+    return -1;
+}
+
+/* Answer what is queued as cancelled, finish what runs, join the workers. */
+static void stop_lanes(srv_ctx *ctx) {
+    /* Let held test jobs go, or the workers would never join. */
+    pthread_mutex_lock(&ctx->test_lock);
+    ctx->test_gen++;
+    pthread_cond_broadcast(&ctx->test_cond);
+    pthread_mutex_unlock(&ctx->test_lock);
+    core_queue_free(ctx->lane_main);
+    core_queue_free(ctx->lane_heavy);
+    ctx->lane_main = ctx->lane_heavy = NULL;
+}
+
 int srv_http_start(srv_ctx *ctx, char *err, size_t errlen) {
     const srv_config *cfg = ctx->cfg;
     struct sockaddr_in6 a6;
@@ -564,6 +629,11 @@ int srv_http_start(srv_ctx *ctx, char *err, size_t errlen) {
             return -1;
         }
     }
+    ctx->id_base = (uint64_t)getpid() << 32 ^ (uint64_t)(clock_now() * 1e9);
+    if (start_lanes(ctx)) {
+        snprintf(err, errlen, "cannot start the worker threads (out of memory or threads)");
+        return -1;
+    }
     /* One listener per request thread when the kernel balances SO_REUSEPORT
      * sockets: a shared listening socket lets whichever pool thread wakes first
      * take each connection, which can leave one thread with most of them. */
@@ -572,6 +642,7 @@ int srv_http_start(srv_ctx *ctx, char *err, size_t errlen) {
     if (listeners > 1 && start_daemons(ctx, flags, addr, 1, cfg->threads) == 0) return 0;
     snprintf(err, errlen, "cannot listen on %s:%u (port in use, or a bad option)",
              cfg->host && *cfg->host ? cfg->host : "*", cfg->port);
+    stop_lanes(ctx);
     return -1;
 }
 
@@ -584,11 +655,10 @@ void srv_http_quiesce(srv_ctx *ctx) {
 
 void srv_http_stop(srv_ctx *ctx) {
     /* libmicrohttpd must not stop with a suspended connection: finish (or
-     * cancel) the pool's jobs first, then let the resumed ones go out. */
-    srv_pool_free(ctx->pool);
-    ctx->pool = NULL;
-    double end = srv_now() + 2;
-    while (ctx->n_daemons && atomic_load(&ctx->in_flight) > 0 && srv_now() < end) {
+     * cancel) the lanes' jobs first, then let the resumed ones go out. */
+    stop_lanes(ctx);
+    double end = clock_now() + 2;
+    while (ctx->n_daemons && atomic_load(&ctx->in_flight) > 0 && clock_now() < end) {
         struct timespec ts = {0, 5 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }

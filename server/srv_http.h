@@ -3,6 +3,7 @@
 #define LOUPE_SRV_HTTP_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -10,7 +11,7 @@
 #include <jansson.h>
 
 #include "img.h"
-#include "reg.h"
+#include "core_reg.h"
 #include "srv_config.h"
 #include "srv_err.h"
 #include "srv_metrics.h"
@@ -18,28 +19,38 @@
 struct MHD_Daemon;
 struct MHD_Connection;
 struct MHD_PostProcessor;
-struct srv_pool;
-struct srv_job;
+struct core_queue;
+struct core_job;
 
 /* Everything a request handler may reach. Only the atomics change after start. */
 #define SRV_MAX_LISTENERS 64
 
 typedef struct srv_ctx {
     const srv_config *cfg;
-    reg *registry;
+    core_reg *registry;
     srv_metrics *metrics;
     img_limits limits;
     char static_root[PATH_MAX];   /* realpath of cfg->static_dir, "" when missing */
     char docs_root[PATH_MAX];     /* realpath of cfg->docs_dir, "" when missing */
     atomic_int draining;          /* 1 once SIGTERM came: /readyz 503, connections close */
     atomic_long in_flight;        /* requests between first callback and completion */
+    atomic_uint_fast64_t next_id; /* requests given an X-Request-ID here */
+    uint64_t id_base;             /* random start of the ids, set at start */
     /* One libmicrohttpd daemon, one thread, one listening socket per request
      * thread (SO_REUSEPORT: the kernel spreads connections evenly over them);
      * or a single daemon with a thread pool where the kernel cannot. */
     struct MHD_Daemon *daemons[SRV_MAX_LISTENERS];
     int n_daemons;
     unsigned port;                /* the bound port */
-    struct srv_pool *pool;        /* workers of the expensive routes (srv_req_defer); NULL: run inline */
+    /* The work queues (core_queue), created and freed with the daemons by
+     * srv_http_start/srv_http_stop. main: decoding, predict and V2 infer,
+     * batched per model; heavy: CNN saliency, filters, activations, uploads
+     * declaring more than cfg->large_pixels, reloads; its threads run niced. */
+    struct core_queue *lane_main, *lane_heavy;
+    /* Test hooks: held workers wait on test_cond until test_gen changes. */
+    pthread_mutex_t test_lock;
+    pthread_cond_t test_cond;
+    unsigned test_gen;
 } srv_ctx;
 
 /* Methods as a bit mask, for the route table and Allow. */
@@ -50,7 +61,8 @@ enum {
     SRV_R_BODY = 1,   /* the handler reads the request body */
     SRV_R_IMAGE = 2,  /* the body is an image upload: multipart/form-data is parsed */
     SRV_R_V2 = 4,     /* KServe V2: errors as {"error": "..."} */
-    SRV_R_ADMIN = 8   /* exists only when an admin token is configured */
+    SRV_R_ADMIN = 8,  /* exists only when an admin token is configured */
+    SRV_R_TEST = 16   /* exists only with LOUPE_TEST_HOOKS=1 (tests) */
 };
 
 struct srv_req;
@@ -89,7 +101,8 @@ typedef struct srv_req {
     char *segbuf;                 /* owned */
     int route;                    /* index in srv_routes, or SRV_ROUTE_STATIC / _UNMATCHED */
     unsigned flags;               /* the route's flags */
-    double t_start;               /* monotonic seconds */
+    double t_start;               /* clock_now() when the request's headers arrived */
+    char request_id[72];          /* X-Request-ID: the client's, or one made here */
     /* Body: the raw body, or with multipart the `image` field only. */
     unsigned char *body;
     size_t body_len, body_cap;
@@ -97,7 +110,7 @@ typedef struct srv_req {
     struct MHD_PostProcessor *pp;
     int multipart_image;          /* the `image` field was seen */
     int early_err;                /* 1: answer early_kind/early_msg once the body is in */
-    srv_err_kind early_kind;
+    core_err_kind early_kind;
     char early_msg[256];
     uint64_t discarded;           /* bytes dropped after an early error */
     int first_done;               /* the first access callback happened */
@@ -112,6 +125,13 @@ typedef struct srv_req {
 /* The route table (srv_routes.c). */
 extern const srv_route srv_routes[];
 extern const int srv_n_routes;
+/* What a GET of a path no pattern matches falls back to (srv_routes.c: the
+ * static files): match says whether it serves path, fn answers. */
+typedef struct {
+    int (*match)(srv_ctx *ctx, const char *path);
+    srv_handler fn;
+} srv_fallback;
+extern const srv_fallback srv_route_fallback;
 /* Metrics indices after the table's. */
 #define SRV_ROUTE_STATIC (srv_n_routes)
 #define SRV_ROUTE_UNMATCHED (srv_n_routes + 1)
@@ -123,9 +143,6 @@ int srv_http_start(srv_ctx *ctx, char *err, size_t errlen);
 void srv_http_quiesce(srv_ctx *ctx);
 /* Close every connection and stop the threads. */
 void srv_http_stop(srv_ctx *ctx);
-
-/* Monotonic clock in seconds. */
-double srv_now(void);
 
 /* ==== For handlers ==== */
 
@@ -143,18 +160,22 @@ void srv_reply_buf(srv_req *r, unsigned status, const char *content_type, char *
 void srv_reply_text(srv_req *r, unsigned status, const char *content_type, const char *text);
 /* Answer with an open file (ownership of fd taken). */
 void srv_reply_fd(srv_req *r, const char *content_type, int fd, uint64_t size);
-/* Hand the rest of the request to ctx->pool: returns 0 after suspending the
- * connection and queueing job (its fn must answer r, then call
- * srv_req_resume(r) as its last use of r), or -1 when the pool and its queue
- * are full (nothing done: answer with srv_reply_busy). */
-int srv_req_defer(srv_req *r, struct srv_job *job);
+/* Hand the rest of the request to a lane: returns 0 after suspending the
+ * connection and queueing job (job->t_arrival is set to r's arrival; its fn
+ * must answer r, then call srv_req_resume(r) as its last use of r), or -1
+ * when the lane's workers and queue are full (nothing done: answer with
+ * srv_reply_busy). */
+int srv_req_defer(srv_req *r, struct core_queue *lane, struct core_job *job);
 /* From the worker, after answering: the response goes out on the connection's thread. */
 void srv_req_resume(srv_req *r);
-/* 429 with Retry-After: the expensive routes are at their limit. */
-void srv_reply_busy(srv_req *r);
+/* 429 with Retry-After: the lane is at its limit. */
+void srv_reply_busy(srv_req *r, struct core_queue *lane);
+/* From a worker, for a deferred request: 1 when the client has closed its
+ * end (the socket reads EOF or an error), so its work can be skipped. */
+int srv_req_gone(srv_req *r);
 
 /* Answer with an error: {"error":{"code","message"}}, or {"error": message} on /v2 routes. */
-void srv_reply_error(srv_req *r, srv_err_kind kind, const char *fmt, ...)
+void srv_reply_error(srv_req *r, core_err_kind kind, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif

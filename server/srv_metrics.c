@@ -11,7 +11,7 @@
 #include <time.h>
 
 /* Statuses counted one by one; everything else falls in "other". */
-static const unsigned status_list[] = {200, 204, 400, 401, 404, 405, 413, 415, 422, 429, 500, 503};
+static const unsigned status_list[] = {200, 204, 400, 401, 404, 405, 413, 415, 422, 429, 499, 500, 503};
 #define N_STATUS (sizeof status_list / sizeof status_list[0] + 1)
 
 /* Upper bounds in seconds of the histogram buckets (+Inf is implicit). */
@@ -19,7 +19,14 @@ static const double req_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.0
                                      0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 static const double inf_buckets[] = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
                                      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
+/* Queue wait: from microseconds (an idle worker) to the queue timeout's seconds. */
+static const double wait_buckets[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                      0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+/* Batch sizes: powers of two up to the largest --max-batch worth having. */
+static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 #define N_REQ_B (sizeof req_buckets / sizeof req_buckets[0])
+#define N_WAIT_B (sizeof wait_buckets / sizeof wait_buckets[0])
+#define N_BATCH_B (sizeof batch_buckets / sizeof batch_buckets[0])
 #define N_INF_B (sizeof inf_buckets / sizeof inf_buckets[0])
 
 #define MAX_MODELS 256
@@ -36,7 +43,20 @@ typedef struct {
     atomic_uint_fast64_t bucket[N_INF_B + 1];
     atomic_uint_fast64_t sum_ns;
     atomic_uint_fast64_t count;
+    atomic_uint_fast64_t batch_bucket[N_BATCH_B + 1]; /* forward passes by images in them */
+    atomic_uint_fast64_t batch_sum, batch_count;
 } model_hist;
+
+/* One work queue (lane) of the daemon. */
+typedef struct {
+    const char *name;                          /* static: "main", "heavy" */
+    atomic_int running, queued;
+    atomic_uint_fast64_t wait_bucket[N_WAIT_B + 1];
+    atomic_uint_fast64_t wait_sum_ns, wait_count;
+    atomic_uint_fast64_t rejected_full, rejected_expired;
+} lane_stats;
+
+#define MAX_LANES 4
 
 struct srv_metrics {
     const char *const *labels;
@@ -49,8 +69,10 @@ struct srv_metrics {
     atomic_long in_flight;
     atomic_int models_loaded;
     atomic_uint_fast64_t reloads_ok, reloads_failed;
-    atomic_int exp_running, exp_queued;
-    atomic_uint_fast64_t exp_rejected, exp_started, exp_wait_ns;
+    lane_stats lanes[MAX_LANES];
+    atomic_int n_lanes;
+    pthread_mutex_t lanes_lock;       /* serialises adding a lane */
+    atomic_uint_fast64_t cancelled;   /* clients gone before their model work */
     double start_time;                /* seconds since the epoch */
 };
 
@@ -61,7 +83,8 @@ srv_metrics *srv_metrics_new(const char *const *labels, int n_routes) {
     m->n_routes = n_routes;
     m->requests = calloc((size_t)n_routes * N_STATUS, sizeof *m->requests);
     m->durations = calloc((size_t)n_routes, sizeof *m->durations);
-    if (!m->requests || !m->durations || pthread_mutex_init(&m->models_lock, NULL)) {
+    if (!m->requests || !m->durations || pthread_mutex_init(&m->models_lock, NULL) ||
+        pthread_mutex_init(&m->lanes_lock, NULL)) {
         free(m->requests);
         free(m->durations);
         free(m);
@@ -76,6 +99,7 @@ srv_metrics *srv_metrics_new(const char *const *labels, int n_routes) {
 void srv_metrics_free(srv_metrics *m) {
     if (!m) return;
     pthread_mutex_destroy(&m->models_lock);
+    pthread_mutex_destroy(&m->lanes_lock);
     free(m->requests);
     free(m->durations);
     free(m);
@@ -146,20 +170,63 @@ void srv_metrics_reload(srv_metrics *m, int ok) {
     if (m) atomic_fetch_add_explicit(ok ? &m->reloads_ok : &m->reloads_failed, 1, memory_order_relaxed);
 }
 
-void srv_metrics_expensive(srv_metrics *m, int running, int queued) {
-    if (!m) return;
-    atomic_store_explicit(&m->exp_running, running, memory_order_relaxed);
-    atomic_store_explicit(&m->exp_queued, queued, memory_order_relaxed);
+void srv_metrics_batch(srv_metrics *m, const char *model, int images) {
+    if (!m || !model) return;
+    model_hist *h = model_slot(m, model);
+    if (!h) return;
+    size_t b = 0;
+    while (b < N_BATCH_B && images > batch_buckets[b]) b++;
+    atomic_fetch_add_explicit(&h->batch_bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->batch_sum, (uint64_t)images, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->batch_count, 1, memory_order_relaxed);
 }
 
-void srv_metrics_expensive_rejected(srv_metrics *m) {
-    if (m) atomic_fetch_add_explicit(&m->exp_rejected, 1, memory_order_relaxed);
+/* The stats of lane `name` (a static string), added on first use; NULL past MAX_LANES. */
+static lane_stats *lane_slot(srv_metrics *m, const char *name) {
+    int n = atomic_load_explicit(&m->n_lanes, memory_order_acquire);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(m->lanes[i].name, name)) return &m->lanes[i];
+    lane_stats *l = NULL;
+    pthread_mutex_lock(&m->lanes_lock);
+    n = atomic_load_explicit(&m->n_lanes, memory_order_relaxed);
+    for (int i = 0; i < n && !l; i++)
+        if (!strcmp(m->lanes[i].name, name)) l = &m->lanes[i];
+    if (!l && n < MAX_LANES) {
+        l = &m->lanes[n];
+        l->name = name;
+        atomic_store_explicit(&m->n_lanes, n + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&m->lanes_lock);
+    return l;
 }
 
-void srv_metrics_expensive_wait(srv_metrics *m, double seconds) {
-    if (!m) return;
-    atomic_fetch_add_explicit(&m->exp_started, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&m->exp_wait_ns, to_ns(seconds), memory_order_relaxed);
+void srv_metrics_lane_depth(void *ctx, const char *lane, int running, int queued) {
+    srv_metrics *m = ctx;
+    lane_stats *l = m ? lane_slot(m, lane) : NULL;
+    if (!l) return;
+    atomic_store_explicit(&l->running, running, memory_order_relaxed);
+    atomic_store_explicit(&l->queued, queued, memory_order_relaxed);
+}
+
+void srv_metrics_lane_wait(void *ctx, const char *lane, double seconds) {
+    srv_metrics *m = ctx;
+    lane_stats *l = m ? lane_slot(m, lane) : NULL;
+    if (!l) return;
+    size_t b = 0;
+    while (b < N_WAIT_B && seconds > wait_buckets[b]) b++;
+    atomic_fetch_add_explicit(&l->wait_bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&l->wait_sum_ns, to_ns(seconds), memory_order_relaxed);
+    atomic_fetch_add_explicit(&l->wait_count, 1, memory_order_relaxed);
+}
+
+void srv_metrics_lane_rejected(void *ctx, const char *lane, int expired) {
+    srv_metrics *m = ctx;
+    lane_stats *l = m ? lane_slot(m, lane) : NULL;
+    if (l) atomic_fetch_add_explicit(expired ? &l->rejected_expired : &l->rejected_full, 1, memory_order_relaxed);
+}
+
+void srv_metrics_cancelled(srv_metrics *m) {
+    if (m) atomic_fetch_add_explicit(&m->cancelled, 1, memory_order_relaxed);
 }
 
 /* ==== Rendering ==== */
@@ -283,24 +350,68 @@ char *srv_metrics_render(srv_metrics *m, size_t *len) {
                   "loupe_reloads_total{result=\"ok\"} %llu\n"
                   "loupe_reloads_total{result=\"error\"} %llu\n",
               (unsigned long long)ld(&m->reloads_ok), (unsigned long long)ld(&m->reloads_failed));
-    sb_printf(&s, "# HELP loupe_expensive_running Expensive requests (CNN saliency, filters, activations) running.\n"
-                  "# TYPE loupe_expensive_running gauge\n"
-                  "loupe_expensive_running %d\n"
-                  "# HELP loupe_expensive_queued Expensive requests waiting for a worker.\n"
-                  "# TYPE loupe_expensive_queued gauge\n"
-                  "loupe_expensive_queued %d\n"
-                  "# HELP loupe_expensive_rejected_total Expensive requests refused with 429 (pool and queue full).\n"
-                  "# TYPE loupe_expensive_rejected_total counter\n"
-                  "loupe_expensive_rejected_total %llu\n"
-                  "# HELP loupe_expensive_started_total Expensive requests taken by a worker.\n"
-                  "# TYPE loupe_expensive_started_total counter\n"
-                  "loupe_expensive_started_total %llu\n"
-                  "# HELP loupe_expensive_queue_wait_seconds_total Time expensive requests spent queued.\n"
-                  "# TYPE loupe_expensive_queue_wait_seconds_total counter\n"
-                  "loupe_expensive_queue_wait_seconds_total %.9f\n",
-              atomic_load_explicit(&m->exp_running, memory_order_relaxed),
-              atomic_load_explicit(&m->exp_queued, memory_order_relaxed), (unsigned long long)ld(&m->exp_rejected),
-              (unsigned long long)ld(&m->exp_started), ld(&m->exp_wait_ns) / 1e9);
+    int nl = atomic_load_explicit(&m->n_lanes, memory_order_acquire);
+    sb_printf(&s, "# HELP loupe_queue_running Requests a worker of the lane is on now.\n"
+                  "# TYPE loupe_queue_running gauge\n");
+    for (int i = 0; i < nl; i++)
+        sb_printf(&s, "loupe_queue_running{lane=\"%s\"} %d\n", m->lanes[i].name,
+                  atomic_load_explicit(&m->lanes[i].running, memory_order_relaxed));
+    sb_printf(&s, "# HELP loupe_queue_queued Requests waiting in the lane's queue.\n"
+                  "# TYPE loupe_queue_queued gauge\n");
+    for (int i = 0; i < nl; i++)
+        sb_printf(&s, "loupe_queue_queued{lane=\"%s\"} %d\n", m->lanes[i].name,
+                  atomic_load_explicit(&m->lanes[i].queued, memory_order_relaxed));
+    sb_printf(&s, "# HELP loupe_queue_rejected_total Requests refused by a lane: full (429) or queued past "
+                  "--queue-timeout (503).\n"
+                  "# TYPE loupe_queue_rejected_total counter\n");
+    for (int i = 0; i < nl; i++)
+        sb_printf(&s,
+                  "loupe_queue_rejected_total{lane=\"%s\",reason=\"full\"} %llu\n"
+                  "loupe_queue_rejected_total{lane=\"%s\",reason=\"timeout\"} %llu\n",
+                  m->lanes[i].name, (unsigned long long)ld(&m->lanes[i].rejected_full), m->lanes[i].name,
+                  (unsigned long long)ld(&m->lanes[i].rejected_expired));
+    sb_printf(&s, "# HELP loupe_queue_wait_seconds Time from entering a lane's queue to a worker taking it.\n"
+                  "# TYPE loupe_queue_wait_seconds histogram\n");
+    for (int i = 0; i < nl; i++) {
+        lane_stats *l = &m->lanes[i];
+        uint64_t cum = 0;
+        for (size_t b = 0; b <= N_WAIT_B; b++) {
+            cum += ld(&l->wait_bucket[b]);
+            if (b < N_WAIT_B)
+                sb_printf(&s, "loupe_queue_wait_seconds_bucket{lane=\"%s\",le=\"%g\"} %llu\n", l->name,
+                          wait_buckets[b], (unsigned long long)cum);
+            else
+                sb_printf(&s, "loupe_queue_wait_seconds_bucket{lane=\"%s\",le=\"+Inf\"} %llu\n", l->name,
+                          (unsigned long long)cum);
+        }
+        sb_printf(&s, "loupe_queue_wait_seconds_sum{lane=\"%s\"} %.9f\n", l->name, ld(&l->wait_sum_ns) / 1e9);
+        sb_printf(&s, "loupe_queue_wait_seconds_count{lane=\"%s\"} %llu\n", l->name, (unsigned long long)cum);
+    }
+    sb_printf(&s, "# HELP loupe_batch_size Images per forward pass of the dynamic batcher, by model.\n"
+                  "# TYPE loupe_batch_size histogram\n");
+    for (int i = 0; i < nm; i++) {
+        model_hist *h = &m->models[i];
+        uint64_t cum = 0;
+        if (!ld(&h->batch_count)) continue;
+        for (size_t b = 0; b <= N_BATCH_B; b++) {
+            cum += ld(&h->batch_bucket[b]);
+            sb_printf(&s, "loupe_batch_size_bucket{model=\"");
+            sb_label(&s, h->name);
+            if (b < N_BATCH_B) sb_printf(&s, "\",le=\"%g\"} %llu\n", batch_buckets[b], (unsigned long long)cum);
+            else sb_printf(&s, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        }
+        sb_printf(&s, "loupe_batch_size_sum{model=\"");
+        sb_label(&s, h->name);
+        sb_printf(&s, "\"} %llu\n", (unsigned long long)ld(&h->batch_sum));
+        sb_printf(&s, "loupe_batch_size_count{model=\"");
+        sb_label(&s, h->name);
+        sb_printf(&s, "\"} %llu\n", (unsigned long long)cum);
+    }
+    sb_printf(&s, "# HELP loupe_requests_cancelled_total Requests whose client left while they were queued, "
+                  "skipped before their model work.\n"
+                  "# TYPE loupe_requests_cancelled_total counter\n"
+                  "loupe_requests_cancelled_total %llu\n",
+              (unsigned long long)ld(&m->cancelled));
     sb_printf(&s, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n"
                   "# TYPE process_start_time_seconds gauge\n"
                   "process_start_time_seconds %.3f\n",

@@ -21,11 +21,17 @@ void srv_metrics_inference(srv_metrics *m, const char *model, double seconds);
 void srv_metrics_set_models_loaded(srv_metrics *m, int n);
 void srv_metrics_reload(srv_metrics *m, int ok);
 
-/* The expensive routes' pool (srv_pool): jobs running and waiting now; one
- * request refused with 429; one job's time in the queue. NULL m is ignored. */
-void srv_metrics_expensive(srv_metrics *m, int running, int queued);
-void srv_metrics_expensive_rejected(srv_metrics *m);
-void srv_metrics_expensive_wait(srv_metrics *m, double seconds);
+/* One forward pass of the dynamic batcher on model `name` with `images` images. */
+void srv_metrics_batch(srv_metrics *m, const char *model, int images);
+/* A client that left while queued; its request was skipped. */
+void srv_metrics_cancelled(srv_metrics *m);
+
+/* The work queues' hooks (core_queue_hooks, ctx = the srv_metrics): a lane's
+ * running and queued jobs now; one job's wait from push to start; one
+ * request refused because the lane was full (429) or it expired (503). */
+void srv_metrics_lane_depth(void *ctx, const char *lane, int running, int queued);
+void srv_metrics_lane_wait(void *ctx, const char *lane, double seconds);
+void srv_metrics_lane_rejected(void *ctx, const char *lane, int expired);
 
 /* The exposition text in a malloc'd NUL-terminated buffer (caller frees),
  * or NULL on allocation failure. */

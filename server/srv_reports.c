@@ -207,7 +207,7 @@ nomem:
     free(names);
     json_decref(list);
     json_decref(skipped);
-    srv_reply_error(r, SRV_E_NOMEM, "out of memory listing the reports");
+    srv_reply_error(r, CORE_E_NOMEM, "out of memory listing the reports");
 }
 
 /* The report named by the route's first parameter: its root in root, or -1
@@ -216,13 +216,13 @@ static int route_report(srv_req *r, char *root) {
     const char *name = r->param[0];
     char buf[SHOWN_MAX + 1], path[PATH_MAX];
     if (!srv_reports_name_ok(name)) {
-        srv_reply_error(r, SRV_E_BAD_REQUEST,
+        srv_reply_error(r, CORE_E_BAD_REQUEST,
                         "'%s' is not a report name (letters, digits, '.', '_' and '-', not starting with '.', no '..')",
                         shown(name, buf, sizeof buf));
         return -1;
     }
     if (reports_root(r->ctx, root) || resolve(root, name, NULL, "report.json", path)) {
-        srv_reply_error(r, SRV_E_NOT_FOUND, "no report named '%s' (GET /v1/reports lists them)", name);
+        srv_reply_error(r, CORE_E_NOT_FOUND, "no report named '%s' (GET /v1/reports lists them)", name);
         return -1;
     }
     return 0;
@@ -235,8 +235,8 @@ void srv_h_report(srv_req *r) {
     int missing;
     json_t *rep = load_report(root, name, &missing, err, sizeof err);
     if (!rep) {
-        if (missing) srv_reply_error(r, SRV_E_NOT_FOUND, "no report named '%s' (GET /v1/reports lists them)", name);
-        else srv_reply_error(r, SRV_E_INTERNAL, "report '%s' is unreadable: %s", name, err);
+        if (missing) srv_reply_error(r, CORE_E_NOT_FOUND, "no report named '%s' (GET /v1/reports lists them)", name);
+        else srv_reply_error(r, CORE_E_INTERNAL, "report '%s' is unreadable: %s", name, err);
         return;
     }
     json_t *md = NULL;
@@ -247,20 +247,20 @@ void srv_h_report(srv_req *r) {
         char *text = read_small_file(path, REPORT_FILE_MAX, &len, err, sizeof err);
         if (!text) {
             json_decref(rep);
-            srv_reply_error(r, SRV_E_INTERNAL, "report '%s': report.md: %s", name, err);
+            srv_reply_error(r, CORE_E_INTERNAL, "report '%s': report.md: %s", name, err);
             return;
         }
         md = json_stringn(text, len);
         free(text);
         if (!md) {
             json_decref(rep);
-            srv_reply_error(r, SRV_E_INTERNAL, "report '%s': report.md is not UTF-8 text", name);
+            srv_reply_error(r, CORE_E_INTERNAL, "report '%s': report.md is not UTF-8 text", name);
             return;
         }
     }
     if (json_object_set_new(rep, "name", json_string(name)) || json_object_set_new(rep, "markdown", md)) {
         json_decref(rep);
-        srv_reply_error(r, SRV_E_NOMEM, "out of memory");
+        srv_reply_error(r, CORE_E_NOMEM, "out of memory");
         return;
     }
     srv_reply_json(r, 200, rep);
@@ -270,7 +270,7 @@ void srv_h_report_figure(srv_req *r) {
     char root[PATH_MAX], path[PATH_MAX], buf[SHOWN_MAX + 1];
     const char *file = r->param[1];
     if (!is_png_name(file)) {
-        srv_reply_error(r, SRV_E_BAD_REQUEST,
+        srv_reply_error(r, CORE_E_BAD_REQUEST,
                         "'%s' is not a figure name (letters, digits, '.', '_' and '-', ending in .png, "
                         "not starting with '.', no '..')",
                         shown(file, buf, sizeof buf));
@@ -279,14 +279,14 @@ void srv_h_report_figure(srv_req *r) {
     if (route_report(r, root)) return;
     const char *name = r->param[0];
     if (resolve(root, name, "figures", file, path)) {
-        srv_reply_error(r, SRV_E_NOT_FOUND, "report '%s' has no figure '%s'", name, file);
+        srv_reply_error(r, CORE_E_NOT_FOUND, "report '%s' has no figure '%s'", name, file);
         return;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
         if (fd >= 0) close(fd);
-        srv_reply_error(r, SRV_E_NOT_FOUND, "report '%s' has no figure '%s'", name, file);
+        srv_reply_error(r, CORE_E_NOT_FOUND, "report '%s' has no figure '%s'", name, file);
         return;
     }
     srv_reply_fd(r, "image/png", fd, (uint64_t)st.st_size);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "srv_reports.h"
+#include "core_reg.h"
 #include "srv_routes.h"
 #include "srv_static.h"
 
@@ -39,8 +40,17 @@ const srv_route srv_routes[] = {
     {"/v1/reports", SRV_GET, 0, srv_h_reports},
     {"/v1/reports/{name}", SRV_GET, 0, srv_h_report},
     {"/v1/reports/{name}/figures/{file}", SRV_GET, 0, srv_h_report_figure},
+    {"/v1/test/hold", SRV_POST, SRV_R_TEST, srv_h_test_hold},
+    {"/v1/test/release", SRV_POST, SRV_R_TEST, srv_h_test_release},
 };
 const int srv_n_routes = (int)(sizeof srv_routes / sizeof srv_routes[0]);
+
+static int static_match(srv_ctx *ctx, const char *path) {
+    return srv_static_resolve(ctx, path, NULL, 0) == 0;
+}
+
+/* Paths no pattern matches: the static files (the page, /docs/...). */
+const srv_fallback srv_route_fallback = {static_match, srv_static_serve};
 
 /* ==== Pages and probes ==== */
 
@@ -82,7 +92,7 @@ static void h_root(srv_req *r) {
             return;
         }
     }
-    reg_store *s = reg_acquire(r->ctx->registry);
+    core_store *s = core_reg_acquire(r->ctx->registry);
     size_t len = 0, cap = 4096;
     char *b = malloc(cap);
     int bad = !b;
@@ -91,9 +101,9 @@ static void h_root(srv_req *r) {
                         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Loupe</title></head>\n"
                         "<body><h1>Loupe</h1>\n<p>Image classifiers over HTTP. API reference: "
                         "<a href=\"/docs/api.md\">docs/api.md</a>.</p>\n<h2>Models</h2>\n<ul>\n", 0);
-    reg_model *def = reg_store_default(s);
-    for (int i = 0; !bad && i < reg_store_count(s); i++) {
-        reg_model *m = reg_store_at(s, i);
+    core_model *def = core_store_default(s);
+    for (int i = 0; !bad && i < core_store_count(s); i++) {
+        core_model *m = core_store_at(s, i);
         char acc[64] = "";
         if (m->has_accuracy) snprintf(acc, sizeof acc, ", test accuracy %.2f%%", m->test_accuracy * 100);
         bad = append(&b, &len, &cap, "<li><a href=\"/v1/models/", 0) || append(&b, &len, &cap, m->name, 1) ||
@@ -102,12 +112,12 @@ static void h_root(srv_req *r) {
               append(&b, &len, &cap, acc, 0) || append(&b, &len, &cap, m == def ? ", default" : "", 0) ||
               append(&b, &len, &cap, ")</li>\n", 0);
     }
-    if (!bad && !reg_store_count(s)) bad = append(&b, &len, &cap, "<li>none loaded</li>\n", 0);
+    if (!bad && !core_store_count(s)) bad = append(&b, &len, &cap, "<li>none loaded</li>\n", 0);
     bad = bad || append(&b, &len, &cap,
                         "</ul>\n<p>Try: <code>curl --data-binary @shoe.png http://HOST/predict</code></p>\n"
                         "</body></html>\n",
                         0);
-    reg_store_release(s);
+    core_store_release(s);
     if (bad) {
         free(b);
         b = NULL;
@@ -124,9 +134,9 @@ static void h_readyz(srv_req *r) {
         srv_reply_json(r, 503, json_pack("{s:s, s:s}", "status", "draining", "reason", "shutting down"));
         return;
     }
-    reg_store *s = reg_acquire(r->ctx->registry);
-    int n = reg_store_count(s);
-    reg_store_release(s);
+    core_store *s = core_reg_acquire(r->ctx->registry);
+    int n = core_store_count(s);
+    core_store_release(s);
     if (!n)
         srv_reply_json(r, 503, json_pack("{s:s, s:s}", "status", "not_ready", "reason", "no model is loaded"));
     else
@@ -142,8 +152,8 @@ static void h_metrics(srv_req *r) {
 /* ==== Models ==== */
 
 static void h_models(srv_req *r) {
-    reg_store *s = reg_acquire(r->ctx->registry);
-    reg_model *def = reg_store_default(s);
+    core_store *s = core_reg_acquire(r->ctx->registry);
+    core_model *def = core_store_default(s);
     size_t len = 0, cap = 1024;
     char *b = malloc(cap);
     int bad = !b;
@@ -160,10 +170,10 @@ static void h_models(srv_req *r) {
         bad = bad || append(&b, &len, &cap, "null", 0);
     }
     bad = bad || append(&b, &len, &cap, ",\"models\":[", 0);
-    for (int i = 0; !bad && i < reg_store_count(s); i++)
-        bad = (i && append(&b, &len, &cap, ",", 0)) || append(&b, &len, &cap, reg_store_at(s, i)->summary_json, 0);
+    for (int i = 0; !bad && i < core_store_count(s); i++)
+        bad = (i && append(&b, &len, &cap, ",", 0)) || append(&b, &len, &cap, core_store_at(s, i)->summary_json, 0);
     bad = bad || append(&b, &len, &cap, "]}", 0);
-    reg_store_release(s);
+    core_store_release(s);
     if (bad) {
         free(b);
         b = NULL;
@@ -172,10 +182,10 @@ static void h_models(srv_req *r) {
 }
 
 static void h_model(srv_req *r) {
-    reg_model *m = srv_route_model(r);
+    core_model *m = srv_route_model(r);
     if (!m) return;
     srv_reply_text(r, 200, "application/json", m->detail_json);
-    reg_model_release(m);
+    core_model_release(m);
 }
 
 /* ==== Admin ==== */
@@ -188,31 +198,101 @@ static int token_equal(const char *a, const char *b) {
     return d == 0;
 }
 
+/* The reload itself, on a heavy-lane worker. */
+static void reload_job(core_job *job, core_job_state st) {
+    srv_work *w = (srv_work *)job;
+    srv_req *r = w->r;
+    if (st != CORE_JOB_RUN) {
+        srv_reply_error(r, CORE_E_UNAVAILABLE, "%s", st == CORE_JOB_CANCELLED ? "the server is shutting down"
+                                                                              : "the reload waited too long in the queue");
+    } else {
+        json_t *report = NULL;
+        char err[512];
+        int n = core_reg_reload(r->ctx->registry, &report, err, sizeof err);
+        srv_metrics_reload(r->ctx->metrics, n >= 0);
+        if (n < 0) {
+            srv_reply_error(r, CORE_E_INTERNAL, "reload failed, the old models stay: %s", err);
+        } else {
+            srv_metrics_set_models_loaded(r->ctx->metrics, n);
+            core_store *s = core_reg_acquire(r->ctx->registry);
+            core_model *def = core_store_default(s);
+            if (report) json_object_set_new(report, "default", def ? json_string(def->name) : json_null());
+            core_store_release(s);
+            srv_reply_json(r, 200, report);
+        }
+    }
+    srv_work_free(w);
+    srv_req_resume(r);
+}
+
 static void h_reload(srv_req *r) {
     const char *token = r->ctx->cfg->admin_token;
     if (!token) {
-        srv_reply_error(r, SRV_E_NOT_FOUND, "no route POST %s (admin routes are off without LOUPE_ADMIN_TOKEN)",
+        srv_reply_error(r, CORE_E_NOT_FOUND, "no route POST %s (admin routes are off without LOUPE_ADMIN_TOKEN)",
                         r->path);
         return;
     }
     const char *auth = srv_req_header(r, "Authorization");
     if (!auth || strncmp(auth, "Bearer ", 7) || !token_equal(auth + 7, token)) {
-        srv_reply_error(r, SRV_E_UNAUTHORIZED, "%s", auth ? "wrong bearer token" : "this route needs Authorization: Bearer <token>");
+        srv_reply_error(r, CORE_E_UNAUTHORIZED, "%s", auth ? "wrong bearer token" : "this route needs Authorization: Bearer <token>");
         r->resp.www_authenticate = 1;
         return;
     }
-    json_t *report = NULL;
-    char err[512];
-    int n = reg_reload(r->ctx->registry, &report, err, sizeof err);
-    srv_metrics_reload(r->ctx->metrics, n >= 0);
-    if (n < 0) {
-        srv_reply_error(r, SRV_E_INTERNAL, "reload failed, the old models stay: %s", err);
+    /* Loading and warming models takes a while: on the heavy lane. */
+    srv_work *w = srv_work_new(r, NULL, CORE_OP_PREDICT);
+    if (!w) {
+        srv_reply_error(r, CORE_E_NOMEM, "out of memory");
         return;
     }
-    srv_metrics_set_models_loaded(r->ctx->metrics, n);
-    reg_store *s = reg_acquire(r->ctx->registry);
-    reg_model *def = reg_store_default(s);
-    if (report) json_object_set_new(report, "default", def ? json_string(def->name) : json_null());
-    reg_store_release(s);
-    srv_reply_json(r, 200, report);
+    w->prepare = NULL;
+    w->job.fn = reload_job;
+    if (srv_req_defer(r, r->ctx->lane_heavy, &w->job)) {
+        srv_reply_busy(r, r->ctx->lane_heavy);
+        srv_work_free(w);
+    }
+}
+
+/* ==== Test hooks (LOUPE_TEST_HOOKS=1) ==== */
+
+/* Holds its worker until /v1/test/release (or the daemon stops): lets a test
+ * fill a lane deterministically. */
+static void hold_job(core_job *job, core_job_state st) {
+    srv_work *w = (srv_work *)job;
+    srv_req *r = w->r;
+    srv_ctx *ctx = r->ctx;
+    if (st == CORE_JOB_RUN) {
+        pthread_mutex_lock(&ctx->test_lock);
+        unsigned gen = ctx->test_gen;
+        while (ctx->test_gen == gen) pthread_cond_wait(&ctx->test_cond, &ctx->test_lock);
+        pthread_mutex_unlock(&ctx->test_lock);
+        srv_reply_json(r, 200, json_pack("{s:s}", "status", "released"));
+    } else {
+        srv_reply_error(r, CORE_E_UNAVAILABLE, "not held: %s", st == CORE_JOB_CANCELLED ? "shutting down" : "expired");
+    }
+    srv_work_free(w);
+    srv_req_resume(r);
+}
+
+void srv_h_test_hold(srv_req *r) {
+    const char *lane = srv_req_query(r, "lane");
+    core_queue *q = lane && !strcmp(lane, "heavy") ? r->ctx->lane_heavy : r->ctx->lane_main;
+    srv_work *w = srv_work_new(r, NULL, CORE_OP_PREDICT);
+    if (!w) {
+        srv_reply_error(r, CORE_E_NOMEM, "out of memory");
+        return;
+    }
+    w->job.fn = hold_job;
+    if (srv_req_defer(r, q, &w->job)) {
+        srv_reply_busy(r, q);
+        srv_work_free(w);
+    }
+}
+
+void srv_h_test_release(srv_req *r) {
+    srv_ctx *ctx = r->ctx;
+    pthread_mutex_lock(&ctx->test_lock);
+    ctx->test_gen++;
+    pthread_cond_broadcast(&ctx->test_cond);
+    pthread_mutex_unlock(&ctx->test_lock);
+    srv_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
 }

@@ -2,7 +2,43 @@
 #ifndef LOUPE_SRV_ROUTES_H
 #define LOUPE_SRV_ROUTES_H
 
+#include "core_ops.h"
+#include "core_queue.h"
 #include "srv_http.h"
+
+/* A request's model work, queued on a lane (srv_infer.c runs it). Predict and
+ * V2 infer set prepare and answer: they are forward passes that the main lane
+ * batches per model; everything else runs core_op_run alone. */
+typedef struct srv_work srv_work;
+struct srv_work {
+    core_job job;              /* first: the queue hands back &job */
+    srv_req *r;
+    core_model *m;             /* retained; released when the work ends */
+    core_op op;
+    core_opts o;
+    int needs_input;           /* decode the body as an image on the worker */
+    core_input in;
+    int has_input;
+    /* Forward-pass work. prepare runs on the worker before the batch's pass:
+     * it sets x [rows, C*H*W] (or fails with f); answer replies from logits
+     * [rows, K] of a pass of `batch` images; cleanup frees what prepare made. */
+    int (*prepare)(srv_work *w, core_fail *f);
+    void (*answer)(srv_work *w, const float *logits, double infer_s, int batch);
+    void (*cleanup)(srv_work *w);
+    const float *x;
+    int rows;
+    void *state;               /* prepare's own data (V2: the parsed document and tensor) */
+};
+
+/* A new work item for r on m (retained by the caller, released by the work).
+ * NULL on allocation failure (m untouched). */
+srv_work *srv_work_new(srv_req *r, core_model *m, core_op op);
+/* Queue w on lane, batched per model when w is forward-pass work and the lane
+ * batches. On a full lane: 429 and w is freed. Either way r is answered or
+ * owned by the worker: the handler returns. */
+void srv_work_submit(srv_work *w, core_queue *lane);
+/* Free w without running it (its model released). */
+void srv_work_free(srv_work *w);
 
 /* srv_infer.c: image routes. */
 void srv_h_predict(srv_req *r);          /* POST /v1/models/{m}/predict */
@@ -11,6 +47,10 @@ void srv_h_saliency(srv_req *r);         /* POST /v1/models/{m}/saliency */
 void srv_h_layers(srv_req *r);           /* GET /v1/models/{m}/layers */
 void srv_h_filters(srv_req *r);          /* GET|POST /v1/models/{m}/filters/{l}/{f} */
 void srv_h_activations(srv_req *r);      /* POST /v1/models/{m}/activations/{l} */
+
+/* srv_routes.c: test-only routes (LOUPE_TEST_HOOKS=1). */
+void srv_h_test_hold(srv_req *r);        /* POST /v1/test/hold?lane=main|heavy: hold a worker */
+void srv_h_test_release(srv_req *r);     /* POST /v1/test/release: let every held worker go */
 
 /* srv_v2.c: KServe V2 / Open Inference Protocol. */
 void srv_h_v2_server(srv_req *r);
@@ -22,6 +62,6 @@ void srv_h_v2_infer(srv_req *r);
 
 /* The model named by the route's first parameter (retained), or NULL after
  * answering 404. */
-reg_model *srv_route_model(srv_req *r);
+core_model *srv_route_model(srv_req *r);
 
 #endif

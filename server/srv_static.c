@@ -78,14 +78,14 @@ int srv_static_resolve(const srv_ctx *ctx, const char *path, char *out, size_t o
 void srv_static_serve(srv_req *r) {
     char real[PATH_MAX];
     if (srv_static_resolve(r->ctx, r->path, real, sizeof real)) {
-        srv_reply_error(r, SRV_E_NOT_FOUND, "no route or file %s", r->path);
+        srv_reply_error(r, CORE_E_NOT_FOUND, "no route or file %s", r->path);
         return;
     }
     int fd = open(real, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
         if (fd >= 0) close(fd);
-        srv_reply_error(r, SRV_E_NOT_FOUND, "no route or file %s", r->path);
+        srv_reply_error(r, CORE_E_NOT_FOUND, "no route or file %s", r->path);
         return;
     }
     srv_reply_fd(r, srv_static_content_type(real), fd, (uint64_t)st.st_size);

@@ -436,8 +436,54 @@ class Busy(Served):
                 self.assertEqual(json.loads(body)["error"]["code"], "too_many_requests")
         from prometheus_client.parser import text_string_to_metric_families
         fams = {f.name: f for f in text_string_to_metric_families(self.d.request("GET", "/metrics")[2].decode())}
-        self.assertEqual(fams["loupe_expensive_rejected"].samples[0].value, codes.count(429))
-        self.assertGreaterEqual(fams["loupe_expensive_started"].samples[0].value, codes.count(200))
+        rejected = {(s.labels["lane"], s.labels["reason"]): s.value for s in fams["loupe_queue_rejected"].samples}
+        self.assertEqual(rejected[("heavy", "full")], codes.count(429))
+        waits = {s.labels["lane"]: s.value for s in fams["loupe_queue_wait_seconds"].samples
+                 if s.name == "loupe_queue_wait_seconds_count"}
+        self.assertGreaterEqual(waits["heavy"], codes.count(200))
+
+
+class V2Busy(Served):
+    """V2 infer on a CNN runs on the main lane's workers: past its queue it gets 429 at once."""
+    args = Served.args + ("--workers", "1", "--queue", "1")
+    env = {"LOUPE_TEST_HOOKS": "1"}
+
+    def test_v2_past_the_queue(self):
+        import re
+        import time
+
+        def queued():
+            text = self.d.request("GET", "/metrics")[2].decode()
+            m = re.search(r'^loupe_queue_queued\{lane="main"\} (\S+)$', text, re.M)
+            return float(m.group(1)) if m else 0.0
+
+        def running():
+            text = self.d.request("GET", "/metrics")[2].decode()
+            m = re.search(r'^loupe_queue_running\{lane="main"\} (\S+)$', text, re.M)
+            return float(m.group(1)) if m else 0.0
+
+        def wait(cond):
+            end = time.time() + 30
+            while time.time() < end and not cond():
+                time.sleep(0.01)
+            self.assertTrue(cond())
+
+        body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 1, 32, 32],
+                                       "data": [0.0] * 2048}]}).encode()
+        with cf.ThreadPoolExecutor(4) as ex:
+            held = ex.submit(self.d.request, "POST", "/v1/test/hold")
+            wait(lambda: running() == 1)
+            first = ex.submit(self.post_json, "/v2/models/tiny/infer", body, "application/json")
+            wait(lambda: queued() == 1)
+            st, h, b = self.post_json("/v2/models/tiny/infer", body, "application/json")
+            self.assertEqual(st, 429, b)
+            self.assertEqual(h.get("retry-after"), "1")
+            self.assertIn("full", b["error"])
+            self.assertEqual(self.d.request("POST", "/v1/test/release")[0], 200)
+            self.assertEqual(held.result(timeout=30)[0], 200)
+            st, _, b = first.result(timeout=60)
+            self.assertEqual(st, 200, b)
+            self.assertEqual(b["outputs"][0]["shape"], [2, 10])
 
 
 class Cli(unittest.TestCase):

@@ -1,12 +1,13 @@
-/* srv_log.c -- log lines: the line is formatted first, then written with one call so threads never interleave. */
-#include "srv_log.h"
+/* log.c -- log lines: the line is formatted first, then written with one call so threads never interleave. */
+#define _POSIX_C_SOURCE 200809L
+#include "log.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
-void srv_log_time(char *buf, size_t len) {
+void log_time(char *buf, size_t len) {
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -15,9 +16,9 @@ void srv_log_time(char *buf, size_t len) {
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 }
 
-void srv_log(const char *fmt, ...) {
+void log_line(const char *fmt, ...) {
     char line[2048], ts[40];
-    srv_log_time(ts, sizeof ts);
+    log_time(ts, sizeof ts);
     int n = snprintf(line, sizeof line, "%s ", ts);
     va_list ap;
     va_start(ap, fmt);

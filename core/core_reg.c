@@ -1,5 +1,7 @@
-/* reg.c -- model registry: load folders, keep an immutable snapshot, swap it under a mutex. */
-#include "reg.h"
+/* core_reg.c -- model registry: load folders, keep an immutable snapshot, swap it under a mutex. */
+#include "core_reg.h"
+#include "clock.h"
+#include "core_engine.h"
 #include "errbuf.h"
 
 #include <dirent.h>
@@ -12,21 +14,22 @@
 #include <sys/stat.h>
 
 #include "mlp_io.h"
-#include "srv_log.h"
+#include "log.h"
 
-struct reg_store {
+struct core_store {
     atomic_int refs;
     int n;
-    reg_model **models;   /* [n], sorted by name; the store holds one reference each */
-    reg_model *def;       /* borrowed from models, or NULL */
+    core_model **models;   /* [n], sorted by name; the store holds one reference each */
+    core_model *def;       /* borrowed from models, or NULL */
 };
 
-struct reg {
+struct core_reg {
     char *dir;
     char *default_name;
     pthread_mutex_t lock;        /* guards cur: held only to read or swap the pointer */
     pthread_mutex_t reload_lock; /* one reload at a time */
-    reg_store *cur;
+    core_store *cur;
+    int warm_batch;              /* warm-up batch size besides 1; 0 = no warm-up */
 };
 
 /* ==== Models ==== */
@@ -41,7 +44,7 @@ static char *path_join(const char *a, const char *b) {
     return p;
 }
 
-static void model_free(reg_model *m) {
+static void model_free(core_model *m) {
     if (!m) return;
     free(m->name);
     free(m->dir);
@@ -57,11 +60,11 @@ static void model_free(reg_model *m) {
     free(m);
 }
 
-void reg_model_retain(reg_model *m) {
+void core_model_retain(core_model *m) {
     if (m) atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
 }
 
-void reg_model_release(reg_model *m) {
+void core_model_release(core_model *m) {
     if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) model_free(m);
 }
 
@@ -97,7 +100,7 @@ static int nomem(char *err, size_t errlen) {
 
 /* input.mean / input.std: a number, or an array of one (broadcast) or of
  * `channels` numbers; absent means 0 and 1. */
-static int get_norm(json_t *input, int channels, reg_model *m, char *err, size_t errlen) {
+static int get_norm(json_t *input, int channels, core_model *m, char *err, size_t errlen) {
     static const char *const keys[2] = {"mean", "std"};
     for (int k = 0; k < 2; k++) {
         float *dst = k ? m->std_c : m->mean_c;
@@ -125,11 +128,11 @@ static int get_norm(json_t *input, int channels, reg_model *m, char *err, size_t
 /* input.resize: how an upload reaches height x width. MLPs take the whole
  * image area-averaged; CNNs say "pad" (Fashion-MNIST's 28x28, padded) or
  * "resize_crop" (resize_to, then a centre crop of height x width). */
-static int get_resize(json_t *input, int is_cnn, reg_model *m, char *err, size_t errlen) {
+static int get_resize(json_t *input, int is_cnn, core_model *m, char *err, size_t errlen) {
     const char *rs = json_string_value(json_object_get(input, "resize"));
     m->src_w = m->width;
     m->src_h = m->height;
-    m->resize = REG_RESIZE_AREA;
+    m->resize = CORE_RESIZE_AREA;
     if (!is_cnn || !rs || !strcmp(rs, "area")) return 0;
     if (!strcmp(rs, "pad")) {
         /* The images the model was trained on are 28x28 (source_size may say otherwise). */
@@ -138,7 +141,7 @@ static int get_resize(json_t *input, int is_cnn, reg_model *m, char *err, size_t
             errbuf_set(err, errlen, "model.json: input.source_size must be a whole number in [1,4096]");
             return -1;
         }
-        m->resize = REG_RESIZE_PAD;
+        m->resize = CORE_RESIZE_PAD;
         m->src_w = side < m->width ? side : m->width;
         m->src_h = side < m->height ? side : m->height;
         return 0;
@@ -149,7 +152,7 @@ static int get_resize(json_t *input, int is_cnn, reg_model *m, char *err, size_t
             errbuf_set(err, errlen, "model.json: \"resize_crop\" needs input.resize_to >= width and height");
             return -1;
         }
-        m->resize = REG_RESIZE_CROP;
+        m->resize = CORE_RESIZE_CROP;
         m->src_w = m->src_h = 28; /* JSON pixels: a Fashion-MNIST image, resized as the trainer does */
         return 0;
     }
@@ -159,8 +162,8 @@ static int get_resize(json_t *input, int is_cnn, reg_model *m, char *err, size_t
 
 /* Kind "torchscript": model.ts through the shim, and the layer table the
  * visualisation routes use (the manifest's names, the shim's types and shapes). */
-static int load_cnn(reg_model *m, json_t *manifest, const char *dir, char *err, size_t errlen) {
-    char lerr[REG_ERR_LEN] = "";
+static int load_cnn(core_model *m, json_t *manifest, const char *dir, char *err, size_t errlen) {
+    char lerr[CORE_ERR_LEN] = "";
     lt_model_params p = lt_model_default_params();
     p.channels = m->channels;
     p.height = m->height;
@@ -215,7 +218,7 @@ static int load_cnn(reg_model *m, json_t *manifest, const char *dir, char *err, 
 }
 
 /* Kind "mlp": weights.safetensors checked against the manifest's sizes. */
-static int load_mlp(reg_model *m, json_t *manifest, const char *dir, char *err, size_t errlen) {
+static int load_mlp(core_model *m, json_t *manifest, const char *dir, char *err, size_t errlen) {
     char merr[MLP_ERR_LEN] = "";
     json_t *jm = json_object_get(manifest, "mlp");
     json_t *sizes = json_object_get(jm, "sizes");
@@ -268,10 +271,10 @@ static int load_mlp(reg_model *m, json_t *manifest, const char *dir, char *err, 
     return 0;
 }
 
-reg_model *reg_model_load(const char *dir, const char *name, char *err, size_t errlen) {
+core_model *core_model_load(const char *dir, const char *name, char *err, size_t errlen) {
     json_t *manifest = NULL, *metrics = NULL, *history = NULL, *summary = NULL, *detail = NULL;
     char *path = NULL;
-    reg_model *m = calloc(1, sizeof *m);
+    core_model *m = calloc(1, sizeof *m);
     if (!m) goto nomem;
     atomic_init(&m->refs, 1);
     m->name = strdup(name);
@@ -338,14 +341,15 @@ reg_model *reg_model_load(const char *dir, const char *name, char *err, size_t e
     if (get_resize(input, is_cnn, m, err, errlen)) goto fail;
 
     if (is_cnn ? load_cnn(m, manifest, dir, err, errlen) : load_mlp(m, manifest, dir, err, errlen)) goto fail;
+    m->engine = is_cnn ? &core_engine_torch : &core_engine_mlp;
 
     /* Optional files: a broken one is logged and left out, the model still serves. */
     char oerr[256] = "";
     metrics = load_optional(dir, "metrics.json", oerr, sizeof oerr);
-    if (oerr[0]) srv_log("model %s: ignoring %s", name, oerr);
+    if (oerr[0]) log_line("model %s: ignoring %s", name, oerr);
     oerr[0] = 0;
     history = load_optional(dir, "history.json", oerr, sizeof oerr);
-    if (oerr[0]) srv_log("model %s: ignoring %s", name, oerr);
+    if (oerr[0]) log_line("model %s: ignoring %s", name, oerr);
     json_t *acc = json_object_get(metrics, "test_accuracy");
     if (json_is_number(acc) && json_number_value(acc) >= 0 && json_number_value(acc) <= 1) {
         m->has_accuracy = 1;
@@ -395,26 +399,26 @@ fail:
 
 /* ==== Stores ==== */
 
-static void store_free(reg_store *s) {
+static void store_free(core_store *s) {
     if (!s) return;
-    for (int i = 0; i < s->n; i++) reg_model_release(s->models[i]);
+    for (int i = 0; i < s->n; i++) core_model_release(s->models[i]);
     free(s->models);
     free(s);
 }
 
-void reg_store_release(reg_store *s) {
+void core_store_release(core_store *s) {
     if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) store_free(s);
 }
 
-int reg_store_count(const reg_store *s) {
+int core_store_count(const core_store *s) {
     return s ? s->n : 0;
 }
 
-reg_model *reg_store_at(const reg_store *s, int i) {
+core_model *core_store_at(const core_store *s, int i) {
     return s && i >= 0 && i < s->n ? s->models[i] : NULL;
 }
 
-reg_model *reg_store_find(const reg_store *s, const char *name) {
+core_model *core_store_find(const core_store *s, const char *name) {
     if (!s || !name) return NULL;
     int lo = 0, hi = s->n - 1;
     while (lo <= hi) {
@@ -426,22 +430,22 @@ reg_model *reg_store_find(const reg_store *s, const char *name) {
     return NULL;
 }
 
-reg_model *reg_store_default(const reg_store *s) {
+core_model *core_store_default(const core_store *s) {
     return s ? s->def : NULL;
 }
 
 static int by_name(const void *a, const void *b) {
-    return strcmp((*(reg_model *const *)a)->name, (*(reg_model *const *)b)->name);
+    return strcmp((*(core_model *const *)a)->name, (*(core_model *const *)b)->name);
 }
 
-static void choose_default(reg_store *s, const char *default_name) {
+static void choose_default(core_store *s, const char *default_name) {
     s->def = NULL;
     if (default_name) {
-        s->def = reg_store_find(s, default_name);
+        s->def = core_store_find(s, default_name);
         return;
     }
     for (int i = 0; i < s->n; i++) {
-        reg_model *m = s->models[i];
+        core_model *m = s->models[i];
         if (!s->def || (m->has_accuracy && (!s->def->has_accuracy || m->test_accuracy > s->def->test_accuracy)))
             s->def = m;
     }
@@ -449,8 +453,8 @@ static void choose_default(reg_store *s, const char *default_name) {
 
 /* ==== The registry ==== */
 
-reg *reg_new(const char *dir, const char *default_name) {
-    reg *r = calloc(1, sizeof *r);
+core_reg *core_reg_new(const char *dir, const char *default_name) {
+    core_reg *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->dir = strdup(dir);
     r->default_name = default_name ? strdup(default_name) : NULL;
@@ -471,9 +475,9 @@ fail:
     return NULL;
 }
 
-void reg_free(reg *r) {
+void core_reg_free(core_reg *r) {
     if (!r) return;
-    reg_store_release(r->cur);
+    core_store_release(r->cur);
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->reload_lock);
     free(r->dir);
@@ -481,22 +485,26 @@ void reg_free(reg *r) {
     free(r);
 }
 
-const char *reg_default_name(const reg *r) {
+void core_reg_set_warmup(core_reg *r, int max_batch) {
+    r->warm_batch = max_batch;
+}
+
+const char *core_reg_default_name(const core_reg *r) {
     return r->default_name;
 }
 
-reg_store *reg_acquire(reg *r) {
+core_store *core_reg_acquire(core_reg *r) {
     pthread_mutex_lock(&r->lock);
-    reg_store *s = r->cur;
+    core_store *s = r->cur;
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
     pthread_mutex_unlock(&r->lock);
     return s;
 }
 
-reg_model *reg_get(reg *r, const char *name) {
+core_model *core_reg_get(core_reg *r, const char *name) {
     pthread_mutex_lock(&r->lock);
-    reg_model *m = name ? reg_store_find(r->cur, name) : r->cur->def;
-    reg_model_retain(m);
+    core_model *m = name ? core_store_find(r->cur, name) : r->cur->def;
+    core_model_retain(m);
     pthread_mutex_unlock(&r->lock);
     return m;
 }
@@ -506,13 +514,13 @@ static void report_skip(json_t *report, const char *name, const char *why) {
     if (report) json_array_append_new(json_object_get(report, "skipped"), json_pack("{s:s, s:s}", "name", name, "error", why));
 }
 
-int reg_reload(reg *r, json_t **report_out, char *err, size_t errlen) {
+int core_reg_reload(core_reg *r, json_t **report_out, char *err, size_t errlen) {
     json_t *report = NULL;
     if (report_out) {
         report = json_pack("{s:[], s:[]}", "loaded", "skipped");
         *report_out = NULL;
     }
-    reg_store *s = calloc(1, sizeof *s);
+    core_store *s = calloc(1, sizeof *s);
     DIR *d = NULL;
     int cap = 0;
     if (!s) goto nomem;
@@ -535,26 +543,34 @@ int reg_reload(reg *r, json_t **report_out, char *err, size_t errlen) {
             free(sub);
             continue;
         }
-        char merr[REG_ERR_LEN] = "";
-        reg_model *m = reg_model_load(sub, e->d_name, merr, sizeof merr);
+        char merr[CORE_ERR_LEN] = "";
+        core_model *m = core_model_load(sub, e->d_name, merr, sizeof merr);
         free(sub);
         if (!m) {
-            srv_log("model %s: skipped: %s", e->d_name, merr);
+            log_line("model %s: skipped: %s", e->d_name, merr);
             report_skip(report, e->d_name, merr);
             continue;
         }
         if (s->n == cap) {
             int ncap = cap ? cap * 2 : 8;
-            reg_model **nm = realloc(s->models, (size_t)ncap * sizeof *nm);
+            core_model **nm = realloc(s->models, (size_t)ncap * sizeof *nm);
             if (!nm) {
-                reg_model_release(m);
-                srv_log("model %s: skipped: out of memory", e->d_name);
+                core_model_release(m);
+                log_line("model %s: skipped: out of memory", e->d_name);
                 report_skip(report, e->d_name, "out of memory");
                 continue;
             }
             s->models = nm;
             cap = ncap;
         }
+        /* Warm before it is published: the first passes of a model (libtorch's
+         * profiling runs, first-touch page faults) are not a client's to wait for. */
+        core_fail wf;
+        double tw = clock_now();
+        if (r->warm_batch > 0 && core_model_warm(m, r->warm_batch, &wf))
+            log_line("model %s: warm-up failed (%s); serving it cold", m->name, wf.msg);
+        else if (r->warm_batch > 0)
+            m->warm_ms = (clock_now() - tw) * 1e3;
         s->models[s->n++] = m;
     }
     closedir(d);
@@ -562,22 +578,23 @@ int reg_reload(reg *r, json_t **report_out, char *err, size_t errlen) {
     choose_default(s, r->default_name);
 
     pthread_mutex_lock(&r->lock);
-    reg_store *old = r->cur;
+    core_store *old = r->cur;
     r->cur = s;
     pthread_mutex_unlock(&r->lock);
-    reg_store_release(old);
+    core_store_release(old);
 
     for (int i = 0; i < s->n; i++) {
-        reg_model *m = s->models[i];
+        core_model *m = s->models[i];
         char size[64], acc[64] = "";
         if (m->net) snprintf(size, sizeof size, "%zu parameters", mlp_n_params(m->net));
         else snprintf(size, sizeof size, "%d layers, input %dx%dx%d", m->cnn ? lt_model_n_layers(m->cnn) : 0,
                       m->channels, m->height, m->width);
         if (m->has_accuracy) snprintf(acc, sizeof acc, ", test accuracy %.4f", m->test_accuracy);
-        srv_log("model %s: loaded (%s, %s%s)%s", m->name, m->kind, size, acc, m == s->def ? ", default" : "");
+        log_line("model %s: loaded (%s, %s%s)%s, warmed up in %.1f ms", m->name, m->kind, size, acc,
+                 m == s->def ? ", default" : "", m->warm_ms);
         if (report) json_array_append_new(json_object_get(report, "loaded"), json_string(m->name));
     }
-    if (r->default_name && !s->def) srv_log("default model %s is not in the store", r->default_name);
+    if (r->default_name && !s->def) log_line("default model %s is not in the store", r->default_name);
     int n = s->n;
     /* Only now: s belongs to r->cur, which another reload could release. */
     pthread_mutex_unlock(&r->reload_lock);

@@ -57,6 +57,11 @@ void img_free(img_image *im);
 int img_decode(const uint8_t *buf, size_t len, const img_limits *lim,
                img_image *out, char *err, size_t errlen);
 
+/* The width and height a PNG or JPEG header declares, read without decoding
+ * (PNG: IHDR; JPEG: the first SOFn marker within buf). Returns 0, or -1 when
+ * buf is neither or its header is not (yet) in buf. */
+int img_probe(const uint8_t *buf, size_t len, uint32_t *width, uint32_t *height);
+
 typedef enum { IMG_INVERT_AUTO, IMG_INVERT_TRUE, IMG_INVERT_FALSE } img_invert;
 
 /* Bring any decoded image to a w x h grayscale float image in [0,1]:

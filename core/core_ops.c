@@ -1,5 +1,5 @@
-/* srv_explain.c -- the model operations behind the image routes and the offline CLI: MLPs through mlp/, CNNs through the shim. */
-#include "srv_explain.h"
+/* core_ops.c -- the model operations behind the image routes and the offline CLI: MLPs through mlp/, CNNs through the shim. */
+#include "core_ops.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -14,25 +14,13 @@
 
 #include "img.h"
 #include "mlp.h"
-#include "srv_http.h"
+#include "clock.h"
+#include "core_engine.h"
 
 #define DEFAULT_TOP_K 5
 /* Largest PNG an option may ask for, in pixels. */
 #define MAX_PNG_PIXELS (16u << 20)
 
-static int fail(srv_fail *f, srv_err_kind kind, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-static int fail(srv_fail *f, srv_err_kind kind, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    f->kind = kind;
-    vsnprintf(f->msg, sizeof f->msg, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* ==== Options ==== */
 
@@ -55,7 +43,7 @@ static int parse_bool(const char *s, int *out) {
 }
 
 /* A class by index ("3") or by name ("Sneaker", case-insensitive); -1 if neither. */
-static int parse_target(const reg_model *m, const char *s) {
+static int parse_target(const core_model *m, const char *s) {
     long v = parse_uint(s);
     if (v >= 0) return v < m->n_classes ? (int)v : -1;
     for (int i = 0; i < m->n_classes; i++)
@@ -64,7 +52,7 @@ static int parse_target(const reg_model *m, const char *s) {
 }
 
 /* The convolutions of m as "0, 3, 7" (for messages). */
-static void conv_list(const reg_model *m, char *buf, size_t len) {
+static void conv_list(const core_model *m, char *buf, size_t len) {
     size_t o = 0;
     buf[0] = 0;
     int nl = lt_model_n_layers(m->cnn);
@@ -75,49 +63,49 @@ static void conv_list(const reg_model *m, char *buf, size_t len) {
     }
 }
 
-int srv_op_expensive(const reg_model *m, srv_op op) {
-    return m->cnn && op != SRV_OP_PREDICT;
+int core_op_expensive(const core_model *m, core_op op) {
+    return core_model_has_layers(m) && op != CORE_OP_PREDICT;
 }
 
 /* format, scale (all PNG-or-JSON operations). */
-static int parse_output(srv_arg_fn arg, void *ctx, srv_xopts *o, srv_fail *f) {
+static int parse_output(core_arg_fn arg, void *ctx, core_opts *o, core_fail *f) {
     const char *fq = arg(ctx, "format"), *sq = arg(ctx, "scale");
     if (fq && strcasecmp(fq, "png") && strcasecmp(fq, "json"))
-        return fail(f, SRV_E_BAD_PARAMETER, "format must be png or json, not '%s'", fq);
+        return core_failf(f, CORE_E_BAD_PARAMETER, "format must be png or json, not '%s'", fq);
     o->as_json = fq && !strcasecmp(fq, "json");
     long scale = 1;
-    if (sq && ((scale = parse_uint(sq)) < 1 || scale > SRV_MAX_SCALE))
-        return fail(f, SRV_E_BAD_PARAMETER, "scale must be a whole number in [1,%d], not '%s'", SRV_MAX_SCALE, sq);
+    if (sq && ((scale = parse_uint(sq)) < 1 || scale > CORE_MAX_SCALE))
+        return core_failf(f, CORE_E_BAD_PARAMETER, "scale must be a whole number in [1,%d], not '%s'", CORE_MAX_SCALE, sq);
     o->scale = (int)scale;
     return 0;
 }
 
 /* The {l} of a CNN route: 404 unless it names a layer of `features`. */
-static int parse_layer(const reg_model *m, const char *s, lt_layer_info *li, srv_xopts *o, srv_fail *f) {
+static int parse_layer(const core_model *m, const char *s, lt_layer_info *li, core_opts *o, core_fail *f) {
     int nl = lt_model_n_layers(m->cnn);
     long v = parse_uint(s);
     if (v < 0 || v >= nl || lt_layer_get_info(m->cnn, (int)v, li, NULL, 0))
-        return fail(f, SRV_E_NOT_FOUND, "model '%s' has no layer '%s' (layers 0..%d; GET /v1/models/%s/layers)",
+        return core_failf(f, CORE_E_NOT_FOUND, "model '%s' has no layer '%s' (layers 0..%d; GET /v1/models/%s/layers)",
                     m->name, s ? s : "", nl - 1, m->name);
     o->layer = (int)v;
     return 0;
 }
 
-static int parse_viz(srv_arg_fn arg, void *ctx, srv_xopts *o, srv_fail *f) {
+static int parse_viz(core_arg_fn arg, void *ctx, core_opts *o, core_fail *f) {
     const char *iq = arg(ctx, "iterations"), *eq = arg(ctx, "every"), *lq = arg(ctx, "lr"), *sq = arg(ctx, "seed");
     o->viz = lt_viz_default_params();
     if (iq) {
         long v = parse_uint(iq);
-        if (v < 1 || v > SRV_VIZ_MAX_ITERATIONS)
-            return fail(f, SRV_E_BAD_PARAMETER, "iterations must be a whole number in [1,%d], not '%s'",
-                        SRV_VIZ_MAX_ITERATIONS, iq);
+        if (v < 1 || v > CORE_VIZ_MAX_ITERATIONS)
+            return core_failf(f, CORE_E_BAD_PARAMETER, "iterations must be a whole number in [1,%d], not '%s'",
+                        CORE_VIZ_MAX_ITERATIONS, iq);
         o->viz.iterations = (int)v;
     }
     if (!eq && o->viz.every > o->viz.iterations) o->viz.every = o->viz.iterations;
     if (eq) {
         long v = parse_uint(eq);
         if (v < 1 || v > o->viz.iterations)
-            return fail(f, SRV_E_BAD_PARAMETER, "every must be a whole number in [1,%d] (at most iterations), not '%s'",
+            return core_failf(f, CORE_E_BAD_PARAMETER, "every must be a whole number in [1,%d] (at most iterations), not '%s'",
                         o->viz.iterations, eq);
         o->viz.every = (int)v;
     }
@@ -125,8 +113,8 @@ static int parse_viz(srv_arg_fn arg, void *ctx, srv_xopts *o, srv_fail *f) {
         char *end;
         errno = 0;
         double v = strtod(lq, &end);
-        if (errno || end == lq || *end || !isfinite(v) || !(v > 0) || v > SRV_VIZ_MAX_LR)
-            return fail(f, SRV_E_BAD_PARAMETER, "lr must be a number in (0,%g], not '%s'", SRV_VIZ_MAX_LR, lq);
+        if (errno || end == lq || *end || !isfinite(v) || !(v > 0) || v > CORE_VIZ_MAX_LR)
+            return core_failf(f, CORE_E_BAD_PARAMETER, "lr must be a number in (0,%g], not '%s'", CORE_VIZ_MAX_LR, lq);
         o->viz.lr = (float)v;
     }
     if (sq) {
@@ -134,50 +122,50 @@ static int parse_viz(srv_arg_fn arg, void *ctx, srv_xopts *o, srv_fail *f) {
         errno = 0;
         unsigned long long v = strtoull(sq, &end, 10);
         if (errno || end == sq || *end || *sq == '-' || *sq == '+' || *sq == ' ')
-            return fail(f, SRV_E_BAD_PARAMETER, "seed must be a whole number in [0,%" PRIu64 "], not '%s'", UINT64_MAX,
+            return core_failf(f, CORE_E_BAD_PARAMETER, "seed must be a whole number in [0,%" PRIu64 "], not '%s'", UINT64_MAX,
                         sq);
         o->viz.seed = (uint64_t)v;
     }
     return 0;
 }
 
-int srv_xopts_parse(const reg_model *m, srv_op op, const char *layer, const char *filter, srv_arg_fn arg,
-                    void *ctx, srv_xopts *o, srv_fail *f) {
+int core_opts_parse(const core_model *m, core_op op, const char *layer, const char *filter, core_arg_fn arg,
+                    void *ctx, core_opts *o, core_fail *f) {
     memset(o, 0, sizeof *o);
     o->target = -1;
     o->scale = 1;
-    if (op == SRV_OP_PREDICT) {
+    if (op == CORE_OP_PREDICT) {
         const char *tk = arg(ctx, "top_k");
         long k = tk ? parse_uint(tk) : DEFAULT_TOP_K;
-        if (k < 1) return fail(f, SRV_E_BAD_PARAMETER, "top_k must be a whole number >= 1, not '%s'", tk);
+        if (k < 1) return core_failf(f, CORE_E_BAD_PARAMETER, "top_k must be a whole number >= 1, not '%s'", tk);
         o->top_k = k > m->n_classes ? m->n_classes : (int)k;
         return 0;
     }
-    if (op == SRV_OP_SALIENCY) {
+    if (op == CORE_OP_SALIENCY) {
         const char *tq = arg(ctx, "target"), *oq = arg(ctx, "overlay");
         if (tq && (o->target = parse_target(m, tq)) < 0)
-            return fail(f, SRV_E_BAD_PARAMETER, "target '%s' is neither a class index in [0,%d] nor a class name", tq,
+            return core_failf(f, CORE_E_BAD_PARAMETER, "target '%s' is neither a class index in [0,%d] nor a class name", tq,
                         m->n_classes - 1);
         if (parse_output(arg, ctx, o, f)) return -1;
         if (parse_bool(oq, &o->overlay))
-            return fail(f, SRV_E_BAD_PARAMETER, "overlay must be 0 or 1, not '%s'", oq);
+            return core_failf(f, CORE_E_BAD_PARAMETER, "overlay must be 0 or 1, not '%s'", oq);
         return 0;
     }
-    if (!m->cnn)
-        return fail(f, SRV_E_UNPROCESSABLE, "model '%s' is an MLP: %s need a CNN (kind \"torchscript\")", m->name,
-                    op == SRV_OP_FILTERS ? "filter visualizations" : "feature maps");
+    if (!core_model_has_layers(m))
+        return core_failf(f, CORE_E_UNPROCESSABLE, "model '%s' is an MLP: %s need a CNN (kind \"torchscript\")", m->name,
+                    op == CORE_OP_FILTERS ? "filter visualizations" : "feature maps");
     lt_layer_info li;
     if (parse_layer(m, layer, &li, o, f) || parse_output(arg, ctx, o, f)) return -1;
-    if (op == SRV_OP_ACTIVATIONS) return 0;
+    if (op == CORE_OP_ACTIVATIONS) return 0;
     if (!li.is_conv) {
         char convs[256];
         conv_list(m, convs, sizeof convs);
-        return fail(f, SRV_E_BAD_PARAMETER, "layer %d is %s, not a convolution; the convolutions are %s", o->layer,
+        return core_failf(f, CORE_E_BAD_PARAMETER, "layer %d is %s, not a convolution; the convolutions are %s", o->layer,
                     li.type, convs);
     }
     long fv = parse_uint(filter);
     if (fv < 0 || fv >= li.channels)
-        return fail(f, SRV_E_NOT_FOUND, "layer %d has no filter '%s' (filters 0..%d)", o->layer, filter ? filter : "",
+        return core_failf(f, CORE_E_NOT_FOUND, "layer %d has no filter '%s' (filters 0..%d)", o->layer, filter ? filter : "",
                     li.channels - 1);
     o->filter = (int)fv;
     return parse_viz(arg, ctx, o, f);
@@ -185,7 +173,7 @@ int srv_xopts_parse(const reg_model *m, srv_op op, const char *layer, const char
 
 /* ==== Encoding ==== */
 
-char *srv_base64_encode(const unsigned char *d, size_t n) {
+char *core_base64_encode(const unsigned char *d, size_t n) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char *out = malloc((n + 2) / 3 * 4 + 1), *p = out;
     if (!out) return NULL;
@@ -200,11 +188,11 @@ char *srv_base64_encode(const unsigned char *d, size_t n) {
     return out;
 }
 
-static int out_json(json_t *doc, srv_out *out, srv_fail *f) {
+static int out_json(json_t *doc, core_out *out, core_fail *f) {
     /* 9 significant digits: enough for any float32 to round-trip. */
     char *s = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(doc);
-    if (!s) return fail(f, SRV_E_NOMEM, "out of memory building the JSON answer");
+    if (!s) return core_failf(f, CORE_E_NOMEM, "out of memory building the JSON answer");
     out->content_type = "application/json";
     out->body = s;
     out->len = strlen(s);
@@ -212,10 +200,10 @@ static int out_json(json_t *doc, srv_out *out, srv_fail *f) {
 }
 
 /* rgb [h, w, 3] to a PNG in *out (rgb is not freed). */
-static int out_png(const uint8_t *rgb, int w, int h, srv_out *out, srv_fail *f) {
+static int out_png(const uint8_t *rgb, int w, int h, core_out *out, core_fail *f) {
     uint8_t *png = NULL;
     size_t len = 0;
-    if (img_encode_png(rgb, w, h, 3, &png, &len)) return fail(f, SRV_E_NOMEM, "PNG encoding failed");
+    if (img_encode_png(rgb, w, h, 3, &png, &len)) return core_failf(f, CORE_E_NOMEM, "PNG encoding failed");
     out->content_type = "image/png";
     out->body = (char *)png;
     out->len = len;
@@ -246,7 +234,7 @@ static char *png_b64(const float *px, int c, int w, int h, int scale) {
     char *b64 = NULL;
     if (rgb) {
         blit(px, c, w, h, scale, rgb, ow * 3, 0, 0);
-        if (!img_encode_png(rgb, (int)ow, (int)oh, 3, &png, &len)) b64 = srv_base64_encode(png, len);
+        if (!img_encode_png(rgb, (int)ow, (int)oh, 3, &png, &len)) b64 = core_base64_encode(png, len);
     }
     free(rgb);
     free(png);
@@ -262,52 +250,20 @@ static int argmax(const float *v, int n) {
     return best;
 }
 
-static int forward1(const reg_model *m, const float *x, float *logits, srv_fail *f) {
-    if (m->cnn) {
-        char err[256];
-        if (lt_forward(m->cnn, x, 1, logits, err, sizeof err))
-            return fail(f, SRV_E_INTERNAL, "the forward pass failed: %s", err);
-        return 0;
-    }
-    mlp_scratch *s = mlp_scratch_new(m->net, 1);
-    if (!s) return fail(f, SRV_E_NOMEM, "out of memory for the forward pass");
-    int rc = mlp_forward(m->net, s, x, 1, logits);
-    mlp_scratch_free(s);
-    return rc ? fail(f, SRV_E_INTERNAL, "the forward pass failed") : 0;
-}
-
-/* grad [C*H*W] = d logit[target] / d x; logits [K] of the same pass. */
-static int input_grad(const reg_model *m, const float *x, int target, float *grad, float *logits, srv_fail *f) {
-    if (m->cnn) {
-        char err[256];
-        if (lt_input_grad(m->cnn, x, target, grad, logits, err, sizeof err))
-            return fail(f, SRV_E_INTERNAL, "the gradient pass failed: %s", err);
-        return 0;
-    }
-    mlp_scratch *s = mlp_scratch_new(m->net, 1);
-    if (!s) return fail(f, SRV_E_NOMEM, "out of memory for the gradient pass");
-    int rc = mlp_forward(m->net, s, x, 1, logits) || mlp_input_grad(m->net, s, x, target, grad, NULL);
-    mlp_scratch_free(s);
-    return rc ? fail(f, SRV_E_INTERNAL, "the gradient pass failed") : 0;
-}
-
 /* ==== Predict ==== */
 
-static int run_predict(const reg_model *m, const srv_xopts *o, const srv_input *in, srv_metrics *metrics, double t0,
-                       srv_out *out, srv_fail *f) {
+int core_predict_answer(const core_model *m, const core_opts *o, const core_input *in, const float *logits,
+                        double infer_s, int batch, double t0, core_out *out, core_fail *f) {
     int k = m->n_classes;
-    float *z = malloc((size_t)k * sizeof *z), *p = malloc((size_t)k * sizeof *p);
+    float *p = malloc((size_t)k * sizeof *p);
     int *order = malloc((size_t)k * sizeof *order);
     int rc = -1;
-    if (!z || !p || !order) {
-        fail(f, SRV_E_NOMEM, "out of memory");
+    if (!p || !order) {
+        core_failf(f, CORE_E_NOMEM, "out of memory");
         goto done;
     }
-    double ti = srv_now();
-    if (forward1(m, in->x, z, f)) goto done;
-    ti = srv_now() - ti;
-    srv_metrics_inference(metrics, m->name, ti);
-    mlp_softmax(z, k, p);
+    out->infer_s = infer_s;
+    mlp_softmax(logits, k, p);
     /* Order by probability, ties by index: k is small, so insertion sort. */
     for (int i = 0; i < k; i++) order[i] = i;
     for (int i = 1; i < k; i++)
@@ -325,16 +281,26 @@ static int run_predict(const reg_model *m, const srv_xopts *o, const srv_input *
         json_array_append_new(top, json_pack("{s:s, s:i, s:f}", "class", m->classes[order[i]], "index", order[i],
                                              "probability", (double)p[order[i]]));
     for (int i = 0; probs && i < k; i++) json_array_append_new(probs, json_real(p[i]));
-    json_t *doc = json_pack("{s:s, s:s, s:i, s:f, s:f, s:f, s:o, s:o, s:b, s:{s:f, s:f, s:f}}", "model", m->name,
-                            "class", m->classes[best], "index", best, "probability", (double)p[best], "entropy_nats",
-                            h, "entropy_bits", h / log(2.0), "top_k", top, "probabilities", probs, "inverted",
-                            in->inverted, "timing_ms", "decode", in->decode_ms, "inference", ti * 1e3, "total",
-                            (srv_now() - t0) * 1e3);
+    json_t *doc = json_pack("{s:s, s:s, s:i, s:f, s:f, s:f, s:o, s:o, s:b, s:i, s:{s:f, s:f, s:f}}", "model",
+                            m->name, "class", m->classes[best], "index", best, "probability", (double)p[best],
+                            "entropy_nats", h, "entropy_bits", h / log(2.0), "top_k", top, "probabilities", probs,
+                            "inverted", in->inverted, "batch", batch, "timing_ms", "decode", in->decode_ms,
+                            "inference", infer_s * 1e3, "total", (clock_now() - t0) * 1e3);
     rc = out_json(doc, out, f);
 done:
-    free(z);
     free(p);
     free(order);
+    return rc;
+}
+
+static int run_predict(const core_model *m, const core_opts *o, const core_input *in, double t0, core_out *out,
+                       core_fail *f) {
+    float *z = malloc((size_t)m->n_classes * sizeof *z);
+    if (!z) return core_failf(f, CORE_E_NOMEM, "out of memory");
+    double ti = clock_now();
+    int rc = core_forward(m, in->x, 1, z, f);
+    if (!rc) rc = core_predict_answer(m, o, in, z, clock_now() - ti, 1, t0, out, f);
+    free(z);
     return rc;
 }
 
@@ -368,8 +334,8 @@ static double normalise_p99(float *g, int n) {
     return top > 0 ? top : 0;
 }
 
-static int run_saliency(const reg_model *m, const srv_xopts *o, const srv_input *in, srv_metrics *metrics, double t0,
-                        srv_out *out, srv_fail *f) {
+static int run_saliency(const core_model *m, const core_opts *o, const core_input *in, double t0,
+                        core_out *out, core_fail *f) {
     int k = m->n_classes, w = m->width, h = m->height, c = m->channels;
     size_t plane = (size_t)w * h;
     float *logits = malloc((size_t)k * sizeof *logits), *grad = malloc(plane * c * sizeof *grad);
@@ -377,18 +343,18 @@ static int run_saliency(const reg_model *m, const srv_xopts *o, const srv_input 
     uint8_t *rgb = NULL;
     int rc = -1;
     if (!logits || !grad || !map) {
-        fail(f, SRV_E_NOMEM, "out of memory");
+        core_failf(f, CORE_E_NOMEM, "out of memory");
         goto done;
     }
-    double ti = srv_now();
+    double ti = clock_now();
     int target = o->target;
     if (target < 0) {
-        if (forward1(m, in->x, logits, f)) goto done;
+        if (core_forward(m, in->x, 1, logits, f)) goto done;
         target = argmax(logits, k);
     }
-    if (input_grad(m, in->x, target, grad, logits, f)) goto done;
-    ti = srv_now() - ti;
-    srv_metrics_inference(metrics, m->name, ti);
+    if (core_input_grad(m, in->x, target, grad, logits, f)) goto done;
+    ti = clock_now() - ti;
+    out->infer_s = ti;
     int pred = argmax(logits, k);
     mlp_softmax(logits, k, logits);
     /* One value per pixel: |gradient| summed over the input's channels. */
@@ -399,18 +365,18 @@ static int run_saliency(const reg_model *m, const srv_xopts *o, const srv_input 
     }
     double top = normalise_p99(map, (int)plane);
     if (top < 0) {
-        fail(f, SRV_E_NOMEM, "out of memory");
+        core_failf(f, CORE_E_NOMEM, "out of memory");
         goto done;
     }
     if (!o->as_json) {
         size_t ow = (size_t)w * o->scale, oh = (size_t)h * o->scale;
         if (ow * oh > MAX_PNG_PIXELS) {
-            fail(f, SRV_E_BAD_PARAMETER, "scale %d makes a %zux%zu image; at most %u pixels", o->scale, ow, oh,
+            core_failf(f, CORE_E_BAD_PARAMETER, "scale %d makes a %zux%zu image; at most %u pixels", o->scale, ow, oh,
                  MAX_PNG_PIXELS);
             goto done;
         }
         if (!(rgb = malloc(ow * oh * 3))) {
-            fail(f, SRV_E_NOMEM, "out of memory");
+            core_failf(f, CORE_E_NOMEM, "out of memory");
             goto done;
         }
         img_heatmap(map, o->overlay ? in->pixels : NULL, w, h, o->scale, 0.5f, rgb);
@@ -428,7 +394,7 @@ static int run_saliency(const reg_model *m, const srv_xopts *o, const srv_input 
                             "index", pred, "class", m->classes[pred], "probability", (double)logits[pred], "width", w,
                             "height", h, "saliency", rows, "gradient_at_top", top, "inverted", in->inverted,
                             "timing_ms", "decode", in->decode_ms, "inference", ti * 1e3, "total",
-                            (srv_now() - t0) * 1e3);
+                            (clock_now() - t0) * 1e3);
     rc = out_json(doc, out, f);
 done:
     free(logits);
@@ -440,15 +406,15 @@ done:
 
 /* ==== Filters and activations (CNNs) ==== */
 
-static json_t *layer_doc(const reg_model *m, int layer) {
+static json_t *layer_doc(const core_model *m, int layer) {
     lt_layer_info li;
     if (lt_layer_get_info(m->cnn, layer, &li, NULL, 0)) return NULL;
     return json_pack("{s:i, s:s, s:i, s:i, s:i}", "index", layer, "type", li.type, "channels", li.channels, "height",
                      li.height, "width", li.width);
 }
 
-static int run_filters(const reg_model *m, const srv_xopts *o, const srv_input *in, srv_metrics *metrics, double t0,
-                       srv_out *out, srv_fail *f) {
+static int run_filters(const core_model *m, const core_opts *o, const core_input *in, double t0,
+                       core_out *out, core_fail *f) {
     int c = m->channels, w = m->width, h = m->height, n = lt_viz_n_frames(&o->viz);
     size_t per = (size_t)c * w * h;
     float *frames = malloc((size_t)n * per * sizeof *frames);
@@ -457,27 +423,27 @@ static int run_filters(const reg_model *m, const srv_xopts *o, const srv_input *
     char err[512];
     int rc = -1;
     if (!frames || (o->as_json && !trace)) {
-        fail(f, SRV_E_NOMEM, "out of memory for %d frames", n);
+        core_failf(f, CORE_E_NOMEM, "out of memory for %d frames", n);
         goto done;
     }
     size_t ow = (size_t)w * o->scale * n, oh = (size_t)h * o->scale;
     if (ow * oh > MAX_PNG_PIXELS) {
-        fail(f, SRV_E_BAD_PARAMETER, "scale %d makes a %zux%zu strip; at most %u pixels", o->scale, ow, oh,
+        core_failf(f, CORE_E_BAD_PARAMETER, "scale %d makes a %zux%zu strip; at most %u pixels", o->scale, ow, oh,
              MAX_PNG_PIXELS);
         goto done;
     }
-    double ti = srv_now();
+    double ti = clock_now();
     int lr = lt_filter_viz(m->cnn, o->layer, o->filter, in ? in->x : NULL, &o->viz, frames, (size_t)n * per, trace,
                            err, sizeof err);
-    ti = srv_now() - ti;
+    ti = clock_now() - ti;
     if (lr) {
-        fail(f, lr == LT_EINVAL ? SRV_E_BAD_PARAMETER : SRV_E_INTERNAL, "filter visualization failed: %s", err);
+        core_failf(f, lr == LT_EINVAL ? CORE_E_BAD_PARAMETER : CORE_E_INTERNAL, "filter visualization failed: %s", err);
         goto done;
     }
-    srv_metrics_inference(metrics, m->name, ti);
+    out->infer_s = ti;
     if (!o->as_json) {
         if (!(rgb = malloc(ow * oh * 3))) {
-            fail(f, SRV_E_NOMEM, "out of memory");
+            core_failf(f, CORE_E_NOMEM, "out of memory");
             goto done;
         }
         for (int i = 0; i < n; i++) blit(frames + (size_t)i * per, c, w, h, o->scale, rgb, ow * 3, i * w * o->scale, 0);
@@ -501,7 +467,7 @@ static int run_filters(const reg_model *m, const srv_xopts *o, const srv_input *
                             in ? "image" : "random", "iterations", o->viz.iterations, "every", o->viz.every, "lr",
                             (double)o->viz.lr, "seed", (json_int_t)o->viz.seed, "width", w * o->scale, "height",
                             h * o->scale, "frames", list, "mean_activation", tr, "timing_ms", "decode",
-                            in ? in->decode_ms : 0.0, "inference", ti * 1e3, "total", (srv_now() - t0) * 1e3);
+                            in ? in->decode_ms : 0.0, "inference", ti * 1e3, "total", (clock_now() - t0) * 1e3);
     rc = out_json(doc, out, f);
 done:
     free(frames);
@@ -510,24 +476,24 @@ done:
     return rc;
 }
 
-static int run_activations(const reg_model *m, const srv_xopts *o, const srv_input *in, srv_metrics *metrics,
-                           double t0, srv_out *out, srv_fail *f) {
+static int run_activations(const core_model *m, const core_opts *o, const core_input *in,
+                           double t0, core_out *out, core_fail *f) {
     lt_layer_info li;
     char err[512];
     uint8_t *rgb = NULL, *tile = NULL;
     int rc = -1;
     if (lt_layer_get_info(m->cnn, o->layer, &li, err, sizeof err))
-        return fail(f, SRV_E_NOT_FOUND, "%s", err);
+        return core_failf(f, CORE_E_NOT_FOUND, "%s", err);
     size_t plane = (size_t)li.height * li.width, n = plane * li.channels;
     float *a = malloc(n * sizeof *a);
-    if (!a) return fail(f, SRV_E_NOMEM, "out of memory for %zu activations", n);
-    double ti = srv_now();
+    if (!a) return core_failf(f, CORE_E_NOMEM, "out of memory for %zu activations", n);
+    double ti = clock_now();
     if (lt_activations(m->cnn, in->x, o->layer, a, n, err, sizeof err)) {
-        fail(f, SRV_E_INTERNAL, "the forward pass failed: %s", err);
+        core_failf(f, CORE_E_INTERNAL, "the forward pass failed: %s", err);
         goto done;
     }
-    ti = srv_now() - ti;
-    srv_metrics_inference(metrics, m->name, ti);
+    ti = clock_now() - ti;
+    out->infer_s = ti;
     if (o->as_json) {
         json_t *maps = json_array();
         for (int ch = 0; maps && ch < li.channels; ch++) {
@@ -542,7 +508,7 @@ static int run_activations(const reg_model *m, const srv_xopts *o, const srv_inp
         }
         json_t *doc = json_pack("{s:s, s:o, s:o, s:b, s:{s:f, s:f, s:f}}", "model", m->name, "layer",
                                 layer_doc(m, o->layer), "activations", maps, "inverted", in->inverted, "timing_ms",
-                                "decode", in->decode_ms, "inference", ti * 1e3, "total", (srv_now() - t0) * 1e3);
+                                "decode", in->decode_ms, "inference", ti * 1e3, "total", (clock_now() - t0) * 1e3);
         rc = out_json(doc, out, f);
         goto done;
     }
@@ -552,14 +518,14 @@ static int run_activations(const reg_model *m, const srv_xopts *o, const srv_inp
     int tw = li.width * o->scale, th = li.height * o->scale;
     size_t gw = (size_t)cols * tw + (cols - 1), gh = (size_t)rows * th + (rows - 1);
     if (gw * gh > MAX_PNG_PIXELS) {
-        fail(f, SRV_E_BAD_PARAMETER, "scale %d makes a %zux%zu grid; at most %u pixels", o->scale, gw, gh,
+        core_failf(f, CORE_E_BAD_PARAMETER, "scale %d makes a %zux%zu grid; at most %u pixels", o->scale, gw, gh,
              MAX_PNG_PIXELS);
         goto done;
     }
     rgb = calloc(gw * gh * 3, 1);
     tile = malloc((size_t)tw * th * 3);
     if (!rgb || !tile) {
-        fail(f, SRV_E_NOMEM, "out of memory");
+        core_failf(f, CORE_E_NOMEM, "out of memory");
         goto done;
     }
     for (int ch = 0; ch < li.channels; ch++) {
@@ -582,21 +548,22 @@ done:
     return rc;
 }
 
-int srv_explain_run(const reg_model *m, srv_op op, const srv_xopts *o, const srv_input *in, srv_metrics *metrics,
-                    double t0, srv_out *out, srv_fail *f) {
+int core_op_run(const core_model *m, core_op op, const core_opts *o, const core_input *in,
+                    double t0, core_out *out, core_fail *f) {
     memset(out, 0, sizeof *out);
     switch (op) {
-    case SRV_OP_PREDICT: return run_predict(m, o, in, metrics, t0, out, f);
-    case SRV_OP_SALIENCY: return run_saliency(m, o, in, metrics, t0, out, f);
-    case SRV_OP_FILTERS: return run_filters(m, o, in, metrics, t0, out, f);
-    case SRV_OP_ACTIVATIONS:
-        if (!m->cnn) return fail(f, SRV_E_UNPROCESSABLE, "model '%s' is an MLP: no feature maps", m->name);
-        return run_activations(m, o, in, metrics, t0, out, f);
+    case CORE_OP_PREDICT: return run_predict(m, o, in, t0, out, f);
+    case CORE_OP_SALIENCY: return run_saliency(m, o, in, t0, out, f);
+    case CORE_OP_FILTERS: return run_filters(m, o, in, t0, out, f);
+    case CORE_OP_ACTIVATIONS:
+        if (!core_model_has_layers(m))
+            return core_failf(f, CORE_E_UNPROCESSABLE, "model '%s' is an MLP: no feature maps", m->name);
+        return run_activations(m, o, in, t0, out, f);
     }
-    return fail(f, SRV_E_INTERNAL, "unknown operation");
+    return core_failf(f, CORE_E_INTERNAL, "unknown operation");
 }
 
-int srv_explain_layers(const reg_model *m, srv_out *out, srv_fail *f) {
+int core_op_layers(const core_model *m, core_out *out, core_fail *f) {
     json_error_t je;
     json_t *layers = m->layers_json ? json_loads(m->layers_json, 0, &je) : json_array();
     json_t *doc = layers ? json_pack("{s:s, s:s, s:o}", "model", m->name, "kind", m->kind, "layers", layers) : NULL;

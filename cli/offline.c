@@ -1,5 +1,6 @@
-/* srv_offline.c -- `loupe predict`, `loupe saliency`, `loupe visualize`: the API's operations on a model folder, no daemon. */
-#include "srv_offline.h"
+/* offline.c -- `loupe predict`, `loupe saliency`, `loupe visualize`: the API's operations on a model folder, no daemon. */
+#include "clock.h"
+#include "offline.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -10,10 +11,9 @@
 #include <jansson.h>
 
 #include "lt.h"
-#include "reg.h"
-#include "srv_explain.h"
-#include "srv_http.h"
-#include "srv_input.h"
+#include "core_reg.h"
+#include "core_ops.h"
+#include "core_input.h"
 
 #define MAX_ARGS 16
 #define MAX_IMAGE_FILE (256u << 20)
@@ -21,7 +21,7 @@
 /* One subcommand: its operation and the flags it takes (each the API's query key). */
 typedef struct {
     const char *name;
-    srv_op op;
+    core_op op;
     const char *usage;
     const char *const *flags; /* "flag=key": --flag VALUE sets key; "flag=key:value": --flag alone sets key */
 } offline_cmd;
@@ -34,18 +34,18 @@ static const char *const visualize_flags[] = {"layer=layer", "filter=filter", "i
                                               "json=format:json", NULL};
 
 static const offline_cmd cmds[] = {
-    {"predict", SRV_OP_PREDICT,
+    {"predict", CORE_OP_PREDICT,
      "usage: loupe predict MODEL_DIR IMAGE [--top-k K] [--invert auto|true|false] [--out FILE]\n\n"
      "Classify IMAGE (PNG or JPEG) with the model folder MODEL_DIR (an MLP or a TorchScript CNN);\n"
      "writes the JSON of POST /v1/models/{m}/predict to FILE or stdout.\n",
      predict_flags},
-    {"saliency", SRV_OP_SALIENCY,
+    {"saliency", CORE_OP_SALIENCY,
      "usage: loupe saliency MODEL_DIR IMAGE [--target T] [--scale N] [--overlay] [--invert auto|true|false]\n"
      "                      [--out FILE.png | --json [--out FILE.json]]\n\n"
      "Vanilla-backprop saliency of IMAGE for class T (index or name; default the predicted class):\n"
      "the PNG heatmap or the JSON of POST /v1/models/{m}/saliency.\n",
      saliency_flags},
-    {"visualize", SRV_OP_FILTERS,
+    {"visualize", CORE_OP_FILTERS,
      "usage: loupe visualize MODEL_DIR --layer L --filter F [--image IMG] [--iterations N] [--every K]\n"
      "                       [--lr R] [--seed S] [--scale N] --out STRIP.png | --json [--out FILE.json]\n\n"
      "Activation maximisation of filter F of convolution L of a CNN's `features`, from a seeded random\n"
@@ -98,7 +98,7 @@ static int parse_args(const offline_cmd *cmd, int argc, char **argv, arg_set *ar
             }
         }
         int special = !strcmp(name, "out") || !strcmp(name, "torch-threads") ||
-                      (cmd->op == SRV_OP_FILTERS && !strcmp(name, "image"));
+                      (cmd->op == CORE_OP_FILTERS && !strcmp(name, "image"));
         if (!key && !special) {
             fprintf(stderr, "loupe %s: unknown option '%s'\n%s", cmd->name, a, cmd->usage);
             return -1;
@@ -161,7 +161,7 @@ static unsigned char *read_file(const char *path, size_t *len) {
     return b;
 }
 
-static int write_out(const char *path, const srv_out *out) {
+static int write_out(const char *path, const core_out *out) {
     FILE *f = path && strcmp(path, "-") ? fopen(path, "wb") : stdout;
     if (!f) return -1;
     int ok = fwrite(out->body, 1, out->len, f) == out->len;
@@ -189,19 +189,19 @@ static int run_cmd(const offline_cmd *cmd, int argc, char **argv) {
     char *keybuf[MAX_ARGS] = {0};
     const char *pos[2] = {0}, *out_path = NULL, *image = NULL;
     int npos = 0, threads = 1, rc = 2;
-    reg_model *m = NULL;
+    core_model *m = NULL;
     unsigned char *bytes = NULL;
-    srv_input in = {0};
-    srv_out out = {0};
-    srv_fail f;
+    core_input in = {0};
+    core_out out = {0};
+    core_fail f;
     if (parse_args(cmd, argc, argv, &args, keybuf, pos, &npos, &out_path, &image, &threads)) goto done;
-    int want_pos = cmd->op == SRV_OP_FILTERS ? 1 : 2;
+    int want_pos = cmd->op == CORE_OP_FILTERS ? 1 : 2;
     if (npos != want_pos) {
         fprintf(stderr, "loupe %s: %s\n%s", cmd->name, npos < want_pos ? "missing arguments" : "too many arguments",
                 cmd->usage);
         goto done;
     }
-    if (cmd->op == SRV_OP_FILTERS) {
+    if (cmd->op == CORE_OP_FILTERS) {
         if (!arg_get(&args, "layer") || !arg_get(&args, "filter")) {
             fprintf(stderr, "loupe visualize: --layer and --filter are required\n%s", cmd->usage);
             goto done;
@@ -211,7 +211,7 @@ static int run_cmd(const offline_cmd *cmd, int argc, char **argv) {
     }
     const char *fmt = arg_get(&args, "format");
     int as_json = fmt && !strcmp(fmt, "json");
-    if (cmd->op != SRV_OP_PREDICT && !as_json && !out_path) {
+    if (cmd->op != CORE_OP_PREDICT && !as_json && !out_path) {
         fprintf(stderr, "loupe %s: say where the PNG goes (--out FILE.png), or ask for --json\n", cmd->name);
         goto done;
     }
@@ -219,56 +219,45 @@ static int run_cmd(const offline_cmd *cmd, int argc, char **argv) {
     /* One intra-op thread by default, as the daemon; LOUPE_TORCH_THREADS or --torch-threads to change. */
     const char *te = getenv("LOUPE_TORCH_THREADS");
     if (te && threads == 1) threads = atoi(te);
-    char err[REG_ERR_LEN];
+    char err[CORE_ERR_LEN];
     if (lt_set_threads(threads > 0 ? threads : 1, 1, err, sizeof err))
         fprintf(stderr, "loupe %s: libtorch threads: %s\n", cmd->name, err);
 
     char nbuf[4096];
-    m = reg_model_load(pos[0], base_name(pos[0], nbuf, sizeof nbuf), err, sizeof err);
+    m = core_model_load(pos[0], base_name(pos[0], nbuf, sizeof nbuf), err, sizeof err);
     if (!m) {
         fprintf(stderr, "loupe %s: %s: %s\n", cmd->name, pos[0], err);
         goto done;
     }
-    double t0 = srv_now();
-    srv_xopts o;
-    if (srv_xopts_parse(m, cmd->op, arg_get(&args, "layer"), arg_get(&args, "filter"), arg_get, &args, &o, &f)) {
+    double t0 = clock_now();
+    core_opts o;
+    if (core_opts_parse(m, cmd->op, arg_get(&args, "layer"), arg_get(&args, "filter"), arg_get, &args, &o, &f)) {
         fprintf(stderr, "loupe %s: %s\n", cmd->name, f.msg);
         rc = 2;
         goto done;
     }
     if (image) {
-        const char *iv = arg_get(&args, "invert");
-        img_invert inv = IMG_INVERT_AUTO;
-        if (iv && !strcasecmp(iv, "true")) inv = IMG_INVERT_TRUE;
-        else if (iv && !strcasecmp(iv, "false")) inv = IMG_INVERT_FALSE;
-        else if (iv && strcasecmp(iv, "auto")) {
-            fprintf(stderr, "loupe %s: --invert must be auto, true or false, not '%s'\n", cmd->name, iv);
+        img_invert inv;
+        if (core_input_parse_invert(arg_get(&args, "invert"), &inv, &f)) {
+            fprintf(stderr, "loupe %s: --%s\n", cmd->name, f.msg);
             rc = 2;
             goto done;
         }
         size_t len = 0;
-        double td = srv_now();
         if (!(bytes = read_file(image, &len))) {
             fprintf(stderr, "loupe %s: %s: %s\n", cmd->name, image, strerror(errno));
             goto done;
         }
+        /* The API's own parser: PNG, JPEG, or a JSON body ({"pixels"} or {"image"}), sniffed. */
         img_limits lim = img_default_limits();
-        srv_err_kind kind;
-        char msg[320];
-        if (srv_input_alloc(m, &in)) {
-            fprintf(stderr, "loupe %s: out of memory\n", cmd->name);
+        if (core_input_from_body(m, &lim, NULL, 0, bytes, len, inv, &in, &f)) {
+            fprintf(stderr, "loupe %s: %s: %s\n", cmd->name, image, f.msg);
             goto done;
         }
-        if (srv_input_decode(m, &lim, bytes, len, inv, &in, &kind, msg, sizeof msg)) {
-            fprintf(stderr, "loupe %s: %s: %s\n", cmd->name, image, msg);
-            goto done;
-        }
-        srv_input_normalise(m, &in);
-        in.decode_ms = (srv_now() - td) * 1e3;
     }
-    if (srv_explain_run(m, cmd->op, &o, image ? &in : NULL, NULL, t0, &out, &f)) {
+    if (core_op_run(m, cmd->op, &o, image ? &in : NULL, t0, &out, &f)) {
         fprintf(stderr, "loupe %s: %s\n", cmd->name, f.msg);
-        rc = srv_err_status(f.kind) < 500 ? 2 : 1;
+        rc = core_err_is_input(f.kind) ? 2 : 1;
         goto done;
     }
     if (write_out(out_path, &out)) {
@@ -281,19 +270,19 @@ done:
     for (int i = 0; i < MAX_ARGS; i++) free(keybuf[i]);
     free(out.body);
     free(bytes);
-    srv_input_free(&in);
-    reg_model_release(m);
+    core_input_free(&in);
+    core_model_release(m);
     return rc;
 }
 
-int srv_predict_main(int argc, char **argv) {
+int cli_predict_main(int argc, char **argv) {
     return run_cmd(&cmds[0], argc, argv);
 }
 
-int srv_saliency_main(int argc, char **argv) {
+int cli_saliency_main(int argc, char **argv) {
     return run_cmd(&cmds[1], argc, argv);
 }
 
-int srv_visualize_main(int argc, char **argv) {
+int cli_visualize_main(int argc, char **argv) {
     return run_cmd(&cmds[2], argc, argv);
 }

@@ -361,6 +361,37 @@ fail:
 
 /* Sniff the signature and hand over to a decoder. On failure *out is zeroed
  * (the decoders free what they allocated) and err holds one sentence. */
+int img_probe(const uint8_t *buf, size_t len, uint32_t *width, uint32_t *height) {
+    static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (len >= 24 && !memcmp(buf, png_sig, 8) && !memcmp(buf + 12, "IHDR", 4)) {
+        *width = img__be32(buf + 16);
+        *height = img__be32(buf + 20);
+        return 0;
+    }
+    if (len < 4 || buf[0] != 0xFF || buf[1] != 0xD8) return -1;
+    /* Walk the JPEG's marker segments to the first start-of-frame. */
+    size_t p = 2;
+    while (p + 4 <= len) {
+        if (buf[p] != 0xFF) return -1;
+        uint8_t mk = buf[p + 1];
+        if (mk == 0xFF) { /* fill byte */
+            p++;
+            continue;
+        }
+        size_t seg = (size_t)buf[p + 2] << 8 | buf[p + 3];
+        int sof = mk >= 0xC0 && mk <= 0xCF && mk != 0xC4 && mk != 0xC8 && mk != 0xCC;
+        if (sof) {
+            if (p + 9 > len) return -1;
+            *height = (uint32_t)buf[p + 5] << 8 | buf[p + 6];
+            *width = (uint32_t)buf[p + 7] << 8 | buf[p + 8];
+            return 0;
+        }
+        if (mk == 0xD9 || mk == 0xDA || seg < 2) return -1; /* end or scan data before any frame */
+        p += 2 + seg;
+    }
+    return -1;
+}
+
 int img_decode(const uint8_t *buf, size_t len, const img_limits *lim, img_image *out,
                char *err, size_t errlen) {
     static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};

@@ -1,0 +1,94 @@
+/* core_engine.c -- the MLP engine (mlp/) and the TorchScript engine (the shim) behind one table of functions. */
+#include "core_engine.h"
+
+#include <stdlib.h>
+
+#include "core_reg.h"
+#include "errbuf.h"
+#include "mlp.h"
+
+/* ==== MLP ==== */
+
+/* Rows per mlp_forward: a scratch of this many rows is a few MB at most. */
+#define MLP_CHUNK 256
+
+static int mlp_fwd(const core_model *m, const float *x, int n, float *logits, char *err, size_t errlen) {
+    mlp_scratch *s = mlp_scratch_new(m->net, n);
+    if (!s) {
+        errbuf_set(err, errlen, "out of memory for a batch of %d", n);
+        return -1;
+    }
+    int rc = mlp_forward(m->net, s, x, n, logits);
+    mlp_scratch_free(s);
+    if (rc) errbuf_set(err, errlen, "the MLP refused a batch of %d", n);
+    return rc;
+}
+
+static int mlp_grad(const core_model *m, const float *x, int target, float *grad, float *logits, char *err,
+                    size_t errlen) {
+    mlp_scratch *s = mlp_scratch_new(m->net, 1);
+    if (!s) {
+        errbuf_set(err, errlen, "out of memory for the gradient pass");
+        return -1;
+    }
+    int rc = mlp_input_grad(m->net, s, x, target, grad, logits);
+    mlp_scratch_free(s);
+    if (rc) errbuf_set(err, errlen, "the gradient pass failed");
+    return rc;
+}
+
+const core_engine core_engine_mlp = {"mlp", 0, MLP_CHUNK, mlp_fwd, mlp_grad};
+
+/* ==== TorchScript ==== */
+
+/* Images per libtorch call: a CNN's activations grow with the batch. */
+#define TORCH_CHUNK 64
+
+static int torch_fwd(const core_model *m, const float *x, int n, float *logits, char *err, size_t errlen) {
+    return lt_forward(m->cnn, x, n, logits, err, errlen) ? -1 : 0;
+}
+
+static int torch_grad(const core_model *m, const float *x, int target, float *grad, float *logits, char *err,
+                      size_t errlen) {
+    return lt_input_grad(m->cnn, x, target, grad, logits, err, errlen) ? -1 : 0;
+}
+
+const core_engine core_engine_torch = {"torchscript", 1, TORCH_CHUNK, torch_fwd, torch_grad};
+
+/* ==== Dispatch ==== */
+
+int core_forward(const core_model *m, const float *x, int n, float *logits, core_fail *f) {
+    const core_engine *e = m->engine;
+    int nin = m->channels * m->height * m->width, k = m->n_classes;
+    char err[256] = "";
+    for (int b = 0; b < n; b += e->chunk) {
+        int nb = n - b < e->chunk ? n - b : e->chunk;
+        if (e->forward(m, x + (size_t)b * nin, nb, logits + (size_t)b * k, err, sizeof err))
+            return core_failf(f, CORE_E_INTERNAL, "the forward pass failed: %s", err);
+    }
+    return 0;
+}
+
+int core_input_grad(const core_model *m, const float *x, int target, float *grad, float *logits, core_fail *f) {
+    char err[256] = "";
+    if (m->engine->input_grad(m, x, target, grad, logits, err, sizeof err))
+        return core_failf(f, CORE_E_INTERNAL, "the gradient pass failed: %s", err);
+    return 0;
+}
+
+int core_model_has_layers(const core_model *m) {
+    return m->engine->has_layers;
+}
+
+int core_model_warm(const core_model *m, int max_batch, core_fail *f) {
+    int sizes[2] = {1, max_batch > 1 ? max_batch : 1};
+    size_t nin = (size_t)m->channels * m->height * m->width;
+    float *x = calloc((size_t)sizes[1] * nin, sizeof *x);
+    float *z = malloc((size_t)sizes[1] * m->n_classes * sizeof *z);
+    int rc = x && z ? 0 : core_failf(f, CORE_E_NOMEM, "out of memory for a warm-up batch of %d", sizes[1]);
+    for (int i = 0; !rc && i < (sizes[1] > 1 ? 2 : 1); i++)
+        for (int rep = 0; !rc && rep < 2; rep++) rc = core_forward(m, x, sizes[i], z, f);
+    free(x);
+    free(z);
+    return rc;
+}

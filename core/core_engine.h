@@ -1,0 +1,39 @@
+/* core_engine.h -- one dispatch for the model work every kind of model does: forward passes and input gradients. */
+#ifndef LOUPE_CORE_ENGINE_H
+#define LOUPE_CORE_ENGINE_H
+
+#include <stddef.h>
+
+#include "core_err.h"
+
+struct core_model;
+
+/* What a kind of model can do, as functions over the loaded model. The
+ * registry sets core_model.engine when it loads a folder; nothing else tests
+ * the model's kind. Every function may run on many threads at once. */
+typedef struct core_engine {
+    const char *kind;   /* "mlp", "torchscript" */
+    int has_layers;     /* 1: a `features` Sequential (layers, filters, feature maps) */
+    int chunk;          /* most rows one call of forward takes (activations grow with it) */
+    /* logits [n, K] of x [n, C*H*W]; 0, or -1 with a message in err. */
+    int (*forward)(const struct core_model *m, const float *x, int n, float *logits, char *err, size_t errlen);
+    /* grad [C*H*W] = d logit[target] / d x for one x; logits [K] of the same pass (may be NULL). */
+    int (*input_grad)(const struct core_model *m, const float *x, int target, float *grad, float *logits, char *err,
+                      size_t errlen);
+} core_engine;
+
+extern const core_engine core_engine_mlp;
+extern const core_engine core_engine_torch;
+
+/* logits [n, K] of n inputs of m, in calls of at most the engine's chunk.
+ * Returns 0, or -1 with f (500: the pass failed; out of memory). */
+int core_forward(const struct core_model *m, const float *x, int n, float *logits, core_fail *f);
+/* The input gradient of class target for one input x. Returns 0 or -1 with f. */
+int core_input_grad(const struct core_model *m, const float *x, int target, float *grad, float *logits, core_fail *f);
+/* Forward passes of zeros at batch 1 and max_batch (twice each: libtorch
+ * optimises a TorchScript graph on its first runs). 0, or -1 with f. */
+int core_model_warm(const struct core_model *m, int max_batch, core_fail *f);
+/* 1 when m has visualizable layers (a CNN's `features`). */
+int core_model_has_layers(const struct core_model *m);
+
+#endif
