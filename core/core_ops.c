@@ -264,6 +264,13 @@ int core_predict_answer(const core_model *m, const core_opts *o, const core_inpu
     }
     out->infer_s = infer_s;
     mlp_softmax(logits, k, p);
+    for (int i = 0; i < k; i++)
+        if (!isfinite(p[i])) {
+            /* JSON has no NaN: say what happened instead of failing to encode it. */
+            core_failf(f, CORE_E_UNPROCESSABLE, "model '%s' gives a non-finite output (NaN or infinity) for this input",
+                       m->name);
+            goto done;
+        }
     /* Order by probability, ties by index: k is small, so insertion sort. */
     for (int i = 0; i < k; i++) order[i] = i;
     for (int i = 1; i < k; i++)

@@ -230,37 +230,27 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *er
         errbuf_set(err, errlen, "--threads %u is too many (at most 1024)", cfg->threads);
         return -1;
     }
-    if (cfg->expensive_concurrency < 1 || cfg->expensive_concurrency > 1024) {
-        errbuf_set(err, errlen, "--expensive-concurrency must be in [1,1024]");
-        return -1;
-    }
-    if (cfg->workers < 1 || cfg->workers > 1024) {
-        errbuf_set(err, errlen, "--workers must be in [1,1024]");
-        return -1;
-    }
-    if (cfg->queue > 65536) {
-        errbuf_set(err, errlen, "--queue must be in [0,65536]");
-        return -1;
-    }
-    if (cfg->max_batch < 1 || cfg->max_batch > 1024) {
-        errbuf_set(err, errlen, "--max-batch must be in [1,1024]");
-        return -1;
-    }
-    if (cfg->batch_delay_us > 1000000) {
-        errbuf_set(err, errlen, "--batch-delay-us must be in [0,1000000] (one second)");
-        return -1;
-    }
-    if (cfg->queue_timeout_ms > 3600000) {
-        errbuf_set(err, errlen, "--queue-timeout must be in [0,3600000] milliseconds");
-        return -1;
-    }
-    if (cfg->expensive_queue > 65536) {
-        errbuf_set(err, errlen, "--expensive-queue must be in [0,65536]");
-        return -1;
-    }
-    if (cfg->torch_threads < 1 || cfg->torch_threads > 1024) {
-        errbuf_set(err, errlen, "--torch-threads must be in [1,1024]");
-        return -1;
+    /* Unsigned options with a valid range: one rule, one message. */
+    static const struct {
+        const char *flag;
+        size_t offset;
+        unsigned lo, hi;
+    } ranges[] = {
+        {"workers", OFF(workers), 1, 1024},
+        {"queue", OFF(queue), 0, 65536},
+        {"max-batch", OFF(max_batch), 1, 1024},
+        {"batch-delay-us", OFF(batch_delay_us), 0, 1000000},
+        {"queue-timeout", OFF(queue_timeout_ms), 0, 3600000},
+        {"expensive-concurrency", OFF(expensive_concurrency), 1, 1024},
+        {"expensive-queue", OFF(expensive_queue), 0, 65536},
+        {"torch-threads", OFF(torch_threads), 1, 1024},
+    };
+    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+        unsigned v = *(const unsigned *)((const char *)cfg + ranges[i].offset);
+        if (v < ranges[i].lo || v > ranges[i].hi) {
+            errbuf_set(err, errlen, "--%s must be in [%u,%u], not %u", ranges[i].flag, ranges[i].lo, ranges[i].hi, v);
+            return -1;
+        }
     }
     if (cfg->max_body < 1) {
         errbuf_set(err, errlen, "--max-body must be at least 1 byte");

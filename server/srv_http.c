@@ -597,7 +597,7 @@ static int start_lanes(srv_ctx *ctx) {
 static void stop_lanes(srv_ctx *ctx) {
     /* Let held test jobs go, or the workers would never join. */
     pthread_mutex_lock(&ctx->test_lock);
-    ctx->test_gen++;
+    ctx->test_closed = 1;
     pthread_cond_broadcast(&ctx->test_cond);
     pthread_mutex_unlock(&ctx->test_lock);
     core_queue_free(ctx->lane_main);

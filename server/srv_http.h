@@ -51,6 +51,7 @@ typedef struct srv_ctx {
     pthread_mutex_t test_lock;
     pthread_cond_t test_cond;
     unsigned test_gen;
+    int test_closed;              /* the lanes are stopping: nothing is held any more */
 } srv_ctx;
 
 /* Methods as a bit mask, for the route table and Allow. */

@@ -263,7 +263,7 @@ static void hold_job(core_job *job, core_job_state st) {
     if (st == CORE_JOB_RUN) {
         pthread_mutex_lock(&ctx->test_lock);
         unsigned gen = ctx->test_gen;
-        while (ctx->test_gen == gen) pthread_cond_wait(&ctx->test_cond, &ctx->test_lock);
+        while (ctx->test_gen == gen && !ctx->test_closed) pthread_cond_wait(&ctx->test_cond, &ctx->test_lock);
         pthread_mutex_unlock(&ctx->test_lock);
         srv_reply_json(r, 200, json_pack("{s:s}", "status", "released"));
     } else {
