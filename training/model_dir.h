@@ -1,4 +1,4 @@
-/* model_dir.h -- write an MLP model folder of the model store (DESIGN.md) and read its manifest back. */
+/* model_dir.h -- write an MLP model folder of the model store (the contract: docs/model-folder.md). */
 #ifndef LOUPE_MODEL_DIR_H
 #define LOUPE_MODEL_DIR_H
 

@@ -12,7 +12,8 @@ GPU box), and so that one definition serves both heads:
   checkpoint loads as is.
 
 Every network has a ``features`` ``nn.Sequential`` whose indices are the layer
-indices Loupe's visualisation routes take (DESIGN.md, model.json ``layers``).
+indices Loupe's visualisation routes take (model.json ``layers``;
+docs/model-folder.md).
 """
 
 import torch
