@@ -29,8 +29,9 @@ struct core_queue {
     pthread_t *threads;
 };
 
-static void hook_depth(core_queue *q, int running, int queued) {
-    if (q->p.hooks.depth) q->p.hooks.depth(q->p.hooks.ctx, q->p.name, running, queued);
+/* Under the lock: two threads' reports must not land out of order. */
+static void hook_depth(core_queue *q) {
+    if (q->p.hooks.depth) q->p.hooks.depth(q->p.hooks.ctx, q->p.name, q->running, q->queued);
 }
 
 /* Unlink j from the list; prev is the node before it (NULL: j is the head). */
@@ -125,10 +126,9 @@ static void *worker(void *arg) {
             }
         }
         q->running += n;
-        int running = q->running, queued = q->queued;
+        hook_depth(q);
         pthread_mutex_unlock(&q->lock);
 
-        hook_depth(q, running, queued);
         expire_all(q, late, &done);
         now = clock_now();
         if (q->p.hooks.wait && st != CORE_JOB_CANCELLED)
@@ -140,11 +140,7 @@ static void *worker(void *arg) {
         pthread_mutex_lock(&q->lock);
         q->running -= n;
         q->reserved -= n + done;
-        running = q->running;
-        queued = q->queued;
-        pthread_mutex_unlock(&q->lock);
-        hook_depth(q, running, queued);
-        pthread_mutex_lock(&q->lock);
+        hook_depth(q);
     }
     pthread_mutex_unlock(&q->lock);
     free(batch);
@@ -214,12 +210,11 @@ void core_queue_push(core_queue *q, core_job *job) {
     else q->head = job;
     q->tail = job;
     q->queued++;
-    int running = q->running, queued = q->queued;
+    hook_depth(q);
     /* A worker waiting to fill a batch must see the new job too. */
     if (q->batch_waiters) pthread_cond_broadcast(&q->wake);
     else pthread_cond_signal(&q->wake);
     pthread_mutex_unlock(&q->lock);
-    hook_depth(q, running, queued);
 }
 
 void core_queue_load(core_queue *q, int *running, int *queued) {

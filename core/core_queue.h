@@ -27,7 +27,8 @@ typedef struct core_job {
 
 typedef struct core_queue core_queue;
 
-/* Hooks for metrics; each may be NULL. They are called without the queue's lock. */
+/* Hooks for metrics; each may be NULL. depth is called with the queue's lock
+ * held (it must be quick and must not call the queue); the others without. */
 typedef struct {
     void *ctx;
     void (*depth)(void *ctx, const char *lane, int running, int queued);

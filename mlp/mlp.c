@@ -195,7 +195,8 @@ int mlp_params_finite(const mlp *net) {
 
 /* The elementwise loops are compiled for AVX-512, AVX2 and baseline x86-64 and
  * the loader picks what the CPU has: one portable binary, vector speed. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
 #define MLP_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define MLP_VECTOR_CLONES

@@ -3,8 +3,8 @@
  * Build and run (clang only; the seed corpus is written by the unit test):
  *   CC=clang cmake -S . -B build-fuzz -DLOUPE_FUZZ=ON -DLOUPE_WITH_TORCH=OFF
  *   cmake --build build-fuzz -j2 --target fuzz_img test_img
- *   build-fuzz/server/test_img --write-corpus build-fuzz/img-corpus
- *   build-fuzz/server/fuzz_img -max_total_time=60 -rss_limit_mb=2048 build-fuzz/img-corpus
+ *   build-fuzz/core/test_img --write-corpus build-fuzz/img-corpus
+ *   build-fuzz/core/fuzz_img -max_total_time=60 -rss_limit_mb=2048 build-fuzz/img-corpus
  * img.c is compiled into this target with FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION,
  * which makes libpng ignore CRCs so the fuzzer can reach the image data. */
 #include "img.h"
