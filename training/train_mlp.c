@@ -1,5 +1,6 @@
 /* train_mlp.c -- `loupe train-mlp`: train a from-scratch MLP on Fashion-MNIST into a model folder. */
 #define _POSIX_C_SOURCE 200809L
+#include "clock.h"
 #include "train_cli.h"
 
 #include <getopt.h>
@@ -37,12 +38,6 @@ typedef struct {
     int keep_last, keep_going, train_limit, quiet, dense;
     int average_from;  /* first epoch of the weight average; 0 = no average, -1 = half-way */
 } train_opts;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -207,7 +202,7 @@ static int parse_opts(int argc, char **argv, train_opts *o) {
 /* ==== Progress ==== */
 
 static void progress(int epoch, int epochs, int done, int total, double t0) {
-    double el = now_s() - t0, rate = done / (el > 1e-9 ? el : 1e-9);
+    double el = clock_now() - t0, rate = done / (el > 1e-9 ? el : 1e-9);
     double eta = (total - done) / (rate > 0 ? rate : 1);
     int width = 30, fill = total ? done * width / total : width;
     char bar[64];
@@ -275,195 +270,303 @@ static const char *base_name(const char *dir) {
     return buf;
 }
 
-int train_mlp_main(int argc, char **argv) {
-    train_opts o;
-    int prc = parse_opts(argc, argv, &o);
-    if (prc) return prc > 0 ? 0 : 2;
-    char outbuf[512];
-    if (!o.out) {
-        snprintf(outbuf, sizeof outbuf, "models/mlp-%s", mlp_act_name(o.act));
-        o.out = outbuf;
-    }
-    char name[256];
-    snprintf(name, sizeof name, "%s", base_name(o.out));
-    /* The trainer's own team splits each GEMM; BLAS itself runs one thread per call. */
-    blas_env_set_threads(1);
-    int tty = !o.quiet && isatty(fileno(stderr));
+/* ==== The phases of a run ==== */
 
-    char err[512];
-    fm_splits d;
-    if (fm_load(o.data_dir, o.split, o.split_seed, o.train_limit, &d, err, sizeof err)) {
-        fprintf(stderr, "train-mlp: %s\n", err);
-        return 1;
+/* Everything one training run holds, from the options to the history. */
+typedef struct {
+    train_opts o;
+    char out_buf[512];         /* the default output folder, when --out is not given */
+    char name[256];            /* the model's name: the output folder's last component */
+    int tty;                   /* stderr is a terminal: draw the progress bar */
+    int threads;               /* training threads */
+    fm_splits d;               /* the train, validation and test sets */
+    mlp *net;                  /* the weights being trained */
+    mlp *best;                 /* the best validation candidate so far */
+    mlp *avg;                  /* the running mean of the end-of-epoch weights */
+    mlp_trainer *tr;           /* steps net */
+    int *order;                /* [d.train.n] training examples in this epoch's order */
+    const float **bx;          /* [batch] the batch's rows, where they lie */
+    const float **nx;          /* [batch] the next batch's */
+    uint8_t *by;               /* [batch] the batch's labels */
+    json_t *history;           /* history.json; holds epochs_js and events */
+    json_t *epochs_js;         /* one row an epoch */
+    json_t *events;            /* what stopped training, if anything */
+    rng r;                     /* the batch order's generator */
+    int n_batches;             /* batches an epoch */
+    double t_start;            /* clock_now() when the first epoch began (s) */
+    double best_acc;           /* validation accuracy of best, -1 before any */
+    int best_epoch;            /* the epoch of best, 0 before any */
+    int best_is_avg;           /* best holds the mean, not an epoch's weights */
+    int n_avg;                 /* epochs in the mean */
+    int ck;                    /* the next entry of o.checkpoints to write */
+    const char *stopped;       /* why training stopped early, or NULL */
+} train_run;
+
+/* One epoch's pass over the training set, summed over its batches. */
+typedef struct {
+    double loss_sum;           /* the examples' losses added up (nats) */
+    long correct, seen;        /* examples predicted right before their step, examples stepped on */
+    double seconds;            /* wall time of the pass (s) */
+} epoch_stats;
+
+/* Parse the options and settle the output folder and model name; 1 after --help, -1 on a bad option. */
+static int run_parse(train_run *t, int argc, char **argv) {
+    int prc = parse_opts(argc, argv, &t->o);
+    if (prc) return prc;
+    if (!t->o.out) {
+        snprintf(t->out_buf, sizeof t->out_buf, "models/mlp-%s", mlp_act_name(t->o.act));
+        t->o.out = t->out_buf;
     }
+    snprintf(t->name, sizeof t->name, "%s", base_name(t->o.out));
+    return 0;
+}
+
+/* Load and split Fashion-MNIST into t->d; -1 (t->d left empty) after printing why not. */
+static int run_load(train_run *t) {
+    char err[512];
+    if (fm_load(t->o.data_dir, t->o.split, t->o.split_seed, t->o.train_limit, &t->d, err, sizeof err)) {
+        fprintf(stderr, "train-mlp: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Make the networks, trainer, buffers and history, init the weights, print the summary; -1 on failure. */
+static int run_build(train_run *t) {
+    const train_opts *o = &t->o;
+    char err[512];
     int sizes[MLP_MAX_LAYERS + 1];
     sizes[0] = FMNIST_PIXELS;
-    for (int i = 0; i < o.n_hidden; i++) sizes[i + 1] = o.hidden[i];
-    sizes[o.n_hidden + 1] = FMNIST_CLASSES;
-    int rc = 1;
-    mlp *net = mlp_new(o.n_hidden + 1, sizes, o.act, err, sizeof err);
-    mlp *best = mlp_new(o.n_hidden + 1, sizes, o.act, err, sizeof err);
-    mlp *avg = mlp_new(o.n_hidden + 1, sizes, o.act, err, sizeof err);
-    int threads = o.threads > 0 ? o.threads : blas_env_cores();
-    mlp_sgd_params sp = {o.lr, o.momentum, o.batch, o.keep_going, threads, o.dense};
-    mlp_trainer *tr = net ? mlp_trainer_new(net, sp, err, sizeof err) : NULL;
-    int *order = malloc(sizeof(int) * (size_t)d.train.n);
-    const float **bx = malloc(sizeof(*bx) * (size_t)o.batch); /* the batch's rows, where they lie */
-    const float **nx = malloc(sizeof(*nx) * (size_t)o.batch); /* the next batch's */
-    uint8_t *by = malloc((size_t)o.batch);
-    json_t *history = json_object(), *epochs_js = json_array(), *events = json_array();
-    if (!net || !best || !avg || !tr || !order || !bx || !nx || !by || !history || !epochs_js || !events) {
-        fprintf(stderr, "train-mlp: %s\n", net && best && avg && tr ? "out of memory" : err);
-        goto done;
+    for (int i = 0; i < o->n_hidden; i++) sizes[i + 1] = o->hidden[i];
+    sizes[o->n_hidden + 1] = FMNIST_CLASSES;
+    t->net = mlp_new(o->n_hidden + 1, sizes, o->act, err, sizeof err);
+    t->best = mlp_new(o->n_hidden + 1, sizes, o->act, err, sizeof err);
+    t->avg = mlp_new(o->n_hidden + 1, sizes, o->act, err, sizeof err);
+    t->threads = o->threads > 0 ? o->threads : blas_env_cores();
+    mlp_sgd_params sp = {o->lr, o->momentum, o->batch, o->keep_going, t->threads, o->dense};
+    t->tr = t->net ? mlp_trainer_new(t->net, sp, err, sizeof err) : NULL;
+    t->order = malloc(sizeof(int) * (size_t)t->d.train.n);
+    t->bx = malloc(sizeof(*t->bx) * (size_t)o->batch);
+    t->nx = malloc(sizeof(*t->nx) * (size_t)o->batch);
+    t->by = malloc((size_t)o->batch);
+    t->history = json_object();
+    t->epochs_js = json_array();
+    t->events = json_array();
+    if (!t->net || !t->best || !t->avg || !t->tr || !t->order || !t->bx || !t->nx || !t->by || !t->history ||
+        !t->epochs_js || !t->events) {
+        fprintf(stderr, "train-mlp: %s\n", t->net && t->best && t->avg && t->tr ? "out of memory" : err);
+        return -1;
     }
-    json_object_set(history, "epochs", epochs_js);
-    json_object_set(history, "events", events);
-    mlp_init_weights(net, o.init, o.seed);
-    mlp_copy_params(best, net);
+    json_object_set(t->history, "epochs", t->epochs_js);
+    json_object_set(t->history, "events", t->events);
+    mlp_init_weights(t->net, o->init, o->seed);
+    mlp_copy_params(t->best, t->net);
 
-    fprintf(stderr, "train-mlp: %s, hidden", mlp_act_name(o.act));
-    for (int i = 0; i < o.n_hidden; i++) fprintf(stderr, "%c%d", i ? ',' : ' ', o.hidden[i]);
+    fprintf(stderr, "train-mlp: %s, hidden", mlp_act_name(o->act));
+    for (int i = 0; i < o->n_hidden; i++) fprintf(stderr, "%c%d", i ? ',' : ' ', o->hidden[i]);
     fprintf(stderr, ", %zu parameters; %d train / %d val / %d test (split %s); lr %g, batch %d, "
-            "%d epochs; BLAS %s, %d threads\n", mlp_n_params(net), d.train.n, d.val.n, d.test.n,
-            fm_split_name(o.split), (double)o.lr, o.batch, o.epochs, blas_env_kernel(),
-            threads);
+            "%d epochs; BLAS %s, %d threads\n", mlp_n_params(t->net), t->d.train.n, t->d.val.n, t->d.test.n,
+            fm_split_name(o->split), (double)o->lr, o->batch, o->epochs, blas_env_kernel(),
+            t->threads);
+    return 0;
+}
 
-    rng r;
-    rng_seed(&r, o.seed ^ 0xba7c4ull);
-    for (int i = 0; i < d.train.n; i++) order[i] = i;
-    int n_batches = (d.train.n + o.batch - 1) / o.batch;
-    double best_acc = -1.0, t_start = now_s();
-    int best_epoch = 0, best_is_avg = 0, n_avg = 0, epoch = 0, ck = 0;
-    const char *stopped = NULL;
-
-    for (epoch = 1; epoch <= o.epochs && !stopped; epoch++) {
-        double t0 = now_s(), loss_sum = 0.0;
-        long correct = 0, seen = 0;
-        rng_shuffle(&r, order, d.train.n);
-        for (int b = 0; b < n_batches; b++) {
-            int n = batch_rows(&d.train, order, b, o.batch, bx);
-            for (int i = 0; i < n; i++) by[i] = d.train.y[order[b * o.batch + i]];
-            /* Tell the trainer the next batch, so its rows are fetched during this step. */
-            if (b + 1 < n_batches) mlp_trainer_prefetch(tr, nx, batch_rows(&d.train, order, b + 1, o.batch, nx));
-            float loss;
-            int st = mlp_train_step_rows(tr, bx, by, n, &loss);
-            if (st == 1) {
-                char msg[400];
-                snprintf(msg, sizeof msg, "epoch %d, batch %d of %d: the loss became %s; training stopped "
-                         "and the last finite weights were kept. Try a lower --lr (e.g. %g), or "
-                         "--keep-going to train on regardless.", epoch, b + 1, n_batches,
-                         isnan(loss) ? "NaN" : "infinite", (double)o.lr / 10);
-                if (tty) fputc('\n', stderr);
-                fprintf(stderr, "train-mlp: diverged at %s\n", msg);
-                json_array_append_new(events, json_pack("{s:s, s:i, s:i, s:s}", "kind", "diverged",
-                                                        "epoch", epoch, "batch", b + 1, "message", msg));
-                stopped = "diverged";
-                break;
-            }
-            loss_sum += (double)loss * n;
-            seen += n;
-            /* Training accuracy as the batches go, from the logits the step computed
-             * (before its update), as Keras and the seed's loop report it: free. */
-            const float *z = mlp_trainer_logits(tr);
-            for (int i = 0; i < n; i++) {
-                const float *zi = z + (size_t)i * FMNIST_CLASSES;
-                int bi = 0;
-                for (int j = 1; j < FMNIST_CLASSES; j++) bi = zi[j] > zi[bi] ? j : bi;
-                correct += bi == by[i];
-            }
-            if (tty && (b % 64 == 0 || b == n_batches - 1)) progress(epoch, o.epochs, b + 1, n_batches, t0);
+/* One SGD pass over the freshly shuffled training set, into s; a non-finite loss stops it (t->stopped). */
+static void run_train_epoch(train_run *t, int epoch, epoch_stats *s) {
+    const train_opts *o = &t->o;
+    const fm_set *train = &t->d.train;
+    double t0 = clock_now(), loss_sum = 0.0;
+    long correct = 0, seen = 0;
+    rng_shuffle(&t->r, t->order, train->n);
+    for (int b = 0; b < t->n_batches; b++) {
+        int n = batch_rows(train, t->order, b, o->batch, t->bx);
+        for (int i = 0; i < n; i++) t->by[i] = train->y[t->order[b * o->batch + i]];
+        /* Tell the trainer the next batch, so its rows are fetched during this step. */
+        if (b + 1 < t->n_batches)
+            mlp_trainer_prefetch(t->tr, t->nx, batch_rows(train, t->order, b + 1, o->batch, t->nx));
+        float loss;
+        int st = mlp_train_step_rows(t->tr, t->bx, t->by, n, &loss);
+        if (st == 1) {
+            char msg[400];
+            snprintf(msg, sizeof msg, "epoch %d, batch %d of %d: the loss became %s; training stopped "
+                     "and the last finite weights were kept. Try a lower --lr (e.g. %g), or "
+                     "--keep-going to train on regardless.", epoch, b + 1, t->n_batches,
+                     isnan(loss) ? "NaN" : "infinite", (double)o->lr / 10);
+            if (t->tty) fputc('\n', stderr);
+            fprintf(stderr, "train-mlp: diverged at %s\n", msg);
+            json_array_append_new(t->events, json_pack("{s:s, s:i, s:i, s:s}", "kind", "diverged",
+                                                       "epoch", epoch, "batch", b + 1, "message", msg));
+            t->stopped = "diverged";
+            break;
         }
-        double secs = now_s() - t0;
-        mlp_trainer_sync(tr); /* the network now holds the trained weights */
-        if (stopped && seen == 0) break;
-        eval_result va_r;
-        double train_acc = (double)correct / (seen ? seen : 1);
-        if (metrics_eval(net, &d.val, &va_r)) {
-            fprintf(stderr, "train-mlp: out of memory evaluating\n");
-            goto done;
+        loss_sum += (double)loss * n;
+        seen += n;
+        /* Training accuracy as the batches go, from the logits the step computed
+         * (before its update), as Keras and the seed's loop report it: free. */
+        const float *z = mlp_trainer_logits(t->tr);
+        for (int i = 0; i < n; i++) {
+            const float *zi = z + (size_t)i * FMNIST_CLASSES;
+            int bi = 0;
+            for (int j = 1; j < FMNIST_CLASSES; j++) bi = zi[j] > zi[bi] ? j : bi;
+            correct += bi == t->by[i];
         }
-        double train_loss = loss_sum / (seen ? seen : 1);
-        if (!mlp_params_finite(net) && !o.keep_going) {
-            if (!stopped)
-                json_array_append_new(events, json_pack("{s:s, s:i, s:s}", "kind", "diverged", "epoch", epoch,
-                                                        "message", "weights stopped being finite"));
-            stopped = "diverged";
-        }
-        /* The running mean of the end-of-epoch weights, a candidate of its own. */
-        double avg_acc = NAN;
-        if (o.average_from > 0 && epoch >= o.average_from && !stopped && mlp_params_finite(net)) {
-            n_avg++;
-            if (n_avg == 1) mlp_copy_params(avg, net);
-            else mlp_lerp_params(avg, net, 1.0f / (float)n_avg);
-            eval_result av_r;
-            if (metrics_eval(avg, &d.val, &av_r)) {
-                fprintf(stderr, "train-mlp: out of memory evaluating\n");
-                goto done;
-            }
-            avg_acc = av_r.accuracy;
-        }
-        json_array_append_new(epochs_js, json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:f}", "epoch", epoch,
-            "train_loss", metrics_number(train_loss), "train_accuracy", metrics_number(train_acc),
-            "val_loss", metrics_number(va_r.loss), "val_accuracy", metrics_number(va_r.accuracy),
-            "avg_val_accuracy", metrics_number(avg_acc), "seconds", secs));
-        if (tty) fputc('\r', stderr);
-        fprintf(stderr, "epoch %3d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  %.2fs%s\n",
-                epoch, o.epochs, train_loss, 100 * train_acc, va_r.loss, 100 * va_r.accuracy, secs,
-                tty ? "                         " : "");
-        if (va_r.accuracy > best_acc && isfinite(va_r.loss)) {
-            best_acc = va_r.accuracy;
-            best_epoch = epoch;
-            best_is_avg = 0;
-            mlp_copy_params(best, net);
-        }
-        if (avg_acc > best_acc) {
-            best_acc = avg_acc;
-            best_epoch = epoch;
-            best_is_avg = 1;
-            mlp_copy_params(best, avg);
-        }
-        while (ck < o.n_checkpoints && o.checkpoints[ck] < epoch) ck++;
-        if (ck < o.n_checkpoints && o.checkpoints[ck] == epoch) {
-            char dir[600], cname[300];
-            snprintf(dir, sizeof dir, "%s/checkpoints/epoch-%d", o.out, epoch);
-            snprintf(cname, sizeof cname, "%s-epoch-%d", name, epoch);
-            json_object_set_new(history, "best_epoch", json_integer(best_epoch));
-            if (write_folder(dir, cname, net, &o, &d, history, epoch, epoch, now_s() - t_start, stopped))
-                goto done;
-        }
+        if (t->tty && (b % 64 == 0 || b == t->n_batches - 1))
+            progress(epoch, o->epochs, b + 1, t->n_batches, t0);
     }
-    int epochs_run = (int)json_array_size(epochs_js);
+    s->seconds = clock_now() - t0;
+    s->loss_sum = loss_sum;
+    s->correct = correct;
+    s->seen = seen;
+}
+
+/* Fold the epoch's weights into the running mean; *avg_acc its val accuracy (NAN if none); -1 on OOM. */
+static int run_update_average(train_run *t, int epoch, double *avg_acc) {
+    *avg_acc = NAN;
+    if (t->o.average_from > 0 && epoch >= t->o.average_from && !t->stopped && mlp_params_finite(t->net)) {
+        t->n_avg++;
+        if (t->n_avg == 1) mlp_copy_params(t->avg, t->net);
+        else mlp_lerp_params(t->avg, t->net, 1.0f / (float)t->n_avg);
+        eval_result av_r;
+        if (metrics_eval(t->avg, &t->d.val, &av_r)) {
+            fprintf(stderr, "train-mlp: out of memory evaluating\n");
+            return -1;
+        }
+        *avg_acc = av_r.accuracy;
+    }
+    return 0;
+}
+
+/* Copy the epoch's weights, or the mean, into t->best when it beats the best validation accuracy. */
+static void run_keep_best(train_run *t, int epoch, const eval_result *va_r, double avg_acc) {
+    if (va_r->accuracy > t->best_acc && isfinite(va_r->loss)) {
+        t->best_acc = va_r->accuracy;
+        t->best_epoch = epoch;
+        t->best_is_avg = 0;
+        mlp_copy_params(t->best, t->net);
+    }
+    if (avg_acc > t->best_acc) {
+        t->best_acc = avg_acc;
+        t->best_epoch = epoch;
+        t->best_is_avg = 1;
+        mlp_copy_params(t->best, t->avg);
+    }
+}
+
+/* Write OUT/checkpoints/epoch-<N> when --checkpoint-at names this epoch; -1 after printing why not. */
+static int run_checkpoint(train_run *t, int epoch) {
+    const train_opts *o = &t->o;
+    while (t->ck < o->n_checkpoints && o->checkpoints[t->ck] < epoch) t->ck++;
+    if (t->ck < o->n_checkpoints && o->checkpoints[t->ck] == epoch) {
+        char dir[600], cname[300];
+        snprintf(dir, sizeof dir, "%s/checkpoints/epoch-%d", o->out, epoch);
+        snprintf(cname, sizeof cname, "%s-epoch-%d", t->name, epoch);
+        json_object_set_new(t->history, "best_epoch", json_integer(t->best_epoch));
+        if (write_folder(dir, cname, t->net, o, &t->d, t->history, epoch, epoch, clock_now() - t->t_start,
+                         t->stopped))
+            return -1;
+    }
+    return 0;
+}
+
+/* Validate the epoch's weights, log the epoch, keep the best candidate, checkpoint; -1 on failure. */
+static int run_end_epoch(train_run *t, int epoch, const epoch_stats *s) {
+    const train_opts *o = &t->o;
+    eval_result va_r;
+    double train_acc = (double)s->correct / (s->seen ? s->seen : 1);
+    if (metrics_eval(t->net, &t->d.val, &va_r)) {
+        fprintf(stderr, "train-mlp: out of memory evaluating\n");
+        return -1;
+    }
+    double train_loss = s->loss_sum / (s->seen ? s->seen : 1);
+    if (!mlp_params_finite(t->net) && !o->keep_going) {
+        if (!t->stopped)
+            json_array_append_new(t->events, json_pack("{s:s, s:i, s:s}", "kind", "diverged", "epoch", epoch,
+                                                       "message", "weights stopped being finite"));
+        t->stopped = "diverged";
+    }
+    double avg_acc;
+    if (run_update_average(t, epoch, &avg_acc)) return -1;
+    json_array_append_new(t->epochs_js, json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:f}", "epoch", epoch,
+        "train_loss", metrics_number(train_loss), "train_accuracy", metrics_number(train_acc),
+        "val_loss", metrics_number(va_r.loss), "val_accuracy", metrics_number(va_r.accuracy),
+        "avg_val_accuracy", metrics_number(avg_acc), "seconds", s->seconds));
+    if (t->tty) fputc('\r', stderr);
+    fprintf(stderr, "epoch %3d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  %.2fs%s\n",
+            epoch, o->epochs, train_loss, 100 * train_acc, va_r.loss, 100 * va_r.accuracy, s->seconds,
+            t->tty ? "                         " : "");
+    run_keep_best(t, epoch, &va_r, avg_acc);
+    return run_checkpoint(t, epoch);
+}
+
+/* The epoch loop: train and validate until the last epoch or a divergence; -1 on failure. */
+static int run_epochs(train_run *t) {
+    rng_seed(&t->r, t->o.seed ^ 0xba7c4ull);
+    for (int i = 0; i < t->d.train.n; i++) t->order[i] = i;
+    t->n_batches = (t->d.train.n + t->o.batch - 1) / t->o.batch;
+    t->best_acc = -1.0;
+    t->t_start = clock_now();
+    for (int epoch = 1; epoch <= t->o.epochs && !t->stopped; epoch++) {
+        epoch_stats s;
+        run_train_epoch(t, epoch, &s);
+        mlp_trainer_sync(t->tr); /* the network now holds the trained weights */
+        if (t->stopped && s.seen == 0) break;
+        if (run_end_epoch(t, epoch, &s)) return -1;
+    }
+    return 0;
+}
+
+/* Pick the weights to keep (best candidate, or last with --keep-last) and write the model folder. */
+static int run_write_model(train_run *t) {
+    const train_opts *o = &t->o;
+    int epochs_run = (int)json_array_size(t->epochs_js);
     /* After a divergence net holds the last finite weights (the failed step changed nothing). */
-    const mlp *keep = o.keep_last || best_epoch == 0 ? net : best;
-    int kept_epoch = keep == net ? epochs_run : best_epoch;
-    int kept_avg = keep == best && best_is_avg;
-    json_object_set_new(history, "best_epoch", json_integer(best_epoch));
-    json_object_set_new(history, "kept_epoch", json_integer(kept_epoch));
-    json_object_set_new(history, "kept", json_pack("{s:s, s:i, s:o}", "weights", kept_avg ? "average" : "epoch",
-                                                   "epoch", kept_epoch, "average_from",
-                                                   kept_avg ? json_integer(o.average_from) : json_null()));
+    const mlp *keep = o->keep_last || t->best_epoch == 0 ? t->net : t->best;
+    int kept_epoch = keep == t->net ? epochs_run : t->best_epoch;
+    int kept_avg = keep == t->best && t->best_is_avg;
+    json_object_set_new(t->history, "best_epoch", json_integer(t->best_epoch));
+    json_object_set_new(t->history, "kept_epoch", json_integer(kept_epoch));
+    json_object_set_new(t->history, "kept", json_pack("{s:s, s:i, s:o}", "weights", kept_avg ? "average" : "epoch",
+                                                      "epoch", kept_epoch, "average_from",
+                                                      kept_avg ? json_integer(o->average_from) : json_null()));
     if (kept_avg)
         fprintf(stderr, "keeping the mean of the weights of epochs %d-%d (best validation accuracy, %.2f%%)\n",
-                o.average_from, kept_epoch, 100 * best_acc);
+                o->average_from, kept_epoch, 100 * t->best_acc);
     else
         fprintf(stderr, "keeping the weights of epoch %d%s\n", kept_epoch,
-                keep == best ? " (best validation accuracy)" : "");
-    json_object_set_new(history, "stopped", stopped ? json_string(stopped) : json_null());
-    if (write_folder(o.out, name, keep, &o, &d, history, epochs_run, kept_epoch, now_s() - t_start, stopped))
-        goto done;
-    rc = stopped ? 3 : 0;
-done:
-    json_decref(history);
-    json_decref(epochs_js);
-    json_decref(events);
-    free(order);
-    free((void *)bx);
-    free((void *)nx);
-    free(by);
-    mlp_trainer_free(tr);
-    mlp_free(net);
-    mlp_free(best);
-    mlp_free(avg);
-    fm_splits_free(&d);
+                keep == t->best ? " (best validation accuracy)" : "");
+    json_object_set_new(t->history, "stopped", t->stopped ? json_string(t->stopped) : json_null());
+    return write_folder(o->out, t->name, keep, o, &t->d, t->history, epochs_run, kept_epoch,
+                        clock_now() - t->t_start, t->stopped);
+}
+
+/* Free what run_load and run_build made (what they did not make is NULL or empty). */
+static void run_free(train_run *t) {
+    json_decref(t->history);
+    json_decref(t->epochs_js);
+    json_decref(t->events);
+    free(t->order);
+    free((void *)t->bx);
+    free((void *)t->nx);
+    free(t->by);
+    mlp_trainer_free(t->tr);
+    mlp_free(t->net);
+    mlp_free(t->best);
+    mlp_free(t->avg);
+    fm_splits_free(&t->d);
+}
+
+/* Exit status: 0 done or --help, 1 failure, 2 bad option, 3 diverged (the folder written all the same). */
+int train_mlp_main(int argc, char **argv) {
+    train_run t;
+    memset(&t, 0, sizeof t);
+    int prc = run_parse(&t, argc, argv);
+    if (prc) return prc > 0 ? 0 : 2;
+    /* The trainer's own team splits each GEMM; BLAS itself runs one thread per call. */
+    blas_env_set_threads(1);
+    t.tty = !t.o.quiet && isatty(fileno(stderr));
+    if (run_load(&t)) return 1;
+    int rc = 1;
+    if (!run_build(&t) && !run_epochs(&t) && !run_write_model(&t)) rc = t.stopped ? 3 : 0;
+    run_free(&t);
     return rc;
 }

@@ -36,6 +36,7 @@ local processes itself (gloo on CPU, NCCL on GPU). --batch-size is global.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -594,14 +595,41 @@ def progress_bar(iterable, total, desc, enabled):
                 dynamic_ncols=True)
 
 
-def run(args, d):
-    """Train on this rank; rank 0 writes the model folder."""
+@dataclasses.dataclass
+class Engine:
+    """The model and what a training step needs to update it."""
+
+    config: dict  # the VGG's config, as the checkpoint records it
+    model: nn.Module  # the VGG itself
+    net: nn.Module  # model, wrapped in DDP when there are several ranks
+    opt: torch.optim.Optimizer
+    amp_dtype: object  # autocast dtype: torch.bfloat16, torch.float16 or None
+    scaler: object  # GradScaler, enabled for float16 only
+
+
+@dataclasses.dataclass
+class Trained:
+    """What the epoch loop leaves behind."""
+
+    history: list  # one row per epoch, history.json's "epochs"
+    epochs: int  # epochs started (the last may have been cut by the budget)
+    steps: int  # optimisation steps taken
+    seconds: float  # wall time of the loop
+
+
+def setup_device(args, d):
+    """Pick this rank's device and set its CPU threads or cuDNN autotuning."""
     device = pick_device(args, d)
     cores = args.threads or len(os.sched_getaffinity(0))
     if device.type == "cpu":
         torch.set_num_threads(max(1, cores // d.world))
     else:
         torch.backends.cudnn.benchmark = True
+    return device
+
+
+def setup_amp(args, device):
+    """The autocast dtype (None: float32) and a GradScaler, on for float16."""
     amp = args.amp if args.amp is not None else device.type == "cuda"
     amp_dtype = None
     if amp:
@@ -614,17 +642,22 @@ def run(args, d):
         scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     except (AttributeError, TypeError):
         scaler = torch.cuda.amp.GradScaler(enabled=fp16)
-    torch.manual_seed(args.seed)
-    lead = d.rank == 0
-    show = lead and not args.quiet
+    return amp_dtype, scaler
 
+
+def prepare_data(args, device):
+    """Load the split data and make the preprocessing its pixels call for."""
     data = load_data(args)
     mean, std = pixel_stats(data["train"][0])
     pre = Preprocess(args, mean, std, device)
     if device.type == "cuda":
         data = {k: (v[0].to(device), v[1].to(device)) if k != "split" else v
                 for k, v in data.items()}
+    return data, pre
 
+
+def build_engine(args, d, device, pre, amp_dtype, scaler):
+    """Build the VGG on the device, its DDP wrapper and its optimiser."""
     config = {"depth": args.depth, "width": args.width,
               "batch_norm": args.batch_norm, "in_channels": pre.channels,
               "num_classes": len(fashion_mnist.CLASSES), "head": args.head,
@@ -643,7 +676,40 @@ def run(args, d):
         ids = [device.index] if device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     opt = make_optimizer(args, model)
+    return Engine(config, model, net, opt, amp_dtype, scaler)
 
+
+def train_step(args, eng, device, x, y, lr):
+    """One optimisation step on the batch (x, y) at lr; its loss and logits."""
+    for g in eng.opt.param_groups:
+        g["lr"] = lr
+    with torch.autocast(device_type=device.type, dtype=eng.amp_dtype,
+                        enabled=eng.amp_dtype is not None):
+        out = eng.net(x)
+        loss = F.cross_entropy(out.float(), y,
+                               label_smoothing=args.label_smoothing)
+    eng.opt.zero_grad(set_to_none=True)
+    eng.scaler.scale(loss).backward()
+    eng.scaler.step(eng.opt)
+    eng.scaler.update()
+    return loss, out
+
+
+def epoch_line(row):
+    """The line rank 0 prints for an epoch's history row."""
+    val = row["val_loss"] is not None
+    return ("epoch %d: train loss %.4f acc %.4f | val loss %s acc %s "
+            "| %.1fs" % (row["epoch"], row["train_loss"],
+                         row["train_accuracy"],
+                         "%.4f" % row["val_loss"] if val else "-",
+                         "%.4f" % row["val_accuracy"] if val else "-",
+                         row["seconds"]))
+
+
+def train_epochs(args, d, device, data, pre, eng):
+    """The epoch loop, to --epochs or the end of --budget-minutes."""
+    lead = d.rank == 0
+    show = lead and not args.quiet
     train_x, train_y = data["train"]
     n_train = len(train_y)
     sampler = torch.utils.data.DistributedSampler(
@@ -667,7 +733,7 @@ def run(args, d):
         t0 = time.time()
         sampler.set_epoch(epoch)
         order = torch.tensor(list(iter(sampler)), dtype=torch.long)
-        net.train()
+        eng.net.train()
         sums = torch.zeros(3, dtype=torch.float64, device=device)
         seen = 0
         bar = progress_bar(range(per_epoch), per_epoch,
@@ -681,22 +747,12 @@ def run(args, d):
             else:
                 progress = step / total_steps
             lr = lr_at(args, progress)
-            for g in opt.param_groups:
-                g["lr"] = lr
             bi = order[b * per_rank:(b + 1) * per_rank]
             if device.type == "cuda":
                 bi = bi.to(device)
             x = pre(train_x[bi], train=True, gen=gen)
             y = train_y[bi].to(device)
-            with torch.autocast(device_type=device.type, dtype=amp_dtype,
-                                enabled=amp_dtype is not None):
-                out = net(x)
-                loss = F.cross_entropy(out.float(), y,
-                                       label_smoothing=args.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            loss, out = train_step(args, eng, device, x, y, lr)
             step += 1
             # Running sums stay on the device: no host sync per step.
             with torch.no_grad():
@@ -709,11 +765,11 @@ def run(args, d):
             done = True
         sums[2] = seen
         d.all_sum(sums)
-        sync_buffers(model, d)
+        sync_buffers(eng.model, d)
         if sums[2].item() == 0:
             break
-        val = (evaluate(net.module if d.on else net, data["val"], pre, d,
-                        device) if len(data["val"][1]) else None)
+        val = (evaluate(eng.net.module if d.on else eng.net, data["val"],
+                        pre, d, device) if len(data["val"][1]) else None)
         row = {"epoch": epoch,
                "train_loss": sums[0].item() / sums[2].item(),
                "train_accuracy": sums[1].item() / sums[2].item(),
@@ -724,54 +780,74 @@ def run(args, d):
                "elapsed": time.time() - start}
         history.append(row)
         if lead:
-            print("epoch %d: train loss %.4f acc %.4f | val loss %s acc %s "
-                  "| %.1fs" % (epoch, row["train_loss"], row["train_accuracy"],
-                               "%.4f" % row["val_loss"] if val else "-",
-                               "%.4f" % row["val_accuracy"] if val else "-",
-                               row["seconds"]), flush=True)
-    train_seconds = time.time() - start
+            print(epoch_line(row), flush=True)
+    return Trained(history, epoch, step, time.time() - start)
 
-    test = evaluate(model, data["test"], pre, d, device)
-    diff = params_digest(model, d, device)
-    if not lead:
-        return
-    metrics = metrics_from_confusion(test["confusion"], fashion_mnist.CLASSES,
-                                     test["loss"])
+
+def training_record(args, d, device, split, eng, trained, test_accuracy,
+                    diff):
+    """model.json's "training": the recipe, the split and how it ran."""
     hyper = {k: getattr(args, k) for k in RECIPES["default"]}
-    hyper.update({"epochs_run": epoch, "steps": step,
+    hyper.update({"epochs_run": trained.epochs, "steps": trained.steps,
                   "budget_minutes": args.budget_minutes,
                   "pretrained": (os.path.basename(args.pretrained)
                                  if args.pretrained else None),
                   "seed": args.seed})
     training = {
         "recipe": args.recipe, "hyperparameters": hyper,
-        "split": data["split"],
+        "split": split,
         "device": (torch.cuda.get_device_name(device)
                    if device.type == "cuda" else "cpu"),
         "world_size": d.world,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
-        "seconds": round(train_seconds, 1),
+        "amp": (str(eng.amp_dtype).replace("torch.", "") if eng.amp_dtype
+                else None),
+        "seconds": round(trained.seconds, 1),
         "torch": torch.__version__,
-        "test_accuracy": metrics["test_accuracy"],
+        "test_accuracy": test_accuracy,
     }
     if d.on:
         training["ddp"] = {"backend": dist.get_backend(),
                            "max_param_diff_across_ranks": diff}
+    return training
+
+
+def write_model_folder(args, eng, pre, trained, metrics, training):
+    """Write checkpoint.pt, history.json, metrics.json and the export."""
     manifest = {"name": args.name, "kind": "torchscript",
                 "classes": fashion_mnist.CLASSES, "input": pre.manifest(),
                 "training": training}
     os.makedirs(args.out, exist_ok=True)
-    ckpt = export_vgg.make_checkpoint(model, config, manifest)
+    ckpt = export_vgg.make_checkpoint(eng.model, eng.config, manifest)
     torch.save(ckpt, os.path.join(args.out, "checkpoint.pt"))
     write_json(os.path.join(args.out, "history.json"),
-               {"name": args.name, "epochs": history})
+               {"name": args.name, "epochs": trained.history})
     write_json(os.path.join(args.out, "metrics.json"), metrics)
     if args.export:
         export_vgg.export(ckpt, args.out)
     print("test accuracy %.4f (%d images), %.1f s; wrote %s"
-          % (metrics["test_accuracy"], metrics["n"], train_seconds,
+          % (metrics["test_accuracy"], metrics["n"], trained.seconds,
              args.out), flush=True)
+
+
+def run(args, d):
+    """Train on this rank; rank 0 writes the model folder."""
+    device = setup_device(args, d)
+    amp_dtype, scaler = setup_amp(args, device)
+    torch.manual_seed(args.seed)
+    data, pre = prepare_data(args, device)
+    eng = build_engine(args, d, device, pre, amp_dtype, scaler)
+    trained = train_epochs(args, d, device, data, pre, eng)
+
+    test = evaluate(eng.model, data["test"], pre, d, device)
+    diff = params_digest(eng.model, d, device)
+    if d.rank != 0:
+        return
+    metrics = metrics_from_confusion(test["confusion"], fashion_mnist.CLASSES,
+                                     test["loss"])
+    training = training_record(args, d, device, data["split"], eng, trained,
+                               metrics["test_accuracy"], diff)
+    write_model_folder(args, eng, pre, trained, metrics, training)
 
 
 def write_json(path, obj):
