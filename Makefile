@@ -1,8 +1,8 @@
 # Thin wrapper over CMake/CTest: the README's two commands.
 #   make run    install what is missing, build, train the default model if there is none, run it
-#   make test   install what is missing, build (plain and ASan+UBSan), run every test
+#   make test   install what is missing, build (plain, ASan+UBSan, TSan), run every test
 #   make reproduce [ARGS=--quick]   run the seed report's experiments and write reports/<name>/report.md
-.PHONY: all run test deps build build-asan reproduce clean
+.PHONY: all run test test-tsan deps build build-asan reproduce clean
 
 JOBS ?= $(shell nproc)
 # Debian's Python, which has torch, sklearn and matplotlib (the python3 first on PATH may not).
@@ -27,6 +27,11 @@ test: build build-asan
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) -L sanitize
+	JOBS=$(JOBS) scripts/test-tsan.sh $(BUILD)
+
+# ThreadSanitizer over the work queue and the daemon's concurrent paths (needs the main tests' store).
+test-tsan: build
+	JOBS=$(JOBS) scripts/test-tsan.sh $(BUILD)
 
 run: build
 	@scripts/run-default.sh $(BUILD)
@@ -35,4 +40,4 @@ reproduce: build
 	$(PYTHON) training/reproduce.py --loupe $(BUILD)/cli/loupe $(ARGS)
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-tsan
