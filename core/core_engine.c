@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include "clock.h"
 #include "core_reg.h"
 #include "errbuf.h"
 #include "mlp.h"
@@ -37,11 +38,12 @@ static int mlp_grad(const core_model *m, const float *x, int target, float *grad
     return rc;
 }
 
-const core_engine core_engine_mlp = {"mlp", 0, MLP_CHUNK, mlp_fwd, mlp_grad};
+const core_engine core_engine_mlp = {"mlp", 0, MLP_CHUNK, 0, mlp_fwd, mlp_grad};
 
 /* ==== TorchScript ==== */
 
-/* Images per libtorch call: a CNN's activations grow with the batch. */
+/* Images per libtorch call at most: a CNN's activations grow with the batch.
+ * The warm-up picks the model's own chunk below it (core_model_warm). */
 #define TORCH_CHUNK 64
 
 static int torch_fwd(const core_model *m, const float *x, int n, float *logits, char *err, size_t errlen) {
@@ -53,16 +55,17 @@ static int torch_grad(const core_model *m, const float *x, int target, float *gr
     return lt_input_grad(m->cnn, x, target, grad, logits, err, errlen) ? -1 : 0;
 }
 
-const core_engine core_engine_torch = {"torchscript", 1, TORCH_CHUNK, torch_fwd, torch_grad};
+const core_engine core_engine_torch = {"torchscript", 1, TORCH_CHUNK, 1, torch_fwd, torch_grad};
 
 /* ==== Dispatch ==== */
 
 int core_forward(const core_model *m, const float *x, int n, float *logits, core_fail *f) {
     const core_engine *e = m->engine;
     int nin = m->channels * m->height * m->width, k = m->n_classes;
+    int chunk = m->chunk > 0 && m->chunk < e->chunk ? m->chunk : e->chunk;
     char err[256] = "";
-    for (int b = 0; b < n; b += e->chunk) {
-        int nb = n - b < e->chunk ? n - b : e->chunk;
+    for (int b = 0; b < n; b += chunk) {
+        int nb = n - b < chunk ? n - b : chunk;
         if (e->forward(m, x + (size_t)b * nin, nb, logits + (size_t)b * k, err, sizeof err))
             return core_failf(f, CORE_E_INTERNAL, "the forward pass failed: %s", err);
     }
@@ -80,14 +83,46 @@ int core_model_has_layers(const core_model *m) {
     return m->engine->has_layers;
 }
 
-int core_model_warm(const core_model *m, int max_batch, core_fail *f) {
+/* The cheapest chunk per image among 1, 2, 4, ... up to max (the smallest
+ * within 5% of the best), timed on x/z; best of 3 passes each. */
+static int tune_chunk(core_model *m, const float *x, float *z, int max, core_fail *f) {
+    double best = 0, cost[16];
+    int sizes[16], n = 0;
+    for (int b = 1; b <= max && n < 16; b *= 2) sizes[n++] = b;
+    for (int i = 0; i < n; i++) {
+        double t_min = 0;
+        for (int rep = 0; rep < 3; rep++) {
+            double t = clock_now();
+            if (m->engine->forward(m, x, sizes[i], z, f->msg, sizeof f->msg)) {
+                f->kind = CORE_E_INTERNAL;
+                return -1;
+            }
+            t = clock_now() - t;
+            if (!rep || t < t_min) t_min = t;
+        }
+        cost[i] = t_min / sizes[i];
+        if (!i || cost[i] < best) best = cost[i];
+    }
+    for (int i = 0; i < n; i++)
+        if (cost[i] <= best * 1.05) {
+            m->chunk = sizes[i];
+            break;
+        }
+    return 0;
+}
+
+int core_model_warm(core_model *m, int max_batch, core_fail *f) {
     int sizes[2] = {1, max_batch > 1 ? max_batch : 1};
+    int cap = m->engine->chunk;
     size_t nin = (size_t)m->channels * m->height * m->width;
-    float *x = calloc((size_t)sizes[1] * nin, sizeof *x);
-    float *z = malloc((size_t)sizes[1] * m->n_classes * sizeof *z);
-    int rc = x && z ? 0 : core_failf(f, CORE_E_NOMEM, "out of memory for a warm-up batch of %d", sizes[1]);
+    size_t rows = (size_t)(sizes[1] > cap ? sizes[1] : cap);
+    float *x = calloc(rows * nin, sizeof *x);
+    float *z = malloc(rows * m->n_classes * sizeof *z);
+    int rc = x && z ? 0 : core_failf(f, CORE_E_NOMEM, "out of memory for a warm-up batch of %zu", rows);
     for (int i = 0; !rc && i < (sizes[1] > 1 ? 2 : 1); i++)
         for (int rep = 0; !rc && rep < 2; rep++) rc = core_forward(m, x, sizes[i], z, f);
+    if (!rc && m->engine->tune_chunk && sizes[1] > 1)
+        rc = tune_chunk(m, x, z, sizes[1] < cap ? sizes[1] : cap, f);
     free(x);
     free(z);
     return rc;

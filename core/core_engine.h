@@ -15,6 +15,7 @@ typedef struct core_engine {
     const char *kind;   /* "mlp", "torchscript" */
     int has_layers;     /* 1: a `features` Sequential (layers, filters, feature maps) */
     int chunk;          /* most rows one call of forward takes (activations grow with it) */
+    int tune_chunk;     /* 1: the warm-up times batch sizes and keeps the cheapest per image */
     /* logits [n, K] of x [n, C*H*W]; 0, or -1 with a message in err. */
     int (*forward)(const struct core_model *m, const float *x, int n, float *logits, char *err, size_t errlen);
     /* grad [C*H*W] = d logit[target] / d x for one x; logits [K] of the same pass (may be NULL). */
@@ -25,14 +26,20 @@ typedef struct core_engine {
 extern const core_engine core_engine_mlp;
 extern const core_engine core_engine_torch;
 
-/* logits [n, K] of n inputs of m, in calls of at most the engine's chunk.
+/* logits [n, K] of n inputs of m, in calls of at most the model's chunk
+ * (core_model.chunk when the warm-up chose one, else the engine's).
  * Returns 0, or -1 with f (500: the pass failed; out of memory). */
 int core_forward(const struct core_model *m, const float *x, int n, float *logits, core_fail *f);
 /* The input gradient of class target for one input x. Returns 0 or -1 with f. */
 int core_input_grad(const struct core_model *m, const float *x, int target, float *grad, float *logits, core_fail *f);
 /* Forward passes of zeros at batch 1 and max_batch (twice each: libtorch
- * optimises a TorchScript graph on its first runs). 0, or -1 with f. */
-int core_model_warm(const struct core_model *m, int max_batch, core_fail *f);
+ * optimises a TorchScript graph on its first runs). For an engine with
+ * tune_chunk it also times batches of 1, 2, 4, ... up to max_batch and sets
+ * m->chunk to the size that costs least per image (the smallest within 5% of
+ * the best): a CNN's cost per image can jump past some batch size (cache, or
+ * libtorch's choice of convolution), and where depends on the CPU. 0, or -1
+ * with f. */
+int core_model_warm(struct core_model *m, int max_batch, core_fail *f);
 /* 1 when m has visualizable layers (a CNN's `features`). */
 int core_model_has_layers(const struct core_model *m);
 

@@ -590,8 +590,10 @@ int core_reg_reload(core_reg *r, json_t **report_out, char *err, size_t errlen) 
         else snprintf(size, sizeof size, "%d layers, input %dx%dx%d", m->cnn ? lt_model_n_layers(m->cnn) : 0,
                       m->channels, m->height, m->width);
         if (m->has_accuracy) snprintf(acc, sizeof acc, ", test accuracy %.4f", m->test_accuracy);
-        log_line("model %s: loaded (%s, %s%s)%s, warmed up in %.1f ms", m->name, m->kind, size, acc,
-                 m == s->def ? ", default" : "", m->warm_ms);
+        char chunk[48] = "";
+        if (m->chunk) snprintf(chunk, sizeof chunk, ", %d images per pass at most", m->chunk);
+        log_line("model %s: loaded (%s, %s%s)%s, warmed up in %.1f ms%s", m->name, m->kind, size, acc,
+                 m == s->def ? ", default" : "", m->warm_ms, chunk);
         if (report) json_array_append_new(json_object_get(report, "loaded"), json_string(m->name));
     }
     if (r->default_name && !s->def) log_line("default model %s is not in the store", r->default_name);

@@ -38,6 +38,7 @@ typedef struct core_model {
     lt_model *cnn;            /* kind "torchscript": the shim's model; else NULL */
     const struct core_engine *engine; /* the kind's forward/gradient functions (core_engine.h) */
     double warm_ms;           /* the warm-up's time at load; 0 when none ran */
+    int chunk;                /* images per engine call the warm-up found cheapest; 0 = the engine's */
     char *layers_json;        /* GET /v1/models/{m}/layers: [{index,name,type,conv,channels,height,width}] */
     int has_accuracy;
     double test_accuracy;     /* fraction in [0,1] from metrics.json, if has_accuracy */

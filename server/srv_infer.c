@@ -61,7 +61,11 @@ static int skip_gone(srv_work *w) {
  * left go through one pass; every item gets its own answer. */
 static void run_batch(core_job **jobs, int n) {
     srv_work *first = (srv_work *)jobs[0];
-    const core_model *m = first->m;
+    /* Any item, the first too, may be answered and freed before the pass:
+     * keep what the batch needs of them. */
+    srv_metrics *metrics = first->r->ctx->metrics;
+    core_model *m = first->m;
+    core_model_retain(m);
     core_batch_part *parts = calloc((size_t)n, sizeof *parts);
     srv_work **live = calloc((size_t)n, sizeof *live);
     int nl = 0, rows = 0;
@@ -92,8 +96,8 @@ static void run_batch(core_job **jobs, int n) {
     double infer_s = 0;
     int rc = nl ? core_batch_forward(m, parts, nl, &infer_s, &f) : 0;
     if (nl && !rc) {
-        srv_metrics_inference(first->r->ctx->metrics, m->name, infer_s);
-        srv_metrics_batch(first->r->ctx->metrics, m->name, rows);
+        srv_metrics_inference(metrics, m->name, infer_s);
+        srv_metrics_batch(metrics, m->name, rows);
     }
     for (int i = 0; i < nl; i++) {
         if (rc) srv_reply_error(live[i]->r, f.kind, "%s", f.msg);
@@ -103,6 +107,7 @@ static void run_batch(core_job **jobs, int n) {
     }
     free(parts);
     free(live);
+    core_model_release(m);
 }
 
 /* Predict's prepare: decode the upload into the model's input. */

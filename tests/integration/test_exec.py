@@ -261,13 +261,34 @@ class Cancelled(Held):
         s.sendall(b"POST /v1/models/alpha/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(body) + body)
         self.wait_for("the predict queued", lambda: self.gauge("loupe_queue_queued") == 1)
+        before_c = self.counter("loupe_requests_cancelled_total")
         s.close()
         before = self.counter(r'loupe_batch_size_count\{model="alpha"\}')
         self.release(held)
-        self.wait_for("the cancelled count", lambda: self.counter("loupe_requests_cancelled_total") == 1)
+        self.wait_for("the cancelled count", lambda: self.counter("loupe_requests_cancelled_total") == before_c + 1)
         # No forward pass ran for it.
         self.assertEqual(self.counter(r'loupe_batch_size_count\{model="alpha"\}'), before)
         self.wait_for("the access log line", lambda: " 499 " in self.d.read_log())
+
+    def test_closed_client_first_in_a_batch(self):
+        # The gone client's job leads the batch; the others still get their answers from one pass.
+        held = self.hold("main")
+        body = png(9)
+        s = socket.create_connection(("127.0.0.1", self.d.port), timeout=10)
+        s.sendall(b"POST /v1/models/alpha/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.wait_for("the first predict queued", lambda: self.gauge("loupe_queue_queued") == 1)
+        others = [self.pool.submit(self.predict, png(i)) for i in (10, 11)]
+        self.wait_for("3 queued", lambda: self.gauge("loupe_queue_queued") == 3)
+        before = self.counter("loupe_requests_cancelled_total")
+        s.close()
+        self.release(held)
+        for f in others:
+            st, _, b = f.result(timeout=30)
+            self.assertEqual(st, 200, b)
+            self.assertEqual(b["batch"], 2)
+        self.wait_for("the cancelled count", lambda: self.counter("loupe_requests_cancelled_total") == before + 1)
+        self.assertEqual(self.d.request("GET", "/healthz")[0], 200)
 
 
 class RequestId(Held):
