@@ -35,7 +35,7 @@ static const opt_spec opts[] = {
     {"models", "LOUPE_MODELS", OPT_STR, OFF(models_dir), "DIR", "model store, one folder per model (default ./models)"},
     {"default-model", "LOUPE_DEFAULT_MODEL", OPT_STR, OFF(default_model), "NAME",
      "model behind POST /predict (default: the best test accuracy)"},
-    {"threads", "LOUPE_THREADS", OPT_UINT, OFF(threads), "N", "request threads (default: the number of cores)"},
+    {"threads", "LOUPE_THREADS", OPT_UINT, OFF(threads), "N", "connection threads: read requests, write answers (default: the number of cores)"},
     {"max-body", "LOUPE_MAX_BODY", OPT_SIZE, OFF(max_body), "BYTES", "largest request body, e.g. 8M (default 8 MiB)"},
     {"max-pixels", "LOUPE_MAX_PIXELS", OPT_U64, OFF(max_pixels), "N",
      "largest image by its header's width*height (default 40000000)"},
