@@ -756,7 +756,8 @@ class Drain(unittest.TestCase):
                 if len(rest) >= clen:
                     break
                 raw += s.recv(65536)
-            self.assertEqual(json.loads(rest[:clen])["probabilities"], ref["probabilities"])
+            # Concurrent requests may share a batched pass: the same answer up to its rounding.
+            np.testing.assert_allclose(json.loads(rest[:clen])["probabilities"], ref["probabilities"], atol=1e-5, rtol=0)
             s.close()
         rc = d.proc.wait(30)
         d.log.close()
@@ -765,7 +766,8 @@ class Drain(unittest.TestCase):
         self.assertGreater(len(ok), 10)
         for r in results:
             if r[0] != "conn":
-                self.assertEqual(r, (200, ref["probabilities"]))
+                self.assertEqual(r[0], 200, r)
+                np.testing.assert_allclose(r[1], ref["probabilities"], atol=1e-5, rtol=0)
         # Every response that started was completed: nothing but 200s and refused connections.
         self.assertIn("stopped", d.read_log())
 
@@ -792,7 +794,8 @@ class Reload(unittest.TestCase):
                     try:
                         st, _, b = d.json("POST", "/v1/models/%s/predict" % model, body,
                                           {"Content-Type": "image/png"}, conn=c)
-                        if st != 200 or b["probabilities"] != want:
+                        # Concurrent requests may share a batched pass: equal up to its rounding.
+                        if st != 200 or np.max(np.abs(np.array(b["probabilities"]) - want)) > 1e-5:
                             failures.append((st, b))
                         count[0] += 1
                     except Exception as e:  # noqa: BLE001 -- any failure counts
