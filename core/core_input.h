@@ -32,9 +32,10 @@ void core_input_free(core_input *in);
 
 /* What decoding the body will cost, read from headers only: the pixel count
  * its PNG/JPEG header declares (also inside multipart, and inside a JSON
- * {"image": base64} of at most 64 KiB), UINT64_MAX for a larger JSON body,
- * 0 when it declares nothing (JSON pixels, not an image: cheap either way).
- * Cheap enough for a connection thread: it reads at most a few KB. */
+ * {"image": base64} of at most 64 KiB, parsed as the worker parses it);
+ * UINT64_MAX for a larger JSON body, and for a PNG/JPEG whose header cannot
+ * be read (fail closed); 0 when it declares nothing (JSON pixels, not an
+ * image: cheap either way). Cheap enough for a connection thread. */
 uint64_t core_input_pixels(const char *ct, int multipart, const unsigned char *body, size_t len);
 
 /* Decode an encoded PNG/JPEG and

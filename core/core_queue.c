@@ -21,11 +21,13 @@ struct core_queue {
     pthread_cond_t wake;
     core_job *head, *tail;
     int reserved;         /* places taken: queued + running + reserved-not-yet-pushed */
+    int pending;          /* reserved, not yet pushed: the workers wait for these when stopping */
     int queued, running;
     int capacity;         /* workers + queue */
     int stopping;
     int batch_waiters;    /* workers waiting for more rows of a batch */
     int n_threads;
+    int joined;           /* core_queue_stop has run */
     pthread_t *threads;
 };
 
@@ -98,19 +100,24 @@ static void *worker(void *arg) {
     pthread_setname_np(pthread_self(), tname);
     /* Linux applies niceness per thread: the lane's work yields to the rest. */
     if (q->p.nice) setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), q->p.nice);
+    core_job *one[1];
     core_job **batch = malloc(MAX_GATHER * sizeof *batch);
+    int cap = batch ? MAX_GATHER : 1; /* out of memory: every job alone */
+    if (!batch) batch = one;
     pthread_mutex_lock(&q->lock);
     for (;;) {
-        while (!q->head && !q->stopping) pthread_cond_wait(&q->wake, &q->lock);
+        /* Stopping, a worker still waits for jobs reserved but not yet pushed:
+         * each is answered (cancelled), never left suspended. */
+        while (!q->head && (!q->stopping || q->pending)) pthread_cond_wait(&q->wake, &q->lock);
         core_job *j = q->head;
-        if (!j) break; /* stopping and nothing left */
+        if (!j) break; /* stopping and nothing left or coming */
         unlink_job(q, NULL, j);
         double now = clock_now();
         int stopping = q->stopping, n = 1, rows = j->rows, done = 0;
         core_job *late = NULL;
         batch[0] = j;
         core_job_state st = stopping ? CORE_JOB_CANCELLED : expired(q, j, now) ? CORE_JOB_EXPIRED : CORE_JOB_RUN;
-        int batched = st == CORE_JOB_RUN && j->key && q->p.max_batch > 1 && batch;
+        int batched = st == CORE_JOB_RUN && j->key && q->p.max_batch > 1 && cap > 1;
         if (batched) {
             n = gather(q, j->key, batch, n, &rows, &late, now);
             if (rows < q->p.max_batch && q->p.batch_delay > 0) {
@@ -143,7 +150,7 @@ static void *worker(void *arg) {
         hook_depth(q);
     }
     pthread_mutex_unlock(&q->lock);
-    free(batch);
+    if (batch != one) free(batch);
     return NULL;
 }
 
@@ -179,13 +186,21 @@ fail_mem:
     return NULL;
 }
 
-void core_queue_free(core_queue *q) {
+void core_queue_stop(core_queue *q) {
     if (!q) return;
     pthread_mutex_lock(&q->lock);
     q->stopping = 1;
+    int joined = q->joined;
+    q->joined = 1;
     pthread_cond_broadcast(&q->wake);
     pthread_mutex_unlock(&q->lock);
+    if (joined) return;
     for (int i = 0; i < q->n_threads; i++) pthread_join(q->threads[i], NULL);
+}
+
+void core_queue_free(core_queue *q) {
+    if (!q) return;
+    core_queue_stop(q);
     pthread_cond_destroy(&q->wake);
     pthread_mutex_destroy(&q->lock);
     free(q->threads);
@@ -194,11 +209,16 @@ void core_queue_free(core_queue *q) {
 
 int core_queue_reserve(core_queue *q) {
     pthread_mutex_lock(&q->lock);
-    int ok = !q->stopping && q->reserved < q->capacity;
-    if (ok) q->reserved++;
+    int stopping = q->stopping, ok = !stopping && q->reserved < q->capacity;
+    if (ok) {
+        q->reserved++;
+        q->pending++;
+    }
     pthread_mutex_unlock(&q->lock);
-    if (!ok && q->p.hooks.rejected) q->p.hooks.rejected(q->p.hooks.ctx, q->p.name, 0);
-    return ok ? 0 : -1;
+    if (ok) return 0;
+    if (stopping) return -2;
+    if (q->p.hooks.rejected) q->p.hooks.rejected(q->p.hooks.ctx, q->p.name, 0);
+    return -1;
 }
 
 void core_queue_push(core_queue *q, core_job *job) {
@@ -210,9 +230,11 @@ void core_queue_push(core_queue *q, core_job *job) {
     else q->head = job;
     q->tail = job;
     q->queued++;
+    q->pending--;
     hook_depth(q);
-    /* A worker waiting to fill a batch must see the new job too. */
-    if (q->batch_waiters) pthread_cond_broadcast(&q->wake);
+    /* A worker waiting to fill a batch must see the new job too, and so must
+     * every worker of a stopping queue. */
+    if (q->batch_waiters || q->stopping) pthread_cond_broadcast(&q->wake);
     else pthread_cond_signal(&q->wake);
     pthread_mutex_unlock(&q->lock);
 }
@@ -222,6 +244,13 @@ void core_queue_load(core_queue *q, int *running, int *queued) {
     if (running) *running = q->running;
     if (queued) *queued = q->queued;
     pthread_mutex_unlock(&q->lock);
+}
+
+int core_queue_stopping(core_queue *q) {
+    pthread_mutex_lock(&q->lock);
+    int s = q->stopping;
+    pthread_mutex_unlock(&q->lock);
+    return s;
 }
 
 const char *core_queue_name(const core_queue *q) {

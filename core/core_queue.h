@@ -49,19 +49,26 @@ typedef struct {
 
 /* Start the workers. Returns NULL on failure (nothing left running). */
 core_queue *core_queue_new(const core_queue_params *p);
-/* Hand every job still queued to its fn as CORE_JOB_CANCELLED, wait for the
- * running ones, join the threads and free. NULL is accepted. */
+/* Stop: from now on core_queue_reserve refuses (-2); every job queued, or
+ * pushed later on a place reserved before, goes to its fn as
+ * CORE_JOB_CANCELLED; the running ones finish; the threads are joined. The
+ * queue stays valid (reserve and push may still be called) until
+ * core_queue_free. Calling it twice is harmless. NULL is accepted. */
+void core_queue_stop(core_queue *q);
+/* core_queue_stop if it has not run, then free. No thread may use q after. NULL is accepted. */
 void core_queue_free(core_queue *q);
 
 /* Reserve a place: 0 when a worker or a queue slot is free (the caller must
- * then core_queue_push exactly one job), -1 when full or stopping (counted as
- * a rejection through the hooks). */
+ * then core_queue_push exactly one job), -1 when full (counted as a
+ * rejection through the hooks), -2 when the queue is stopping. */
 int core_queue_reserve(core_queue *q);
 /* Queue a job on a reserved place; jobs start in FIFO order. */
 void core_queue_push(core_queue *q, core_job *job);
 
 /* Jobs running and waiting now (either pointer may be NULL). */
 void core_queue_load(core_queue *q, int *running, int *queued);
+/* 1 once core_queue_stop has begun. */
+int core_queue_stopping(core_queue *q);
 const char *core_queue_name(const core_queue *q);
 
 #endif

@@ -378,6 +378,10 @@ int img_probe(const uint8_t *buf, size_t len, uint32_t *width, uint32_t *height)
             p++;
             continue;
         }
+        if (mk == 0x01 || (mk >= 0xD0 && mk <= 0xD7)) { /* TEM, RSTn: no length field */
+            p += 2;
+            continue;
+        }
         size_t seg = (size_t)buf[p + 2] << 8 | buf[p + 3];
         int sof = mk >= 0xC0 && mk <= 0xCF && mk != 0xC4 && mk != 0xC8 && mk != 0xCC;
         if (sof) {

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -105,7 +106,8 @@ static void early_error(srv_req *r, core_err_kind kind, const char *fmt, ...) {
 }
 
 int srv_req_defer(srv_req *r, core_queue *lane, core_job *job) {
-    if (!lane || core_queue_reserve(lane)) return -1;
+    int rc = lane ? core_queue_reserve(lane) : -2;
+    if (rc) return rc;
     r->deferred = 1;
     job->t_arrival = r->t_start;
     /* Suspend before the worker can resume. */
@@ -131,8 +133,13 @@ void srv_req_resume(srv_req *r) {
     MHD_resume_connection(conn);
 }
 
-void srv_reply_busy(srv_req *r, core_queue *lane) {
+void srv_reply_busy(srv_req *r, core_queue *lane, int why) {
     const srv_config *cfg = r->ctx->cfg;
+    if (why == -2) {
+        srv_reply_error(r, CORE_E_UNAVAILABLE, "the server is shutting down");
+        r->resp.retry_after = 1;
+        return;
+    }
     int heavy = lane == r->ctx->lane_heavy;
     srv_reply_error(r, CORE_E_BUSY, "the %s lane is full (%u running, %u queued at most); retry shortly",
                     lane ? core_queue_name(lane) : "work", heavy ? cfg->expensive_concurrency : cfg->workers,
@@ -538,9 +545,8 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap) {
 /* Start n daemons on one port (the first picks it when cfg->port is 0), each
  * with pool_threads threads. Returns 0, or -1 with none left running. */
 static int start_daemons(srv_ctx *ctx, unsigned flags, struct sockaddr *addr, unsigned n,
-                         unsigned pool_threads) {
+                         unsigned pool_threads, unsigned port) {
     const srv_config *cfg = ctx->cfg;
-    unsigned port = cfg->port;
     for (unsigned i = 0; i < n; i++) {
         if (addr && addr->sa_family == AF_INET) ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)port);
         if (addr && addr->sa_family == AF_INET6) ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)port);
@@ -569,11 +575,45 @@ static int start_daemons(srv_ctx *ctx, unsigned flags, struct sockaddr *addr, un
         ctx->daemons[ctx->n_daemons++] = d;
         if (i == 0) {
             const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-            port = info && info->port ? info->port : cfg->port;
+            port = info && info->port ? info->port : port;
         }
     }
     ctx->port = port;
     return 0;
+}
+
+/* The listeners share their port through SO_REUSEPORT, which would also let
+ * another process (a second `loupe serve`, or another daemon given port 0 by
+ * the kernel) bind the same port and take half the connections. So the port
+ * is first bound by a plain socket: -1 when something listens there already;
+ * else *out is the port (the kernel's choice for 0), free when it returns. */
+static int probe_port(const struct sockaddr *addr, unsigned port, unsigned *out) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    memset(&ss, 0, sizeof ss);
+    if (addr && addr->sa_family == AF_INET6) {
+        memcpy(&ss, addr, sizeof(struct sockaddr_in6));
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+        len = sizeof(struct sockaddr_in6);
+    } else {
+        if (addr) memcpy(&ss, addr, sizeof(struct sockaddr_in));
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        if (!addr) a->sin_addr.s_addr = htonl(INADDR_ANY);
+        a->sin_port = htons((uint16_t)port);
+        len = sizeof(struct sockaddr_in);
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    /* SO_REUSEADDR: a port left in TIME_WAIT is free; a listening one is not. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&ss, len);
+    if (!rc && !getsockname(fd, (struct sockaddr *)&ss, &len))
+        *out = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    close(fd);
+    return rc ? -1 : 0;
 }
 
 /* The two lanes of work behind the connection threads (srv_http.h). */
@@ -593,13 +633,21 @@ static int start_lanes(srv_ctx *ctx) {
     return -1;
 }
 
-/* Answer what is queued as cancelled, finish what runs, join the workers. */
+/* Answer what is queued as cancelled, finish what runs, join the workers.
+ * The lanes stay allocated: connection threads may still reach them (and be
+ * refused with 503) until the daemons stop. */
 static void stop_lanes(srv_ctx *ctx) {
     /* Let held test jobs go, or the workers would never join. */
     pthread_mutex_lock(&ctx->test_lock);
     ctx->test_closed = 1;
     pthread_cond_broadcast(&ctx->test_cond);
     pthread_mutex_unlock(&ctx->test_lock);
+    core_queue_stop(ctx->lane_main);
+    core_queue_stop(ctx->lane_heavy);
+}
+
+/* Once no connection thread is left. */
+static void free_lanes(srv_ctx *ctx) {
     core_queue_free(ctx->lane_main);
     core_queue_free(ctx->lane_heavy);
     ctx->lane_main = ctx->lane_heavy = NULL;
@@ -638,11 +686,23 @@ int srv_http_start(srv_ctx *ctx, char *err, size_t errlen) {
      * sockets: a shared listening socket lets whichever pool thread wakes first
      * take each connection, which can leave one thread with most of them. */
     unsigned listeners = cfg->threads < SRV_MAX_LISTENERS ? cfg->threads : SRV_MAX_LISTENERS;
-    if (start_daemons(ctx, flags, addr, listeners, 1) == 0) return 0;
-    if (listeners > 1 && start_daemons(ctx, flags, addr, 1, cfg->threads) == 0) return 0;
+    unsigned port = cfg->port;
+    if (probe_port(addr, cfg->port, &port)) {
+        if (cfg->port)
+            snprintf(err, errlen, "port %u is in use on %s (another server listens there)", cfg->port,
+                     cfg->host && *cfg->host ? cfg->host : "*");
+        else
+            snprintf(err, errlen, "no free port on %s", cfg->host && *cfg->host ? cfg->host : "*");
+        stop_lanes(ctx);
+        free_lanes(ctx);
+        return -1;
+    }
+    if (start_daemons(ctx, flags, addr, listeners, 1, port) == 0) return 0;
+    if (listeners > 1 && start_daemons(ctx, flags, addr, 1, cfg->threads, port) == 0) return 0;
     snprintf(err, errlen, "cannot listen on %s:%u (port in use, or a bad option)",
              cfg->host && *cfg->host ? cfg->host : "*", cfg->port);
     stop_lanes(ctx);
+    free_lanes(ctx);
     return -1;
 }
 
@@ -664,4 +724,5 @@ void srv_http_stop(srv_ctx *ctx) {
     }
     for (int i = 0; i < ctx->n_daemons; i++) MHD_stop_daemon(ctx->daemons[i]);
     ctx->n_daemons = 0;
+    free_lanes(ctx);
 }

@@ -163,14 +163,15 @@ void srv_reply_text(srv_req *r, unsigned status, const char *content_type, const
 void srv_reply_fd(srv_req *r, const char *content_type, int fd, uint64_t size);
 /* Hand the rest of the request to a lane: returns 0 after suspending the
  * connection and queueing job (job->t_arrival is set to r's arrival; its fn
- * must answer r, then call srv_req_resume(r) as its last use of r), or -1
- * when the lane's workers and queue are full (nothing done: answer with
- * srv_reply_busy). */
+ * must answer r, then call srv_req_resume(r) as its last use of r), -1 when
+ * the lane's workers and queue are full, -2 when it is stopping (nothing
+ * done either way: answer with srv_reply_busy(r, lane, rc)). */
 int srv_req_defer(srv_req *r, struct core_queue *lane, struct core_job *job);
 /* From the worker, after answering: the response goes out on the connection's thread. */
 void srv_req_resume(srv_req *r);
-/* 429 with Retry-After: the lane is at its limit. */
-void srv_reply_busy(srv_req *r, struct core_queue *lane);
+/* Why srv_req_defer refused: -1, 429 (the lane is at its limit); -2, 503
+ * (shutting down). Both with Retry-After. */
+void srv_reply_busy(srv_req *r, struct core_queue *lane, int why);
 /* From a worker, for a deferred request: 1 when the client has closed its
  * end (the socket reads EOF or an error), so its work can be skipped. */
 int srv_req_gone(srv_req *r);

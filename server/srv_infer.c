@@ -64,11 +64,12 @@ static void run_batch(core_job **jobs, int n) {
     /* Any item, the first too, may be answered and freed before the pass:
      * keep what the batch needs of them. */
     srv_metrics *metrics = first->r->ctx->metrics;
+    const srv_config *first_cfg = first->r->ctx->cfg;
     core_model *m = first->m;
     core_model_retain(m);
     core_batch_part *parts = calloc((size_t)n, sizeof *parts);
     srv_work **live = calloc((size_t)n, sizeof *live);
-    int nl = 0, rows = 0;
+    int nl = 0;
     core_fail f;
     for (int i = 0; i < n; i++) {
         srv_work *w = (srv_work *)jobs[i];
@@ -91,19 +92,25 @@ static void run_batch(core_job **jobs, int n) {
         }
         parts[nl] = (core_batch_part){w->x, w->rows, logits};
         live[nl++] = w;
-        rows += w->rows;
     }
-    double infer_s = 0;
-    int rc = nl ? core_batch_forward(m, parts, nl, &infer_s, &f) : 0;
-    if (nl && !rc) {
-        srv_metrics_inference(metrics, m->name, infer_s);
-        srv_metrics_batch(metrics, m->name, rows);
-    }
-    for (int i = 0; i < nl; i++) {
-        if (rc) srv_reply_error(live[i]->r, f.kind, "%s", f.msg);
-        else live[i]->answer(live[i], parts[i].logits, infer_s, rows);
-        free(parts[i].logits);
-        work_done(live[i]);
+    /* The queue counted each job as one image; a V2 request's rows are known
+     * only now. Passes of at most --max-batch rows, a larger request alone. */
+    int max = (int)first_cfg->max_batch;
+    for (int i = 0; i < nl;) {
+        int j = i, pass_rows = 0;
+        while (j < nl && (j == i || pass_rows + parts[j].rows <= max)) pass_rows += parts[j++].rows;
+        double infer_s = 0;
+        int rc = core_batch_forward(m, parts + i, j - i, &infer_s, &f);
+        if (!rc) {
+            srv_metrics_inference(metrics, m->name, infer_s);
+            srv_metrics_batch(metrics, m->name, pass_rows);
+        }
+        for (; i < j; i++) {
+            if (rc) srv_reply_error(live[i]->r, f.kind, "%s", f.msg);
+            else live[i]->answer(live[i], parts[i].logits, infer_s, pass_rows);
+            free(parts[i].logits);
+            work_done(live[i]);
+        }
     }
     free(parts);
     free(live);
@@ -176,8 +183,9 @@ void srv_work_submit(srv_work *w, core_queue *lane) {
         w->job.key = w->m;
         w->job.fn_batch = run_batch;
     }
-    if (srv_req_defer(r, lane, &w->job)) {
-        srv_reply_busy(r, lane);
+    int rc = srv_req_defer(r, lane, &w->job);
+    if (rc) {
+        srv_reply_busy(r, lane, rc);
         srv_work_free(w);
     }
 }

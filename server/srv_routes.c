@@ -246,8 +246,9 @@ static void h_reload(srv_req *r) {
     }
     w->prepare = NULL;
     w->job.fn = reload_job;
-    if (srv_req_defer(r, r->ctx->lane_heavy, &w->job)) {
-        srv_reply_busy(r, r->ctx->lane_heavy);
+    int rc = srv_req_defer(r, r->ctx->lane_heavy, &w->job);
+    if (rc) {
+        srv_reply_busy(r, r->ctx->lane_heavy, rc);
         srv_work_free(w);
     }
 }
@@ -282,8 +283,9 @@ void srv_h_test_hold(srv_req *r) {
         return;
     }
     w->job.fn = hold_job;
-    if (srv_req_defer(r, q, &w->job)) {
-        srv_reply_busy(r, q);
+    int rc = srv_req_defer(r, q, &w->job);
+    if (rc) {
+        srv_reply_busy(r, q, rc);
         srv_work_free(w);
     }
 }

@@ -7,9 +7,11 @@ worker until POST /v1/test/release; the tests hold every worker, queue requests 
 the queue gauges from /metrics, then release. The store is test_server.py's (alpha, beta: MLPs).
 """
 import concurrent.futures as cf
+import http.client
 import json
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -162,8 +164,8 @@ class Batching(Held):
         alone = self.sequential(idx)
         held = self.hold("main")
         futs = {i: self.pool.submit(self.predict, png(i)) for i in idx}
-        # One bad upload among them fails alone.
-        bad = self.pool.submit(self.predict, b"\x89PNG\r\n\x1a\nnot really")
+        # One bad upload among them fails alone: a 28x28 header (so the main lane) over corrupt data.
+        bad = self.pool.submit(self.predict, fx.png_gray(IMAGES[0], idat=b"not zlib at all"))
         self.wait_for("17 queued", lambda: self.gauge("loupe_queue_queued") == 17)
         before = self.counter(r'loupe_batch_size_count\{model="alpha"\}')
         self.release(held)
@@ -221,6 +223,32 @@ class NoBatching(Held):
             st, _, b = f.result(timeout=30)
             self.assertEqual(st, 200, b)
             self.assertEqual(b["batch"], 1)
+
+
+class V2Rows(Held):
+    """A V2 request of N rows counts N against --max-batch: passes never exceed it."""
+    args = Held.args + ("--max-batch", "4")
+
+    def test_rows_split_passes(self):
+        held = self.hold("main")
+        x = (IMAGES[70:73].reshape(3, 784) / 255.0).astype(np.float32)
+        body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 784],
+                                       "data": x.ravel().tolist()}]}).encode()
+        v2 = [self.pool.submit(self.d.json, "POST", "/v2/models/alpha/infer", body,
+                               {"Content-Type": "application/json"}) for _ in range(2)]
+        self.wait_for("2 queued", lambda: self.gauge("loupe_queue_queued") == 2)
+        p = self.pool.submit(self.predict, png(70))
+        self.wait_for("3 queued", lambda: self.gauge("loupe_queue_queued") == 3)
+        count = self.counter(r'loupe_batch_size_count\{model="alpha"\}')
+        total = self.counter(r'loupe_batch_size_sum\{model="alpha"\}')
+        self.release(held)
+        for f in v2:
+            self.assertEqual(f.result(timeout=30)[0], 200)
+        st, _, b = p.result(timeout=30)
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["batch"], 4)  # the second V2 request's 3 rows and this image
+        self.wait_for("two passes", lambda: self.counter(r'loupe_batch_size_count\{model="alpha"\}') == count + 2)
+        self.assertEqual(self.counter(r'loupe_batch_size_sum\{model="alpha"\}'), total + 7)
 
 
 class Concurrent(unittest.TestCase):
@@ -327,6 +355,76 @@ class HeavyUploads(Held):
         self.release(held)
         st, _, b = slow.result(timeout=60)
         self.assertEqual(st, 200, b)
+
+
+class PortInUse(unittest.TestCase):
+    """The listeners share a port through SO_REUSEPORT, but a second daemon on a busy port fails
+    instead of taking half its connections; daemons given port 0 never share one."""
+
+    def test_second_daemon_refused(self):
+        import subprocess
+        a = fx.Daemon(LOUPE, STORE, "--drain-grace", "0")
+        b = fx.Daemon(LOUPE, STORE, "--drain-grace", "0")
+        try:
+            self.assertNotEqual(a.port, b.port)
+            p = subprocess.run([LOUPE, "serve", "--models", STORE, "--host", "127.0.0.1", "--port", str(a.port)],
+                               capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("port %d is in use" % a.port, p.stderr)
+            self.assertEqual(a.request("GET", "/healthz")[0], 200)
+        finally:
+            self.assertEqual(a.stop(), 0)
+            self.assertEqual(b.stop(), 0)
+
+
+class ShutdownRace(unittest.TestCase):
+    """SIGTERM while a heavy job runs and keep-alive clients keep sending: every request gets an
+    answer or a closed connection, and the daemon exits 0 (the lanes outlive the connection threads)."""
+
+    def test_requests_during_stop(self):
+        d = fx.Daemon(LOUPE, STORE, "--threads", "2", "--workers", "1", "--expensive-concurrency", "1",
+                      "--drain-grace", "0", "--drain-timeout", "0.2")
+        bomb = fx.png_bomb(39999999, 1)
+        conns = [d.conn() for _ in range(6)]
+        for c in conns:
+            self.assertEqual(d.request("GET", "/healthz", conn=c)[0], 200)
+        slow = threading.Thread(target=lambda: self._quiet(d.request, "POST", "/v1/models/alpha/predict", bomb,
+                                                           {"Content-Type": "image/png"}))
+        slow.start()
+        time.sleep(0.2)  # the decode has started on the heavy lane (it takes seconds)
+        d.signal(signal.SIGTERM)
+        # Past --drain-timeout the daemon is stopping its lanes while the bomb still decodes; the
+        # idle keep-alive connections are still open and their requests reach the connection threads.
+        self.assertFalse(self._wait_log(d, "still in flight", 30) is None)
+        statuses = []
+        for c in conns:
+            r = self._quiet(d.request, "POST", "/v1/models/alpha/predict", png(1), {"Content-Type": "image/png"}, c)
+            statuses.append(r[0] if r else "closed")
+        slow.join(60)
+        rc = d.proc.wait(60)
+        d.log.close()
+        log = d.read_log()
+        # 1: the heavy request outlived --drain-timeout, which the exit status says; never a crash.
+        self.assertIn(rc, (0, 1), log[-3000:])
+        self.assertNotIn("Sanitizer", log)
+        self.assertIn("stopped", log)
+        self.assertTrue(set(statuses) <= {200, 503, "closed"}, statuses)
+
+    @staticmethod
+    def _wait_log(d, text, limit):
+        end = time.time() + limit
+        while time.time() < end:
+            if text in d.read_log():
+                return True
+            time.sleep(0.005)
+        return None
+
+    @staticmethod
+    def _quiet(fn, *args):
+        try:
+            return fn(*args)
+        except (OSError, http.client.HTTPException):
+            return None
 
 
 if __name__ == "__main__":

@@ -338,6 +338,32 @@ static void test_queue_cancel_on_free(void) {
     CHECK(j[1].state == CORE_JOB_CANCELLED && j[2].state == CORE_JOB_CANCELLED);
 }
 
+static void *stop_thread(void *q) {
+    core_queue_stop(q);
+    return NULL;
+}
+
+static void test_queue_stop_then_push(void) {
+    /* A place reserved before the stop, pushed after it: the workers wait for
+     * it and hand it back cancelled; new reservations are refused with -2. */
+    core_queue_params p = {"t", 2, 4, 1, 0, 0, 0, {0}};
+    core_queue *q = core_queue_new(&p);
+    rec_job j[1];
+    rec_reset(j, 1);
+    CHECK(core_queue_reserve(q) == 0);
+    pthread_t t;
+    pthread_create(&t, NULL, stop_thread, q);
+    for (int i = 0; i < 5000 && !core_queue_stopping(q); i++) usleep(1000);
+    CHECK(core_queue_stopping(q));
+    CHECK(core_queue_reserve(q) == -2);
+    core_queue_push(q, &j[0].job);
+    pthread_join(t, NULL);
+    CHECK(j[0].state == CORE_JOB_CANCELLED);
+    CHECK(core_queue_reserve(q) == -2); /* stopped, still valid until freed */
+    core_queue_stop(q);
+    core_queue_free(q);
+}
+
 /* Fill the queue behind a held worker with jobs of keys keys[i] (0: none),
  * then let it go: returns after every job is back. */
 static void run_keyed(core_queue *q, rec_job *j, const int *keys, const int *rows, int n) {
@@ -493,12 +519,37 @@ static void test_input_pixels(void) {
     CHECK(core_input_pixels("image/jpeg", 0, jpg, sizeof jpg) == 60000ull);
     CHECK(core_input_pixels("image/png", 0, (const unsigned char *)"GIF89a", 6) == 0);
     /* The PNG's header inside JSON base64, and a data: URL. */
-    char *b = core_base64_encode(png, sizeof png), json[256];
+    char *b = core_base64_encode(png, sizeof png), json[512];
     snprintf(json, sizeof json, "{\"image\": \"%s\"}", b);
     CHECK(core_input_pixels("application/json", 0, (unsigned char *)json, strlen(json)) == 39999999ull);
     snprintf(json, sizeof json, "{\"image\":\"data:image/png;base64,%s\"}", b);
     CHECK(core_input_pixels(NULL, 0, (unsigned char *)json, strlen(json)) == 39999999ull);
     free(b);
+    /* Hostile or unusual forms of the same: parsed as the worker parses them. */
+    b = core_base64_encode(png, sizeof png);
+    char esc[128];
+    size_t o = 0;
+    for (const char *q = b; *q && o + 3 < sizeof esc; q++) {
+        if (*q == '/') esc[o++] = '\\'; /* PHP's json_encode writes \/ */
+        esc[o++] = *q;
+    }
+    esc[o] = 0;
+    snprintf(json, sizeof json, "{\"image\": \"\\n%s\"}", b); /* a JSON escape before the data */
+    CHECK(core_input_pixels("application/json", 0, (unsigned char *)json, strlen(json)) == 39999999ull);
+    snprintf(json, sizeof json, "{\"\\u0069mage\": \"%s\"}", b); /* the key spelled with an escape */
+    CHECK(core_input_pixels("application/json", 0, (unsigned char *)json, strlen(json)) == 39999999ull);
+    snprintf(json, sizeof json, "{\"meta\": {\"image\": \"eA==\"}, \"image\": \"%s\"}", b); /* a decoy first */
+    CHECK(core_input_pixels("application/json", 0, (unsigned char *)json, strlen(json)) == 39999999ull);
+    snprintf(json, sizeof json, "{\"image\": \"%s\"}", esc);
+    CHECK(core_input_pixels("application/json", 0, (unsigned char *)json, strlen(json)) == 39999999ull);
+    free(b);
+    /* A TEM marker before the frame header (libjpeg accepts it), and headers the probe cannot
+     * read: an image it cannot size goes to the heavy lane. */
+    unsigned char tem[sizeof jpg + 2] = {0xFF, 0xD8, 0xFF, 0x01};
+    memcpy(tem + 4, jpg + 2, sizeof jpg - 2);
+    CHECK(core_input_pixels("image/jpeg", 0, tem, sizeof tem) == 60000ull);
+    CHECK(core_input_pixels("image/jpeg", 0, jpg, 8) == UINT64_MAX);
+    CHECK(core_input_pixels("image/png", 0, png, 20) == UINT64_MAX);
     const char *px = "{\"pixels\": [0, 0.5]}";
     CHECK(core_input_pixels("application/json", 0, (const unsigned char *)px, strlen(px)) == 0);
 }
@@ -523,6 +574,7 @@ int main(void) {
     RUN(test_explain_options);
     RUN(test_queue_capacity);
     RUN(test_queue_cancel_on_free);
+    RUN(test_queue_stop_then_push);
     RUN(test_queue_batching);
     RUN(test_queue_delay);
     RUN(test_queue_timeout);
