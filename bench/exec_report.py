@@ -23,6 +23,8 @@ import os
 import re
 import statistics
 
+from serve_report import fields  # wrk's summary line, as serve.sh writes it too
+
 # Targets of the execution-core change.
 VGG_SPEEDUP = 2.0   # batching's req/s over --max-batch 1, with p99 no worse
 HEALTH_P99_MS = 50  # /healthz p99 under the bomb flood, this tree
@@ -36,14 +38,6 @@ def read(folder, name):
         return ""
     with open(path) as f:
         return f.read()
-
-
-def fields(text, tag):
-    """The key=value numbers of the first line starting with tag ({} when none)."""
-    for line in text.splitlines():
-        if line.startswith(tag + " "):
-            return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", line)}
-    return {}
 
 
 def metric(text, name, labels):

@@ -256,6 +256,22 @@ fail:
     return -1;
 }
 
+/* The bytes of a JSON "image" string: base64, or a data: URL as a browser's
+ * FileReader makes it. As core_base64_decode: NULL with *bad = 1 for bad
+ * base64, NULL with *bad = 0 when out of memory. */
+static unsigned char *image_bytes(json_t *img, size_t *len, int *bad) {
+    const char *s = json_string_value(img);
+    size_t n = json_string_length(img);
+    if (!strncmp(s, "data:", 5)) {
+        const char *comma = memchr(s, ',', n);
+        if (comma) {
+            n -= (size_t)(comma + 1 - s);
+            s = comma + 1;
+        }
+    }
+    return core_base64_decode(s, n, len, bad);
+}
+
 static int from_json(const core_model *m, const img_limits *lim, const unsigned char *body, size_t body_len,
                      img_invert inv, core_input *in, core_fail *f) {
     json_error_t je;
@@ -274,18 +290,9 @@ static int from_json(const core_model *m, const img_limits *lim, const unsigned 
         if (!s) {
             core_failf(f, CORE_E_BAD_INPUT, "\"image\" must be a base64 string of a PNG or JPEG");
         } else {
-            size_t n = json_string_length(json_object_get(doc, "image"));
-            /* Accept a data: URL as a browser's FileReader makes it. */
-            if (!strncmp(s, "data:", 5)) {
-                const char *comma = memchr(s, ',', n);
-                if (comma) {
-                    n -= (size_t)(comma + 1 - s);
-                    s = comma + 1;
-                }
-            }
             int bad;
             size_t len = 0;
-            unsigned char *bytes = core_base64_decode(s, n, &len, &bad);
+            unsigned char *bytes = image_bytes(json_object_get(doc, "image"), &len, &bad);
             if (!bytes && bad) core_failf(f, CORE_E_BAD_INPUT, "\"image\" is not valid base64");
             else if (!bytes) core_failf(f, CORE_E_NOMEM, "out of memory decoding base64");
             else if (!len) core_failf(f, CORE_E_EMPTY_BODY, "\"image\" is empty");
@@ -387,18 +394,9 @@ uint64_t core_input_pixels(const char *ct, int multipart, const unsigned char *b
     json_t *img = json_object_get(doc, "image");
     uint64_t px = 0;
     if (json_is_string(img)) {
-        const char *s = json_string_value(img);
-        size_t n = json_string_length(img);
-        if (!strncmp(s, "data:", 5)) {
-            const char *comma = memchr(s, ',', n);
-            if (comma) {
-                n -= (size_t)(comma + 1 - s);
-                s = comma + 1;
-            }
-        }
         int bad;
         size_t blen = 0;
-        unsigned char *bytes = core_base64_decode(s, n, &blen, &bad);
+        unsigned char *bytes = image_bytes(img, &blen, &bad);
         if (bytes) px = encoded_pixels(bytes, blen);
         free(bytes);
     }

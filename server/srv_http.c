@@ -619,12 +619,14 @@ static int probe_port(const struct sockaddr *addr, unsigned port, unsigned *out)
 /* The two lanes of work behind the connection threads (srv_http.h). */
 static int start_lanes(srv_ctx *ctx) {
     const srv_config *cfg = ctx->cfg;
-    core_queue_hooks hooks = {ctx->metrics, srv_metrics_lane_depth, srv_metrics_lane_wait, srv_metrics_lane_rejected};
+    core_queue_hooks hooks = {NULL, srv_metrics_lane_depth, srv_metrics_lane_wait, srv_metrics_lane_rejected};
     core_queue_params main = {"main", (int)cfg->workers, (int)cfg->queue, (int)cfg->max_batch,
                               cfg->batch_delay_us / 1e6, cfg->queue_timeout_ms / 1e3, 0, hooks};
     /* Heavy work yields the CPU to the cheap requests and the connection threads. */
     core_queue_params heavy = {"heavy", (int)cfg->expensive_concurrency, (int)cfg->expensive_queue, 1, 0,
                                cfg->queue_timeout_ms / 1e3, 10, hooks};
+    main.hooks.ctx = srv_metrics_lane(ctx->metrics, "main");
+    heavy.hooks.ctx = srv_metrics_lane(ctx->metrics, "heavy");
     ctx->lane_main = core_queue_new(&main);
     ctx->lane_heavy = ctx->lane_main ? core_queue_new(&heavy) : NULL;
     if (ctx->lane_heavy) return 0;

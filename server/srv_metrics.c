@@ -48,13 +48,13 @@ typedef struct {
 } model_hist;
 
 /* One work queue (lane) of the daemon. */
-typedef struct {
+struct srv_lane_stats {
     const char *name;                          /* static: "main", "heavy" */
     atomic_int running, queued;
     atomic_uint_fast64_t wait_bucket[N_WAIT_B + 1];
     atomic_uint_fast64_t wait_sum_ns, wait_count;
     atomic_uint_fast64_t rejected_full, rejected_expired;
-} lane_stats;
+};
 
 #define MAX_LANES 4
 
@@ -69,9 +69,8 @@ struct srv_metrics {
     atomic_long in_flight;
     atomic_int models_loaded;
     atomic_uint_fast64_t reloads_ok, reloads_failed;
-    lane_stats lanes[MAX_LANES];
-    atomic_int n_lanes;
-    pthread_mutex_t lanes_lock;       /* serialises adding a lane */
+    srv_lane_stats lanes[MAX_LANES];
+    atomic_int n_lanes;               /* added at start-up, before any thread reads them */
     atomic_uint_fast64_t cancelled;   /* clients gone before their model work */
     double start_time;                /* seconds since the epoch */
 };
@@ -83,8 +82,7 @@ srv_metrics *srv_metrics_new(const char *const *labels, int n_routes) {
     m->n_routes = n_routes;
     m->requests = calloc((size_t)n_routes * N_STATUS, sizeof *m->requests);
     m->durations = calloc((size_t)n_routes, sizeof *m->durations);
-    if (!m->requests || !m->durations || pthread_mutex_init(&m->models_lock, NULL) ||
-        pthread_mutex_init(&m->lanes_lock, NULL)) {
+    if (!m->requests || !m->durations || pthread_mutex_init(&m->models_lock, NULL)) {
         free(m->requests);
         free(m->durations);
         free(m);
@@ -99,7 +97,6 @@ srv_metrics *srv_metrics_new(const char *const *labels, int n_routes) {
 void srv_metrics_free(srv_metrics *m) {
     if (!m) return;
     pthread_mutex_destroy(&m->models_lock);
-    pthread_mutex_destroy(&m->lanes_lock);
     free(m->requests);
     free(m->durations);
     free(m);
@@ -181,36 +178,26 @@ void srv_metrics_batch(srv_metrics *m, const char *model, int images) {
     atomic_fetch_add_explicit(&h->batch_count, 1, memory_order_relaxed);
 }
 
-/* The stats of lane `name` (a static string), added on first use; NULL past MAX_LANES. */
-static lane_stats *lane_slot(srv_metrics *m, const char *name) {
-    int n = atomic_load_explicit(&m->n_lanes, memory_order_acquire);
-    for (int i = 0; i < n; i++)
-        if (!strcmp(m->lanes[i].name, name)) return &m->lanes[i];
-    lane_stats *l = NULL;
-    pthread_mutex_lock(&m->lanes_lock);
-    n = atomic_load_explicit(&m->n_lanes, memory_order_relaxed);
-    for (int i = 0; i < n && !l; i++)
-        if (!strcmp(m->lanes[i].name, name)) l = &m->lanes[i];
-    if (!l && n < MAX_LANES) {
-        l = &m->lanes[n];
-        l->name = name;
-        atomic_store_explicit(&m->n_lanes, n + 1, memory_order_release);
-    }
-    pthread_mutex_unlock(&m->lanes_lock);
+srv_lane_stats *srv_metrics_lane(srv_metrics *m, const char *name) {
+    int n = m ? atomic_load_explicit(&m->n_lanes, memory_order_relaxed) : MAX_LANES;
+    if (n >= MAX_LANES) return NULL;
+    srv_lane_stats *l = &m->lanes[n];
+    l->name = name;
+    atomic_store_explicit(&m->n_lanes, n + 1, memory_order_release);
     return l;
 }
 
 void srv_metrics_lane_depth(void *ctx, const char *lane, int running, int queued) {
-    srv_metrics *m = ctx;
-    lane_stats *l = m ? lane_slot(m, lane) : NULL;
+    srv_lane_stats *l = ctx;
+    (void)lane;
     if (!l) return;
     atomic_store_explicit(&l->running, running, memory_order_relaxed);
     atomic_store_explicit(&l->queued, queued, memory_order_relaxed);
 }
 
 void srv_metrics_lane_wait(void *ctx, const char *lane, double seconds) {
-    srv_metrics *m = ctx;
-    lane_stats *l = m ? lane_slot(m, lane) : NULL;
+    srv_lane_stats *l = ctx;
+    (void)lane;
     if (!l) return;
     size_t b = 0;
     while (b < N_WAIT_B && seconds > wait_buckets[b]) b++;
@@ -220,8 +207,8 @@ void srv_metrics_lane_wait(void *ctx, const char *lane, double seconds) {
 }
 
 void srv_metrics_lane_rejected(void *ctx, const char *lane, int expired) {
-    srv_metrics *m = ctx;
-    lane_stats *l = m ? lane_slot(m, lane) : NULL;
+    srv_lane_stats *l = ctx;
+    (void)lane;
     if (l) atomic_fetch_add_explicit(expired ? &l->rejected_expired : &l->rejected_full, 1, memory_order_relaxed);
 }
 
@@ -373,7 +360,7 @@ char *srv_metrics_render(srv_metrics *m, size_t *len) {
     sb_printf(&s, "# HELP loupe_queue_wait_seconds Time from entering a lane's queue to a worker taking it.\n"
                   "# TYPE loupe_queue_wait_seconds histogram\n");
     for (int i = 0; i < nl; i++) {
-        lane_stats *l = &m->lanes[i];
+        srv_lane_stats *l = &m->lanes[i];
         uint64_t cum = 0;
         for (size_t b = 0; b <= N_WAIT_B; b++) {
             cum += ld(&l->wait_bucket[b]);

@@ -26,9 +26,17 @@ void srv_metrics_batch(srv_metrics *m, const char *model, int images);
 /* A client that left while queued; its request was skipped. */
 void srv_metrics_cancelled(srv_metrics *m);
 
-/* The work queues' hooks (core_queue_hooks, ctx = the srv_metrics): a lane's
- * running and queued jobs now; one job's wait from push to start; one
- * request refused because the lane was full (429) or it expired (503). */
+/* One work queue's (lane's) counters. */
+typedef struct srv_lane_stats srv_lane_stats;
+
+/* Add the counters of lane `name` (a static string), to pass as the ctx of
+ * its core_queue_hooks. Call at start-up, before the daemon's threads run.
+ * NULL (then the hooks ignore the lane) when m is NULL or the table is full. */
+srv_lane_stats *srv_metrics_lane(srv_metrics *m, const char *name);
+
+/* The work queues' hooks (core_queue_hooks, ctx = the lane's srv_lane_stats):
+ * a lane's running and queued jobs now; one job's wait from push to start;
+ * one request refused because the lane was full (429) or it expired (503). */
 void srv_metrics_lane_depth(void *ctx, const char *lane, int running, int queued);
 void srv_metrics_lane_wait(void *ctx, const char *lane, double seconds);
 void srv_metrics_lane_rejected(void *ctx, const char *lane, int expired);

@@ -282,12 +282,16 @@ class Concurrent(unittest.TestCase):
 class Cancelled(Held):
     """A client that leaves while its request is queued is skipped before the model work, and counted."""
 
-    def test_closed_client_skipped(self):
-        held = self.hold("main")
-        body = png(7)
+    def send_raw_predict(self, body):
+        """A predict on a socket of its own, not read: the test closes it while the request is queued."""
         s = socket.create_connection(("127.0.0.1", self.d.port), timeout=10)
         s.sendall(b"POST /v1/models/alpha/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        return s
+
+    def test_closed_client_skipped(self):
+        held = self.hold("main")
+        s = self.send_raw_predict(png(7))
         self.wait_for("the predict queued", lambda: self.gauge("loupe_queue_queued") == 1)
         before_c = self.counter("loupe_requests_cancelled_total")
         s.close()
@@ -301,10 +305,7 @@ class Cancelled(Held):
     def test_closed_client_first_in_a_batch(self):
         # The gone client's job leads the batch; the others still get their answers from one pass.
         held = self.hold("main")
-        body = png(9)
-        s = socket.create_connection(("127.0.0.1", self.d.port), timeout=10)
-        s.sendall(b"POST /v1/models/alpha/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        s = self.send_raw_predict(png(9))
         self.wait_for("the first predict queued", lambda: self.gauge("loupe_queue_queued") == 1)
         others = [self.pool.submit(self.predict, png(i)) for i in (10, 11)]
         self.wait_for("3 queued", lambda: self.gauge("loupe_queue_queued") == 3)
