@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "blas_env.h"
+#include "mlp.h"
 #include "train_cli.h"
 #ifdef LOUPE_HAVE_SERVER
 #include "srv_cli.h"
@@ -37,6 +38,12 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
     /* Before any BLAS call: may re-exec this process with a kernel choice. */
     blas_env_setup(argv);
+    /* Before any thread trains or serves an MLP: LOUPE_MLP_KERNELS. */
+    char err[256];
+    if (mlp_kernels_from_env(err, sizeof err)) {
+        fprintf(stderr, "loupe: %s\n", err);
+        return 2;
+    }
 
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);

@@ -3,6 +3,8 @@
 #include "errbuf.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +39,97 @@ int mlp_init_parse(const char *name, mlp_init *out) {
     return -1;
 }
 
+/* ==== Kernels ==== */
+
+static const char *const kernel_names[] = {"dense", "portable", "avx2", "avx512"};
+
+const char *mlp_kernels_name(mlp_kernels k) {
+    return (unsigned)k <= MLP_KERNELS_AVX512 ? kernel_names[k] : "unknown";
+}
+
+int mlp_kernels_parse(const char *name, mlp_kernels *out) {
+    for (int i = 0; i <= MLP_KERNELS_AVX512; i++)
+        if (!strcmp(name, kernel_names[i])) {
+            *out = (mlp_kernels)i;
+            return 0;
+        }
+    return -1;
+}
+
+/* The sparse kernels' version behind k (not for dense). */
+static sp_isa isa_of(mlp_kernels k) {
+    return k == MLP_KERNELS_AVX512 ? SP_ISA_AVX512 : k == MLP_KERNELS_AVX2 ? SP_ISA_AVX2 : SP_ISA_PORTABLE;
+}
+
+int mlp_kernels_supported(mlp_kernels k) {
+    if ((unsigned)k > MLP_KERNELS_AVX512) return 0;
+    return k == MLP_KERNELS_DENSE || sp_isa_supported(isa_of(k));
+}
+
+mlp_kernels mlp_kernels_auto(void) {
+    switch (sp_isa_best()) {
+    case SP_ISA_AVX512: return MLP_KERNELS_AVX512;
+    case SP_ISA_AVX2: return MLP_KERNELS_AVX2;
+    default: return MLP_KERNELS_DENSE;
+    }
+}
+
+/* The kernels in use, -1 until decided (atomic for the same reason as sparse.c's). */
+static _Atomic int cur_kernels = -1;
+
+int mlp_kernels_use(mlp_kernels k, char *err, size_t errlen) {
+    static const char *const needs[] = {"", "", "AVX2 and FMA", "AVX-512F"};
+    if ((unsigned)k > MLP_KERNELS_AVX512) {
+        errbuf_set(err, errlen, "unknown kernels %d", (int)k);
+        return -1;
+    }
+    if (!mlp_kernels_supported(k)) {
+        errbuf_set(err, errlen, "this CPU cannot run the %s kernels: it lacks %s (it runs %s at most)",
+                   kernel_names[k], needs[k], sp_isa_name(sp_isa_best()));
+        return -1;
+    }
+    /* dense keeps the widest sparse version for what still calls it (nothing in a step) */
+    sp_isa_use(k == MLP_KERNELS_DENSE ? sp_isa_best() : isa_of(k));
+    atomic_store_explicit(&cur_kernels, (int)k, memory_order_relaxed);
+    return 0;
+}
+
+mlp_kernels mlp_kernels_current(void) {
+    int k = atomic_load_explicit(&cur_kernels, memory_order_relaxed);
+    if (k < 0) {
+        k = (int)mlp_kernels_auto();
+        atomic_store_explicit(&cur_kernels, k, memory_order_relaxed);
+    }
+    return (mlp_kernels)k;
+}
+
+int mlp_kernels_from_env(char *err, size_t errlen) {
+    const char *name = getenv("LOUPE_MLP_KERNELS");
+    mlp_kernels k;
+    if (!name || !*name || !strcmp(name, "auto")) k = mlp_kernels_auto();
+    else if (mlp_kernels_parse(name, &k)) {
+        errbuf_set(err, errlen, "LOUPE_MLP_KERNELS is '%.40s'; use auto, avx512, avx2, portable or dense", name);
+        return -1;
+    }
+    if (mlp_kernels_use(k, err, errlen)) {
+        char why[200];
+        snprintf(why, sizeof why, "%s", err ? err : "");
+        errbuf_set(err, errlen, "LOUPE_MLP_KERNELS=%s: %s", name, why);
+        return -1;
+    }
+    return 0;
+}
+
 /* ==== The network ==== */
+
+/* The weights transposed, for the sparse kernels' forward pass: built from
+ * the network's weights by the first forward pass after they change. */
+typedef struct {
+    pthread_mutex_t lock;          /* held while building */
+    atomic_uint built;             /* gen + 1 of the weights wt holds; 0: none */
+    float *wt[MLP_MAX_LAYERS];     /* [sizes[i], ldt[i]]: row p holds input p's weight to every output */
+    int ldt[MLP_MAX_LAYERS];       /* round16(sizes[i + 1]), the padding 0 */
+} infer_cache;
 
 struct mlp {
     int n_layers;
@@ -47,7 +139,14 @@ struct mlp {
     float *params;                 /* every weight and bias, one block */
     float *w[MLP_MAX_LAYERS];      /* [sizes[i+1], sizes[i]] into params */
     float *b[MLP_MAX_LAYERS];      /* [sizes[i+1]] into params */
+    unsigned gen;                  /* bumped by every change of the weights */
+    infer_cache *ic;
 };
+
+/* The weights changed: the next forward pass rebuilds the transposed copy. */
+static void weights_changed(mlp *net) { net->gen++; }
+
+void mlp_weights_changed(mlp *net) { weights_changed(net); }
 
 /* Lay out weights then bias of each layer in one block, 64-byte aligned per tensor. */
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
@@ -100,7 +199,9 @@ mlp *mlp_new(int n_layers, const int *sizes, mlp_act act, char *err, size_t errl
     memcpy(net->sizes, sizes, sizeof(int) * (size_t)(n_layers + 1));
     net->act = act;
     net->params = alloc_floats(params_floats(n_layers, sizes));
-    if (!net->params) goto nomem;
+    net->ic = calloc(1, sizeof *net->ic);
+    if (!net->params || !net->ic) goto nomem;
+    pthread_mutex_init(&net->ic->lock, NULL);
     carve(net->params, n_layers, sizes, net->w, net->b);
     for (int i = 0; i < n_layers; i++)
         net->n_params += (size_t)sizes[i] * sizes[i + 1] + sizes[i + 1];
@@ -113,6 +214,11 @@ nomem:
 
 void mlp_free(mlp *net) {
     if (!net) return;
+    if (net->ic) {
+        for (int i = 0; i < MLP_MAX_LAYERS; i++) free(net->ic->wt[i]);
+        pthread_mutex_destroy(&net->ic->lock);
+        free(net->ic);
+    }
     free(net->params);
     free(net);
 }
@@ -120,6 +226,7 @@ void mlp_free(mlp *net) {
 void mlp_init_weights(mlp *net, mlp_init init, uint64_t seed) {
     rng r;
     rng_seed(&r, seed);
+    weights_changed(net);
     if (init == MLP_INIT_DEFAULT) init = net->act == MLP_ACT_RELU ? MLP_INIT_HE : MLP_INIT_XAVIER;
     for (int i = 0; i < net->n_layers; i++) {
         int in = net->sizes[i], out = net->sizes[i + 1];
@@ -156,7 +263,10 @@ int mlp_n_inputs(const mlp *net) { return net->sizes[0]; }
 int mlp_n_outputs(const mlp *net) { return net->sizes[net->n_layers]; }
 mlp_act mlp_activation(const mlp *net) { return net->act; }
 size_t mlp_n_params(const mlp *net) { return net->n_params; }
-float *mlp_weight(mlp *net, int i) { return net->w[i]; }
+float *mlp_weight(mlp *net, int i) {
+    weights_changed(net);
+    return net->w[i];
+}
 float *mlp_bias(mlp *net, int i) { return net->b[i]; }
 const float *mlp_weight_c(const mlp *net, int i) { return net->w[i]; }
 const float *mlp_bias_c(const mlp *net, int i) { return net->b[i]; }
@@ -168,12 +278,14 @@ static int same_shape(const mlp *a, const mlp *b) {
 
 int mlp_copy_params(mlp *dst, const mlp *src) {
     if (!same_shape(dst, src)) return -1;
+    weights_changed(dst);
     memcpy(dst->params, src->params, params_floats(src->n_layers, src->sizes) * sizeof(float));
     return 0;
 }
 
 int mlp_lerp_params(mlp *dst, const mlp *src, float t) {
     if (!same_shape(dst, src)) return -1;
+    weights_changed(dst);
     size_t n = params_floats(src->n_layers, src->sizes);
     for (size_t i = 0; i < n; i++) dst->params[i] += t * (src->params[i] - dst->params[i]);
     return 0;
@@ -285,6 +397,7 @@ struct mlp_scratch {
     float *a[MLP_MAX_LAYERS + 1];   /* a[i]: [max_batch, sizes[i]], i >= 1 */
     float *d[2];                    /* deltas for input_grad: [max width] */
     float *block;
+    const float **rows;             /* [max_batch]: the rows of a layer's input, for the sparse kernels */
 };
 
 mlp_scratch *mlp_scratch_new(const mlp *net, int max_batch) {
@@ -302,7 +415,11 @@ mlp_scratch *mlp_scratch_new(const mlp *net, int max_batch) {
     }
     total += 2 * round16((size_t)widest);
     s->block = alloc_floats(total);
-    if (!s->block) { free(s); return NULL; }
+    s->rows = calloc((size_t)max_batch, sizeof *s->rows);
+    if (!s->block || !s->rows) {
+        mlp_scratch_free(s);
+        return NULL;
+    }
     float *p = s->block;
     for (int i = 1; i <= net->n_layers; i++) {
         s->a[i] = p;
@@ -316,6 +433,7 @@ mlp_scratch *mlp_scratch_new(const mlp *net, int max_batch) {
 void mlp_scratch_free(mlp_scratch *s) {
     if (!s) return;
     free(s->block);
+    free(s->rows);
     free(s);
 }
 
@@ -324,23 +442,57 @@ static int scratch_fits(const mlp *net, const mlp_scratch *s, int n) {
            !memcmp(s->sizes, net->sizes, sizeof(int) * (size_t)(net->n_layers + 1));
 }
 
-/* Forward through every layer, keeping each layer's output in s->a[1..L]. */
-static void forward_keep(const mlp *net, gemm_team *team, mlp_scratch *s, const float *x, int n) {
+static void transpose(float *dst, int ldd, const float *src, int lds, int rows, int cols);
+
+/* The transposed weights for the sparse kernels, built now if the weights
+ * changed since; NULL when they cannot be allocated. */
+static float *const *infer_weights(const mlp *net) {
+    infer_cache *ic = net->ic;
+    unsigned want = net->gen + 1;
+    if (atomic_load_explicit(&ic->built, memory_order_acquire) == want) return ic->wt;
+    pthread_mutex_lock(&ic->lock);
+    if (atomic_load_explicit(&ic->built, memory_order_relaxed) != want) {
+        int ok = 1;
+        for (int i = 0; i < net->n_layers && ok; i++) {
+            int k = net->sizes[i], o = net->sizes[i + 1];
+            ic->ldt[i] = (int)round16((size_t)o);
+            if (!ic->wt[i]) ic->wt[i] = alloc_floats((size_t)k * ic->ldt[i]); /* padding stays 0 */
+            if (!ic->wt[i]) ok = 0;
+            else transpose(ic->wt[i], ic->ldt[i], net->w[i], k, k, o);
+        }
+        atomic_store_explicit(&ic->built, ok ? want : 0u, memory_order_release);
+    }
+    pthread_mutex_unlock(&ic->lock);
+    return atomic_load_explicit(&ic->built, memory_order_acquire) == want ? ic->wt : NULL;
+}
+
+/* Layer i over n rows of in [n, k] into out [n, o] with the sparse kernels and
+ * the transposed weights wt. */
+static void layer_forward_sparse(const mlp *net, mlp_scratch *s, float *const *wt, int i, const float *in, int n,
+                                 float *out) {
+    int k = net->sizes[i], o = net->sizes[i + 1], hidden = i < net->n_layers - 1;
+    int relu = hidden && net->act == MLP_ACT_RELU;
+    for (int r = 0; r < n; r++) s->rows[r] = in + (size_t)r * k;
+    sp_forward(s->rows, k, wt[i], net->ic->ldt[i], net->b[i], out, o, relu, 0, n, 0, o);
+    if (hidden && !relu) act_forward(net->act, out, (size_t)n * o);
+}
+
+/* Forward through every layer on the kernels in use, each layer's output in
+ * out_of(i) (the last one's in logits when given). */
+static void forward_all(const mlp *net, mlp_scratch *s, const float *x, int n, float *logits) {
+    float *const *wt = mlp_kernels_current() == MLP_KERNELS_DENSE ? NULL : infer_weights(net);
     const float *in = x;
     for (int i = 0; i < net->n_layers; i++) {
-        layer_forward(net, team, i, in, n, s->a[i + 1]);
-        in = s->a[i + 1];
+        float *out = i == net->n_layers - 1 && logits ? logits : s->a[i + 1];
+        if (wt) layer_forward_sparse(net, s, wt, i, in, n, out);
+        else layer_forward(net, NULL, i, in, n, out);
+        in = out;
     }
 }
 
 int mlp_forward(const mlp *net, mlp_scratch *s, const float *x, int n, float *logits) {
     if (!scratch_fits(net, s, n)) return -1;
-    const float *in = x;
-    for (int i = 0; i < net->n_layers; i++) {
-        float *out = i == net->n_layers - 1 ? logits : s->a[i + 1];
-        layer_forward(net, NULL, i, in, n, out);
-        in = out;
-    }
+    forward_all(net, s, x, n, logits);
     return 0;
 }
 
@@ -348,7 +500,7 @@ int mlp_input_grad(const mlp *net, mlp_scratch *s, const float *x, int target,
                    float *grad, float *logits) {
     int L = net->n_layers;
     if (!scratch_fits(net, s, 1) || target < 0 || target >= net->sizes[L]) return -1;
-    forward_keep(net, NULL, s, x, 1);
+    forward_all(net, s, x, 1, NULL); /* every layer's output kept in s->a[1..L] */
     if (logits) memcpy(logits, s->a[L], (size_t)net->sizes[L] * sizeof(float));
     /* d score_target / d z_L is one-hot at target. */
     float *delta = s->d[0], *prev = s->d[1];
@@ -511,7 +663,7 @@ mlp_trainer *mlp_trainer_new(mlp *net, mlp_sgd_params p, char *err, size_t errle
     t->spb_step = calloc((size_t)MLP_MAX_LAYERS * members, sizeof *t->spb_step);
     if (!t->spb || !t->spb_step) goto nomem;
     for (int i = 0; i < net->n_layers; i++) {
-        t->sparse[i] = !p.dense && (i == 0 || net->act == MLP_ACT_RELU);
+        t->sparse[i] = !p.dense && mlp_kernels_current() != MLP_KERNELS_DENSE && (i == 0 || net->act == MLP_ACT_RELU);
         if (!t->sparse[i]) continue;
         int k = net->sizes[i];
         int o = net->sizes[i + 1];
@@ -591,6 +743,7 @@ static void unblock(const mlp_trainer *t, int i, float *dst, float *src) {
 
 void mlp_trainer_sync(mlp_trainer *t) {
     if (t->stale) return; /* the network already holds them */
+    weights_changed(t->net);
     for (int i = 0; i < t->net->n_layers; i++)
         if (t->sparse[i]) unblock(t, i, t->net->w[i], t->wt[i]);
 }
@@ -913,6 +1066,7 @@ static int step(mlp_trainer *t, const float *const *xr, const uint8_t *y, int n,
                      t->sparse[i] ? (void *)&s->sj[i] : (void *)&s->dj[i]);
     }
     for (int i = 0; i < L; i++) finish_grad(t, i, mode);
+    weights_changed(net); /* the dense layers' weights live in the network */
     t->n_next = 0;
     return 0;
 }

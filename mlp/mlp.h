@@ -38,6 +38,39 @@ int mlp_act_parse(const char *name, mlp_act *out);
 const char *mlp_init_name(mlp_init init);
 int mlp_init_parse(const char *name, mlp_init *out);
 
+/* ==== Kernels ==== */
+
+/* How the layers are computed. The sparse versions work over the nonzeros of
+ * each layer's input (the first layer; every layer after a relu) and compute
+ * the rest with their transposed weights; dense is BLAS GEMMs alone. All give
+ * the same results up to rounding, and AVX2 and AVX-512 bit-identical ones. */
+typedef enum {
+    MLP_KERNELS_DENSE,    /* BLAS GEMMs (OpenBLAS picks its own kernel) */
+    MLP_KERNELS_PORTABLE, /* the sparse kernels in plain C */
+    MLP_KERNELS_AVX2,     /* the sparse kernels with AVX2 and FMA */
+    MLP_KERNELS_AVX512    /* the sparse kernels with AVX-512F */
+} mlp_kernels;
+
+/* "dense", "portable", "avx2", "avx512"; the parser returns 0, or -1 for another name. */
+const char *mlp_kernels_name(mlp_kernels k);
+int mlp_kernels_parse(const char *name, mlp_kernels *out);
+/* 1 when this CPU can run them, else 0. */
+int mlp_kernels_supported(mlp_kernels k);
+/* The automatic choice: the sparse kernels' widest version this CPU runs
+ * (avx512, then avx2); dense where it has neither, since the portable sparse
+ * kernels are slower than BLAS. */
+mlp_kernels mlp_kernels_auto(void);
+/* Compute with k from now on, for training and inference. Returns 0, or -1
+ * with a message in err (nothing changes) when the CPU cannot run them.
+ * Process-wide: call before any thread trains or runs a forward pass. */
+int mlp_kernels_use(mlp_kernels k, char *err, size_t errlen);
+/* The kernels in use: mlp_kernels_auto() until mlp_kernels_use says otherwise. */
+mlp_kernels mlp_kernels_current(void);
+/* mlp_kernels_use with the kernels named by the environment variable
+ * LOUPE_MLP_KERNELS ("auto", unset or empty: the automatic choice). Returns 0,
+ * or -1 with a message in err for an unknown name or one this CPU cannot run. */
+int mlp_kernels_from_env(char *err, size_t errlen);
+
 /* ==== The network ==== */
 
 /* Opaque: layer sizes, activation and parameters. After construction the
@@ -64,8 +97,13 @@ mlp_act mlp_activation(const mlp *net);
 /* Total number of parameters (weights and biases). */
 size_t mlp_n_params(const mlp *net);
 
-/* Parameters of layer i (0-based), owned by the network, row-major. */
+/* Parameters of layer i (0-based), owned by the network, row-major. Asking
+ * for a writable weight marks the weights changed: the next forward pass
+ * refreshes the transposed copy it computes with. A caller that keeps the
+ * pointer and writes through it after a forward pass calls
+ * mlp_weights_changed before the next one. */
 float *mlp_weight(mlp *net, int i);            /* [out, in] */
+void mlp_weights_changed(mlp *net);
 float *mlp_bias(mlp *net, int i);              /* [out] */
 const float *mlp_weight_c(const mlp *net, int i);
 const float *mlp_bias_c(const mlp *net, int i);
@@ -82,7 +120,11 @@ int mlp_params_finite(const mlp *net);
 /* ==== Inference (thread-safe with one scratch per thread) ==== */
 
 /* Per-caller working memory for batches of up to max_batch rows. Many threads
- * may run mlp_forward on the same network at once, each with its own scratch. */
+ * may run mlp_forward on the same network at once, each with its own scratch,
+ * as long as none changes the network meanwhile. With the sparse kernels the
+ * first forward pass after a change transposes the weights into a copy the
+ * network keeps (once, whichever thread gets there first); when that copy
+ * cannot be allocated, the pass runs on BLAS instead. */
 typedef struct mlp_scratch mlp_scratch;
 
 mlp_scratch *mlp_scratch_new(const mlp *net, int max_batch);

@@ -1,43 +1,76 @@
-/* sparse.c -- dense layers over the nonzeros of their input: AVX-512 kernels and portable ones. */
+/* sparse.c -- dense layers over the nonzeros of their input: AVX-512, AVX2+FMA and portable kernels. */
 #include "sparse.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#define SP_HAVE_AVX512 1
+#define SP_HAVE_X86 1
 #include <immintrin.h>
 #define SP_TARGET __attribute__((target("avx512f")))
+#define SP2_TARGET __attribute__((target("avx2,fma")))
 #define SP_INLINE static inline __attribute__((always_inline))
 #else
-#define SP_HAVE_AVX512 0
+#define SP_HAVE_X86 0
 #endif
 
 /* Columns per register block: 8 AVX-512 vectors of 16 floats. */
 #define SP_COLS 128
 
-static int use_avx512 = -1; /* -1: not decided yet */
+static const char *const isa_names[] = {"portable", "avx2", "avx512"};
 
-int sp_use_avx512(int on) {
-#if SP_HAVE_AVX512
-    __builtin_cpu_init();
-    use_avx512 = on && __builtin_cpu_supports("avx512f");
-#else
-    (void)on;
-    use_avx512 = 0;
-#endif
-    return use_avx512;
+const char *sp_isa_name(sp_isa isa) { return (unsigned)isa <= SP_ISA_AVX512 ? isa_names[isa] : "unknown"; }
+
+int sp_isa_parse(const char *name, sp_isa *out) {
+    for (int i = 0; i <= SP_ISA_AVX512; i++)
+        if (!strcmp(name, isa_names[i])) {
+            *out = (sp_isa)i;
+            return 0;
+        }
+    return -1;
 }
 
-static int avx512(void) {
-    if (use_avx512 < 0) sp_use_avx512(1);
-    return use_avx512;
+int sp_isa_supported(sp_isa isa) {
+    if (isa == SP_ISA_PORTABLE) return 1;
+#if SP_HAVE_X86
+    /* __builtin_cpu_supports also checks that the OS saves the AVX/AVX-512 state. */
+    __builtin_cpu_init();
+    if (isa == SP_ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == SP_ISA_AVX512) return __builtin_cpu_supports("avx512f");
+#endif
+    return 0;
+}
+
+sp_isa sp_isa_best(void) {
+    return sp_isa_supported(SP_ISA_AVX512) ? SP_ISA_AVX512 : sp_isa_supported(SP_ISA_AVX2) ? SP_ISA_AVX2
+                                                                                        : SP_ISA_PORTABLE;
+}
+
+/* The version in use, -1 until decided. Atomic: the first kernel calls may
+ * come from several threads at once (the daemon's workers), each deciding the
+ * same thing. */
+static _Atomic int cur_isa = -1;
+
+int sp_isa_use(sp_isa isa) {
+    if ((unsigned)isa > SP_ISA_AVX512 || !sp_isa_supported(isa)) return -1;
+    atomic_store_explicit(&cur_isa, (int)isa, memory_order_relaxed);
+    return 0;
+}
+
+sp_isa sp_isa_current(void) {
+    int isa = atomic_load_explicit(&cur_isa, memory_order_relaxed);
+    if (isa < 0) {
+        isa = (int)sp_isa_best();
+        atomic_store_explicit(&cur_isa, isa, memory_order_relaxed);
+    }
+    return (sp_isa)isa;
 }
 
 static size_t mask_words(int n) { return (size_t)(n + 31) / 32; }
 
 int sp_batch_init(sp_batch *b, int max_n, int max_k) {
-    avx512(); /* decide here, before any thread runs a kernel */
+    sp_isa_current(); /* decide here, before any thread runs a kernel */
     memset(b, 0, sizeof *b);
     b->max_n = max_n;
     b->max_k = max_k;
@@ -112,7 +145,7 @@ static void weight_grad_c(const sp_batch *b, const float *const *x, const float 
 
 /* ==== AVX-512 kernels ==== */
 
-#if SP_HAVE_AVX512
+#if SP_HAVE_X86
 
 SP_TARGET static void build_avx512(sp_batch *b, const float *const *x) {
     int n = b->n, k = b->k, chunks = (k + 15) / 16;
@@ -305,7 +338,224 @@ SP_TARGET static void weight_grad_avx512(const sp_batch *b, const float *const *
 #undef SP_WG
 }
 
-#endif /* SP_HAVE_AVX512 */
+#endif /* SP_HAVE_X86 */
+
+/* ==== AVX2+FMA kernels ==== */
+
+/* The same sums as the AVX-512 kernels, in the same order (rows and inputs
+ * paired the same way, one FMA per product), so the two give bit-identical
+ * results; only the register blocks differ. AVX2 has 16 vector registers of 8
+ * floats: a pair of rows (or inputs) over 6 vectors is 12 accumulators, the
+ * two broadcast values and the loaded vector, with none left to spill. */
+#if SP_HAVE_X86
+
+/* Columns per register block of the AVX2 kernels: 6 vectors of 8 floats. */
+#define SP2_COLS 48
+
+SP2_TARGET static void build_avx2(sp_batch *b, const float *const *x) {
+    int n = b->n, k = b->k, full = k & ~7;
+    const __m256 zero = _mm256_setzero_ps();
+    for (int w = 0; w < b->words; w++) {
+        int s0 = 32 * w, s1 = s0 + 32 < n ? s0 + 32 : n;
+        uint32_t *mw = b->mask + (size_t)w * k;
+        for (int p = 0; p < full; p += 8) {
+            __m256i bits = _mm256_setzero_si256();
+            for (int s = s0; s < s1; s++) {
+                __m256i nz = _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(x[s] + p), zero, _CMP_NEQ_UQ));
+                bits = _mm256_or_si256(bits, _mm256_and_si256(nz, _mm256_set1_epi32((int)(1u << (s - s0)))));
+            }
+            _mm256_storeu_si256((__m256i *)(mw + p), bits);
+        }
+        for (int p = full; p < k; p++) {
+            uint32_t m = 0;
+            for (int s = s0; s < s1; s++) m |= (uint32_t)(x[s][p] != 0.0f) << (s - s0);
+            mw[p] = m;
+        }
+    }
+}
+
+/* Bit i set when x[i] != 0, for the `left` (at most 16 counted) values from x. */
+SP2_TARGET static inline uint32_t nonzero16_avx2(const float *x, int left) {
+    if (left >= 16) {
+        const __m256 zero = _mm256_setzero_ps();
+        uint32_t lo = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x), zero, _CMP_NEQ_UQ));
+        uint32_t hi = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + 8), zero, _CMP_NEQ_UQ));
+        return lo | hi << 8;
+    }
+    uint32_t m = 0;
+    for (int i = 0; i < left; i++) m |= (uint32_t)(x[i] != 0.0f) << i;
+    return m;
+}
+
+/* Lanes below `cols` of the last vector of a block of `cols` columns: all when it is a multiple of 8. */
+SP2_TARGET static inline __m256i tail_mask8(int cols) {
+    int r = cols % 8 ? cols % 8 : 8;
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* Like forward_block: rows r and r + 1 together over NV vectors of columns from c. */
+SP2_TARGET SP_INLINE void forward_block2(const float *const *x, int k, const float *wt, int ldw,
+                                         const float *bias, float *z, int ldz, int relu, int r0, int r1, int c,
+                                         const int NV, const int MASKED, __m256i tail) {
+    for (int r = r0; r < r1; r += 2) {
+        int two = r + 1 < r1;
+        const float *xa = x[r], *xb = two ? x[r + 1] : xa;
+        float *za = z + (size_t)r * ldz + c, *zb = za + ldz;
+        __m256 a[6], bb[6];
+#pragma GCC unroll 6
+        for (int v = 0; v < NV; v++) {
+            a[v] = MASKED && v == NV - 1 ? _mm256_maskload_ps(bias + c + 8 * v, tail)
+                                         : _mm256_loadu_ps(bias + c + 8 * v);
+            bb[v] = a[v];
+        }
+        for (int p16 = 0; p16 < k; p16 += 16) {
+            int left = k - p16;
+            if (two) {
+                uint32_t m = nonzero16_avx2(xa + p16, left) | nonzero16_avx2(xb + p16, left);
+                while (m) {
+                    int p = p16 + __builtin_ctz(m);
+                    m &= m - 1;
+                    __m256 x0 = _mm256_broadcast_ss(xa + p), x1 = _mm256_broadcast_ss(xb + p);
+                    const float *w = wt + (size_t)p * ldw + c;
+#pragma GCC unroll 6
+                    for (int v = 0; v < NV; v++) {
+                        __m256 wv = _mm256_loadu_ps(w + 8 * v);
+                        a[v] = _mm256_fmadd_ps(x0, wv, a[v]);
+                        bb[v] = _mm256_fmadd_ps(x1, wv, bb[v]);
+                    }
+                }
+            } else {
+                uint32_t m = nonzero16_avx2(xa + p16, left);
+                while (m) {
+                    int p = p16 + __builtin_ctz(m);
+                    m &= m - 1;
+                    __m256 x0 = _mm256_broadcast_ss(xa + p);
+                    const float *w = wt + (size_t)p * ldw + c;
+#pragma GCC unroll 6
+                    for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 8 * v), a[v]);
+                }
+            }
+        }
+#pragma GCC unroll 6
+        for (int v = 0; v < NV; v++) {
+            if (relu) {
+                a[v] = _mm256_max_ps(a[v], _mm256_setzero_ps());
+                bb[v] = _mm256_max_ps(bb[v], _mm256_setzero_ps());
+            }
+            if (MASKED && v == NV - 1) {
+                _mm256_maskstore_ps(za + 8 * v, tail, a[v]);
+                if (two) _mm256_maskstore_ps(zb + 8 * v, tail, bb[v]);
+            } else {
+                _mm256_storeu_ps(za + 8 * v, a[v]);
+                if (two) _mm256_storeu_ps(zb + 8 * v, bb[v]);
+            }
+        }
+    }
+}
+
+/* Add alpha * acc to a row of wt (or store acc, with set). Whole vectors: the
+ * lanes past the block's last column hold 0 and land in wt's padding. */
+SP2_TARGET SP_INLINE void put_row2(float *w, const __m256 *acc, __m256 va, int set, const int NV) {
+#pragma GCC unroll 6
+    for (int v = 0; v < NV; v++)
+        _mm256_storeu_ps(w + 8 * v, set ? acc[v] : _mm256_fmadd_ps(va, acc[v], _mm256_loadu_ps(w + 8 * v)));
+}
+
+/* Like weight_grad_block: inputs p and p + 1 together over NV vectors of columns from c. */
+SP2_TARGET SP_INLINE void weight_grad_block2(const sp_batch *b, const float *const *x, const float *d, int ldd,
+                                             float *wt, int ldw, float alpha, int set, int p0, int p1, int c,
+                                             const int NV, const int MASKED, __m256i tail) {
+    const int k = b->k, words = b->words;
+    const __m256 va = _mm256_set1_ps(alpha);
+    for (int p = p0; p < p1; p += 2) {
+        const int two = p + 1 < p1;
+        __m256 acc0[6], acc1[6];
+#pragma GCC unroll 6
+        for (int v = 0; v < NV; v++) acc0[v] = acc1[v] = _mm256_setzero_ps();
+        uint32_t any0 = 0, any1 = 0;
+        for (int w = 0; w < words; w++) {
+            const uint32_t *mw = b->mask + (size_t)w * k + p;
+            uint32_t m0 = mw[0], m1 = two ? mw[1] : 0, m = m0 | m1;
+            any0 |= m0;
+            any1 |= m1;
+            const float *const *xw = x + 32 * w;
+            const float *dw = d + (size_t)(32 * w) * ldd + c;
+            if (two) {
+                while (m) {
+                    int s = __builtin_ctz(m);
+                    m &= m - 1;
+                    const float *xs = xw[s] + p, *ds = dw + (size_t)s * ldd;
+                    __m256 x0 = _mm256_broadcast_ss(xs), x1 = _mm256_broadcast_ss(xs + 1);
+#pragma GCC unroll 6
+                    for (int v = 0; v < NV; v++) {
+                        __m256 dv = MASKED && v == NV - 1 ? _mm256_maskload_ps(ds + 8 * v, tail)
+                                                          : _mm256_loadu_ps(ds + 8 * v);
+                        acc0[v] = _mm256_fmadd_ps(x0, dv, acc0[v]);
+                        acc1[v] = _mm256_fmadd_ps(x1, dv, acc1[v]);
+                    }
+                }
+            } else {
+                while (m) {
+                    int s = __builtin_ctz(m);
+                    m &= m - 1;
+                    const float *ds = dw + (size_t)s * ldd;
+                    __m256 x0 = _mm256_broadcast_ss(xw[s] + p);
+#pragma GCC unroll 6
+                    for (int v = 0; v < NV; v++) {
+                        __m256 dv = MASKED && v == NV - 1 ? _mm256_maskload_ps(ds + 8 * v, tail)
+                                                          : _mm256_loadu_ps(ds + 8 * v);
+                        acc0[v] = _mm256_fmadd_ps(x0, dv, acc0[v]);
+                    }
+                }
+            }
+        }
+        float *w0 = wt + (size_t)p * ldw + c;
+        if (set || any0) put_row2(w0, acc0, va, set, NV);
+        if (two && (set || any1)) put_row2(w0 + ldw, acc1, va, set, NV);
+    }
+}
+
+/* CALL(NV, MASKED) with NV a constant from 1 to 6. */
+#define SP2_DISPATCH_NV(nv, CALL, MASKED)                                                          \
+    switch (nv) {                                                                                  \
+    case 1: CALL(1, MASKED); break;                                                                \
+    case 2: CALL(2, MASKED); break;                                                                \
+    case 3: CALL(3, MASKED); break;                                                                \
+    case 4: CALL(4, MASKED); break;                                                                \
+    case 5: CALL(5, MASKED); break;                                                                \
+    default: CALL(6, MASKED); break;                                                               \
+    }
+
+/* Like SP_OVER_COLUMNS, in blocks of SP2_COLS columns. */
+#define SP2_OVER_COLUMNS(c0, c1, CALL)                                                             \
+    for (int c = (c0); c < (c1); c += SP2_COLS) {                                                  \
+        int cols_ = (c1) - c < SP2_COLS ? (c1) - c : SP2_COLS, nv_ = (cols_ + 7) / 8;              \
+        __m256i tail = tail_mask8(cols_);                                                          \
+        if (cols_ % 8 == 0) SP2_DISPATCH_NV(nv_, CALL, 0)                                          \
+        else SP2_DISPATCH_NV(nv_, CALL, 1)                                                         \
+    }
+
+SP2_TARGET static void forward_avx2(const float *const *x, int k, const float *wt, int ldw, const float *bias,
+                                    float *z, int ldz, int relu, int r0, int r1, int c0, int c1) {
+#define SP2_FWD(NV, MASKED) forward_block2(x, k, wt, ldw, bias, z, ldz, relu, r0, r1, c, NV, MASKED, tail)
+    SP2_OVER_COLUMNS(c0, c1, SP2_FWD)
+#undef SP2_FWD
+}
+
+SP2_TARGET static void weight_grad_avx2(const sp_batch *b, const float *const *x, const float *d, int ldd,
+                                        float *wt, int ldw, float alpha, int set, int p0, int p1, int c0,
+                                        int c1) {
+#define SP2_WG(NV, MASKED) weight_grad_block2(b, x, d, ldd, wt, ldw, alpha, set, p0, p1, c, NV, MASKED, tail)
+    SP2_OVER_COLUMNS(c0, c1, SP2_WG)
+#undef SP2_WG
+    /* The AVX-512 kernels' whole vectors fill the padding up to a multiple of
+     * 16 columns; these stop at a multiple of 8: set the rest to 0 as they do. */
+    int c8 = (c1 + 7) & ~7, c16 = (c1 + 15) & ~15;
+    if (set && c8 < c16)
+        for (int p = p0; p < p1; p++) memset(wt + (size_t)p * ldw + c8, 0, sizeof(float) * (size_t)(c16 - c8));
+}
+
+#endif /* SP_HAVE_X86 */
 
 /* ==== Entry points ==== */
 
@@ -313,35 +563,35 @@ void sp_build(sp_batch *b, const float *const *x, int n, int k) {
     b->n = n;
     b->k = k;
     b->words = (int)mask_words(n);
-#if SP_HAVE_AVX512
-    if (avx512()) {
-        build_avx512(b, x);
-        return;
-    }
+    switch (sp_isa_current()) {
+#if SP_HAVE_X86
+    case SP_ISA_AVX512: build_avx512(b, x); return;
+    case SP_ISA_AVX2: build_avx2(b, x); return;
 #endif
-    build_c(b, x);
+    default: build_c(b, x); return;
+    }
 }
 
 void sp_forward(const float *const *x, int k, const float *wt, int ldw, const float *bias, float *z, int ldz,
                 int relu, int r0, int r1, int c0, int c1) {
-#if SP_HAVE_AVX512
-    if (avx512()) {
-        forward_avx512(x, k, wt, ldw, bias, z, ldz, relu, r0, r1, c0, c1);
-        return;
-    }
+    switch (sp_isa_current()) {
+#if SP_HAVE_X86
+    case SP_ISA_AVX512: forward_avx512(x, k, wt, ldw, bias, z, ldz, relu, r0, r1, c0, c1); return;
+    case SP_ISA_AVX2: forward_avx2(x, k, wt, ldw, bias, z, ldz, relu, r0, r1, c0, c1); return;
 #endif
-    forward_c(x, k, wt, ldw, bias, z, ldz, relu, r0, r1, c0, c1);
+    default: forward_c(x, k, wt, ldw, bias, z, ldz, relu, r0, r1, c0, c1); return;
+    }
 }
 
 void sp_weight_grad(const sp_batch *b, const float *const *x, const float *d, int ldd, float *wt, int ldw,
                     float alpha, int set, int p0, int p1, int c0, int c1) {
-#if SP_HAVE_AVX512
-    if (avx512()) {
-        weight_grad_avx512(b, x, d, ldd, wt, ldw, alpha, set, p0, p1, c0, c1);
-        return;
-    }
+    switch (sp_isa_current()) {
+#if SP_HAVE_X86
+    case SP_ISA_AVX512: weight_grad_avx512(b, x, d, ldd, wt, ldw, alpha, set, p0, p1, c0, c1); return;
+    case SP_ISA_AVX2: weight_grad_avx2(b, x, d, ldd, wt, ldw, alpha, set, p0, p1, c0, c1); return;
 #endif
-    weight_grad_c(b, x, d, ldd, wt, ldw, alpha, set, p0, p1, c0, c1);
+    default: weight_grad_c(b, x, d, ldd, wt, ldw, alpha, set, p0, p1, c0, c1); return;
+    }
 }
 
 void sp_bias_grad(const float *d, int ldd, int n, float *bias, float alpha, int set, int c0, int c1) {

@@ -11,8 +11,9 @@
  *
  * Every output element is computed by the same sequence of operations however
  * the work is split into rows and columns, so a split across threads never
- * changes a bit. On CPUs with AVX-512 the kernels are written with its
- * intrinsics; elsewhere in portable C. Internal to mlp/. */
+ * changes a bit. The kernels come in three versions, chosen at run time: AVX-512
+ * and AVX2+FMA intrinsics (bit-identical to each other: the same sums in the
+ * same order) and portable C (the same up to rounding). Internal to mlp/. */
 #ifndef LOUPE_SPARSE_H
 #define LOUPE_SPARSE_H
 
@@ -55,9 +56,25 @@ void sp_weight_grad(const sp_batch *b, const float *const *x, const float *d, in
  * then bias[c] = g with set, else bias[c] += alpha * g. */
 void sp_bias_grad(const float *d, int ldd, int n, float *bias, float alpha, int set, int c0, int c1);
 
-/* Use the AVX-512 kernels when on is nonzero and the CPU has them (the
- * default), the portable ones otherwise. Returns whether AVX-512 is now used.
- * For tests and benchmarks; not thread-safe. */
-int sp_use_avx512(int on);
+/* The kernels' versions, by the instructions they need. */
+typedef enum {
+    SP_ISA_PORTABLE, /* plain C */
+    SP_ISA_AVX2,     /* AVX2 and FMA */
+    SP_ISA_AVX512    /* AVX-512F */
+} sp_isa;
+
+/* "portable", "avx2", "avx512"; the parser returns 0, or -1 for another name. */
+const char *sp_isa_name(sp_isa isa);
+int sp_isa_parse(const char *name, sp_isa *out);
+/* 1 when this CPU (and its OS) can run that version, else 0. */
+int sp_isa_supported(sp_isa isa);
+/* The fastest version this CPU can run. */
+sp_isa sp_isa_best(void);
+/* Run that version from now on. Returns 0, or -1 (nothing changes) when the
+ * CPU cannot run it: no kernel ever executes an instruction the CPU lacks.
+ * Process-wide: call before any thread runs a kernel. */
+int sp_isa_use(sp_isa isa);
+/* The version in use: sp_isa_best() until sp_isa_use says otherwise. */
+sp_isa sp_isa_current(void);
 
 #endif

@@ -82,6 +82,7 @@ static void usage(FILE *f) {
         "  --dense              compute every layer with dense BLAS GEMMs; by default the\n"
         "                       first layer, and every layer after a relu, skip the products\n"
         "                       with inputs that are exactly 0 (same model up to rounding)\n"
+        "                       on AVX-512 or AVX2 kernels (LOUPE_MLP_KERNELS forces one)\n"
         "  --train-limit N      use only the first N training examples (quick runs, tests)\n"
         "  --quiet              no progress bar, only one line per epoch\n"
         "  --help               this text\n",
@@ -215,6 +216,12 @@ static void progress(int epoch, int epochs, int done, int total, double t0) {
 
 /* ==== The run ==== */
 
+/* The kernels this run trains with: LOUPE_MLP_KERNELS's (or the automatic)
+ * choice, or dense with --dense. */
+static const char *kernels_used(const train_opts *o) {
+    return mlp_kernels_name(o->dense ? MLP_KERNELS_DENSE : mlp_kernels_current());
+}
+
 static json_t *training_json(const train_opts *o, const fm_splits *d, int epochs_run, int best_epoch,
                              double seconds, const char *stopped) {
     json_t *hidden = json_array(), *ck = json_array();
@@ -231,7 +238,7 @@ static json_t *training_json(const train_opts *o, const fm_splits *d, int epochs
                      "train", d->train.n, "val", d->val.n, "test", d->test.n,
                      "keep_last", o->keep_last, "keep_going", o->keep_going, "threads",
                      o->threads > 0 ? o->threads : blas_env_cores(), "blas_kernel", blas_env_kernel(),
-                     "kernels", o->dense ? "dense" : "sparse",
+                     "kernels", kernels_used(o),
                      "seconds", seconds, "stopped", stopped, "average_from", o->average_from);
 }
 
@@ -365,9 +372,9 @@ static int run_build(train_run *t) {
     fprintf(stderr, "train-mlp: %s, hidden", mlp_act_name(o->act));
     for (int i = 0; i < o->n_hidden; i++) fprintf(stderr, "%c%d", i ? ',' : ' ', o->hidden[i]);
     fprintf(stderr, ", %zu parameters; %d train / %d val / %d test (split %s); lr %g, batch %d, "
-            "%d epochs; BLAS %s, %d threads\n", mlp_n_params(t->net), t->d.train.n, t->d.val.n, t->d.test.n,
-            fm_split_name(o->split), (double)o->lr, o->batch, o->epochs, blas_env_kernel(),
-            t->threads);
+            "%d epochs; kernels %s, BLAS %s, %d threads\n", mlp_n_params(t->net), t->d.train.n, t->d.val.n,
+            t->d.test.n, fm_split_name(o->split), (double)o->lr, o->batch, o->epochs, kernels_used(o),
+            blas_env_kernel(), t->threads);
     return 0;
 }
 

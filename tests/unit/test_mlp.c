@@ -1,4 +1,6 @@
 /* test_mlp.c -- the MLP engine: gradients by finite differences, determinism, thread safety, bad input. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,10 +65,13 @@ static void test_param_gradients_match_finite_differences(void) {
                 double g = j < nw ? mlp_grad_weight(t, i)[j] : mlp_grad_bias(t, i)[j - nw];
                 float keep = *param, h = all_acts[ai] == MLP_ACT_RELU ? 1e-3f : 1e-2f;
                 *param = keep + h;
+                mlp_weights_changed(net);
                 double lp = batch_loss(net, x, y, 5);
                 *param = keep - h;
+                mlp_weights_changed(net);
                 double lm = batch_loss(net, x, y, 5);
                 *param = keep;
+                mlp_weights_changed(net);
                 double fd = (lp - lm) / (2.0 * h);
                 double e = rel(g, fd);
                 if (e > worst) worst = e;
@@ -349,10 +354,10 @@ static void test_inits_have_their_scale(void) {
  * block, a hidden layer wide enough to need its own input gradient block by
  * block, widths that are not multiples of 16, a batch of more than 32 rows)
  * on inputs that are 60% zeros, and return all its parameters. */
-static float *train_sparse_case(mlp_act act, float momentum, int dense, int threads, int avx512,
+static float *train_sparse_case(mlp_act act, float momentum, int dense, int threads, mlp_kernels kernels,
                                 int as_rows, size_t *n_out) {
     int sizes[] = {53, 150, 140, 10}; /* 150 and 140: two blocks of transposed weights each */
-    sp_use_avx512(avx512);
+    CHECK(mlp_kernels_use(kernels, NULL, 0) == 0);
     mlp *net = mlp_new(3, sizes, act, NULL, 0);
     mlp_init_weights(net, MLP_INIT_DEFAULT, 5);
     mlp_sgd_params p = {0.05f, momentum, 40, 0, threads, dense};
@@ -391,7 +396,7 @@ static float *train_sparse_case(mlp_act act, float momentum, int dense, int thre
     *n_out = n;
     mlp_trainer_free(t);
     mlp_free(net);
-    sp_use_avx512(1);
+    mlp_kernels_use(mlp_kernels_auto(), NULL, 0);
     return out;
 }
 
@@ -404,31 +409,55 @@ static double max_rel_diff(const float *a, const float *b, size_t n) {
     return worst;
 }
 
+/* The sparse kernels this CPU can run, widest first. */
+static int runnable_sparse(mlp_kernels *out) {
+    static const mlp_kernels all[] = {MLP_KERNELS_AVX512, MLP_KERNELS_AVX2, MLP_KERNELS_PORTABLE};
+    int n = 0;
+    for (int i = 0; i < 3; i++)
+        if (mlp_kernels_supported(all[i])) out[n++] = all[i];
+    return n;
+}
+
 /* The sparse kernels train the same network as BLAS alone (up to rounding),
- * with AVX-512 and in portable C, and are bit-identical at any thread count. */
+ * on every version this CPU runs, bit-identical at any thread count and, for
+ * AVX2 and AVX-512, bit-identical to each other. */
 static void test_sparse_training_matches_dense(void) {
     const mlp_act acts[] = {MLP_ACT_RELU, MLP_ACT_SIGMOID};
+    mlp_kernels ks[3];
+    int nk = runnable_sparse(ks);
+    CHECK(nk >= 1 && ks[nk - 1] == MLP_KERNELS_PORTABLE);
     for (int ai = 0; ai < 2; ai++) {
         for (int m = 0; m < 2; m++) {
             float mom = m ? 0.9f : 0.0f;
             size_t n;
-            float *dense = train_sparse_case(acts[ai], mom, 1, 1, 1, 0, &n);
-            float *dense_rows = train_sparse_case(acts[ai], mom, 1, 2, 1, 1, &n);
-            float *sp1 = train_sparse_case(acts[ai], mom, 0, 1, 1, 0, &n);
-            float *sp2 = train_sparse_case(acts[ai], mom, 0, 2, 1, 0, &n);
-            float *sp3 = train_sparse_case(acts[ai], mom, 0, 3, 1, 1, &n);
-            float *port = train_sparse_case(acts[ai], mom, 0, 2, 0, 0, &n);
-            CHECK(memcmp(dense, sp1, n * sizeof(float)) != 0); /* it did take the other path */
-            CHECK_MSG(max_rel_diff(sp1, dense, n) < 1e-4, "%s momentum %g: sparse vs dense differ by %g",
-                      mlp_act_name(acts[ai]), mom, max_rel_diff(sp1, dense, n));
-            CHECK_MSG(max_rel_diff(port, dense, n) < 1e-4, "%s momentum %g: portable vs dense differ by %g",
-                      mlp_act_name(acts[ai]), mom, max_rel_diff(port, dense, n));
-            CHECK_MSG(memcmp(sp1, sp2, n * sizeof(float)) == 0 && memcmp(sp1, sp3, n * sizeof(float)) == 0,
-                      "%s momentum %g: 1, 2 and 3 threads (or rows passed by pointer) differ",
+            float *dense = train_sparse_case(acts[ai], mom, 1, 1, ks[0], 0, &n);
+            float *dense_rows = train_sparse_case(acts[ai], mom, 1, 2, ks[0], 1, &n);
+            float *dense_k = train_sparse_case(acts[ai], mom, 0, 2, MLP_KERNELS_DENSE, 0, &n);
+            CHECK_MSG(memcmp(dense, dense_k, n * sizeof(float)) == 0, "%s momentum %g: the dense kernels are not --dense",
                       mlp_act_name(acts[ai]), mom);
+            float *simd = NULL;
+            for (int ki = 0; ki < nk; ki++) {
+                const char *kn = mlp_kernels_name(ks[ki]);
+                float *sp1 = train_sparse_case(acts[ai], mom, 0, 1, ks[ki], 0, &n);
+                float *sp2 = train_sparse_case(acts[ai], mom, 0, 2, ks[ki], 0, &n);
+                float *sp3 = train_sparse_case(acts[ai], mom, 0, 3, ks[ki], 1, &n);
+                CHECK(memcmp(dense, sp1, n * sizeof(float)) != 0); /* it did take the other path */
+                CHECK_MSG(max_rel_diff(sp1, dense, n) < 1e-4, "%s %s momentum %g: sparse vs dense differ by %g",
+                          kn, mlp_act_name(acts[ai]), mom, max_rel_diff(sp1, dense, n));
+                CHECK_MSG(memcmp(sp1, sp2, n * sizeof(float)) == 0 && memcmp(sp1, sp3, n * sizeof(float)) == 0,
+                          "%s %s momentum %g: 1, 2 and 3 threads (or rows passed by pointer) differ", kn,
+                          mlp_act_name(acts[ai]), mom);
+                if (ks[ki] != MLP_KERNELS_PORTABLE) {
+                    if (simd)
+                        CHECK_MSG(memcmp(simd, sp1, n * sizeof(float)) == 0, "%s %s momentum %g: not AVX-512's bits",
+                                  kn, mlp_act_name(acts[ai]), mom);
+                    else simd = sp1, sp1 = NULL;
+                }
+                free(sp1); free(sp2); free(sp3);
+            }
             CHECK_MSG(memcmp(dense, dense_rows, n * sizeof(float)) == 0, "%s momentum %g: dense, by rows",
                       mlp_act_name(acts[ai]), mom);
-            free(dense); free(dense_rows); free(sp1); free(sp2); free(sp3); free(port);
+            free(dense); free(dense_rows); free(dense_k); free(simd);
         }
     }
 }
@@ -449,8 +478,11 @@ static void test_sparse_kernels(void) {
         for (int c = O; c < LDW; c++) wt[p * LDW + c] = 0.0f;
     fill_random(bias, O, &r, -1, 1);
     fill_random(d, N * O, &r, -1, 1);
-    for (int impl = 0; impl < 2; impl++) {
-        sp_use_avx512(impl);
+    static float z_simd[N * O], g_simd[K * LDW];
+    int have_simd = 0;
+    for (int impl = SP_ISA_AVX512; impl >= SP_ISA_PORTABLE; impl--) {
+        if (!sp_isa_supported((sp_isa)impl)) continue;
+        CHECK(sp_isa_use((sp_isa)impl) == 0);
         const float *xr[N];
         for (int r = 0; r < N; r++) xr[r] = x + r * K;
         sp_batch b;
@@ -500,9 +532,114 @@ static void test_sparse_kernels(void) {
             worst = fmax(worst, fabs(ref - gb[c]));
         }
         CHECK_MSG(worst < 1e-5, "impl %d: bias gradient off by %g", impl, worst);
+        /* AVX2 and AVX-512 take the same sums in the same order: the same bits */
+        if (impl != SP_ISA_PORTABLE) {
+            if (have_simd)
+                CHECK_MSG(!memcmp(z, z_simd, sizeof z) && !memcmp(g, g_simd, sizeof g), "impl %d: not AVX-512's bits",
+                          impl);
+            memcpy(z_simd, z, sizeof z);
+            memcpy(g_simd, g, sizeof g);
+            have_simd = 1;
+        }
         sp_batch_free(&b);
     }
-    sp_use_avx512(1);
+    sp_isa_use(sp_isa_best());
+}
+
+/* Every kernel choice this CPU runs can be chosen, the others are refused
+ * with a reason, and LOUPE_MLP_KERNELS is read as documented. */
+static void test_kernel_choice(void) {
+    char err[MLP_ERR_LEN];
+    for (int k = MLP_KERNELS_DENSE; k <= MLP_KERNELS_AVX512; k++) {
+        mlp_kernels parsed;
+        CHECK(mlp_kernels_parse(mlp_kernels_name((mlp_kernels)k), &parsed) == 0 && parsed == (mlp_kernels)k);
+        int rc = mlp_kernels_use((mlp_kernels)k, err, sizeof err);
+        if (mlp_kernels_supported((mlp_kernels)k)) {
+            CHECK(rc == 0 && mlp_kernels_current() == (mlp_kernels)k);
+        } else {
+            CHECK(rc == -1);
+            CHECK_CONTAINS(err, "this CPU cannot run");
+        }
+    }
+    CHECK(mlp_kernels_supported(MLP_KERNELS_DENSE) && mlp_kernels_supported(MLP_KERNELS_PORTABLE));
+    /* the automatic choice is never the portable C: BLAS is faster than it */
+    CHECK(mlp_kernels_auto() != MLP_KERNELS_PORTABLE);
+    CHECK(mlp_kernels_auto() == (sp_isa_supported(SP_ISA_AVX512) ? MLP_KERNELS_AVX512
+                                 : sp_isa_supported(SP_ISA_AVX2) ? MLP_KERNELS_AVX2
+                                                                 : MLP_KERNELS_DENSE));
+    setenv("LOUPE_MLP_KERNELS", "sse9", 1);
+    CHECK(mlp_kernels_from_env(err, sizeof err) == -1);
+    CHECK_CONTAINS(err, "LOUPE_MLP_KERNELS is 'sse9'");
+    setenv("LOUPE_MLP_KERNELS", "portable", 1);
+    CHECK(mlp_kernels_from_env(err, sizeof err) == 0 && mlp_kernels_current() == MLP_KERNELS_PORTABLE);
+    CHECK(sp_isa_current() == SP_ISA_PORTABLE);
+    setenv("LOUPE_MLP_KERNELS", "auto", 1);
+    CHECK(mlp_kernels_from_env(err, sizeof err) == 0 && mlp_kernels_current() == mlp_kernels_auto());
+    unsetenv("LOUPE_MLP_KERNELS");
+}
+
+/* The forward pass (and the input gradient, which runs it) gives the dense
+ * result on every kernel, for batches of 1 to 33 rows, and sees a change of
+ * the weights at once (the transposed copy is rebuilt, never stale). */
+static void test_forward_on_every_kernel(void) {
+    int sizes[] = {53, 150, 20, 10};
+    for (int ai = 0; ai < 2; ai++) {
+        mlp_act act = ai ? MLP_ACT_TANH : MLP_ACT_RELU;
+        mlp *net = mlp_new(3, sizes, act, NULL, 0);
+        mlp_init_weights(net, MLP_INIT_DEFAULT, 3);
+        rng r;
+        rng_seed(&r, 31);
+        for (int i = 0; i < 3; i++) fill_random(mlp_bias(net, i), (size_t)sizes[i + 1], &r, -0.3, 0.3);
+        static float x[33 * 53], ref[33 * 10], out[33 * 10], gref[53], g[53];
+        fill_random(x, 33 * 53, &r, 0, 1);
+        for (int i = 0; i < 33 * 53; i++) x[i] = x[i] < 0.5f ? 0.0f : x[i];
+        mlp_scratch *s = mlp_scratch_new(net, 33);
+        for (int round = 0; round < 2; round++) {
+            CHECK(mlp_kernels_use(MLP_KERNELS_DENSE, NULL, 0) == 0);
+            CHECK(mlp_forward(net, s, x, 33, ref) == 0);
+            CHECK(mlp_input_grad(net, s, x, 3, gref, NULL) == 0);
+            for (int k = MLP_KERNELS_PORTABLE; k <= MLP_KERNELS_AVX512; k++) {
+                if (mlp_kernels_use((mlp_kernels)k, NULL, 0)) continue;
+                for (int n = 1; n <= 33; n += 16) {
+                    memset(out, 0, sizeof out);
+                    CHECK(mlp_forward(net, s, x, n, out) == 0);
+                    double worst = 0;
+                    for (int j = 0; j < n * 10; j++) worst = fmax(worst, fabs((double)out[j] - ref[j]));
+                    CHECK_MSG(worst < 1e-4, "%s %s, %d rows, round %d: off the dense forward by %g",
+                              mlp_kernels_name((mlp_kernels)k), mlp_act_name(act), n, round, worst);
+                }
+                CHECK(mlp_input_grad(net, s, x, 3, g, NULL) == 0);
+                double worst = 0;
+                for (int j = 0; j < 53; j++) worst = fmax(worst, fabs((double)g[j] - gref[j]));
+                CHECK_MSG(worst < 1e-4, "%s: input gradient off by %g", mlp_kernels_name((mlp_kernels)k), worst);
+            }
+            /* change the weights: every kernel must see it */
+            float *w = mlp_weight(net, 0);
+            for (int j = 0; j < 53 * 150; j += 7) w[j] = -w[j];
+        }
+        /* and after a training step too */
+        mlp_kernels_use(mlp_kernels_auto(), NULL, 0);
+        mlp_forward(net, s, x, 1, out);
+        mlp_sgd_params p = mlp_sgd_default_params();
+        p.lr = 0.5f;
+        mlp_trainer *t = mlp_trainer_new(net, p, NULL, 0);
+        uint8_t y = 1;
+        float loss;
+        CHECK(mlp_train_step(t, x, &y, 1, &loss) == 0);
+        mlp_trainer_sync(t);
+        float after[10];
+        CHECK(mlp_forward(net, s, x, 1, after) == 0);
+        CHECK(mlp_kernels_use(MLP_KERNELS_DENSE, NULL, 0) == 0);
+        CHECK(mlp_forward(net, s, x, 1, ref) == 0);
+        CHECK(memcmp(after, out, sizeof after) != 0); /* the step changed it */
+        double worst = 0;
+        for (int j = 0; j < 10; j++) worst = fmax(worst, fabs((double)after[j] - ref[j]));
+        CHECK_MSG(worst < 1e-4, "after a step: off the dense forward by %g", worst);
+        mlp_trainer_free(t);
+        mlp_scratch_free(s);
+        mlp_free(net);
+        mlp_kernels_use(mlp_kernels_auto(), NULL, 0);
+    }
 }
 
 int main(void) {
@@ -518,5 +655,7 @@ int main(void) {
     RUN(test_inits_have_their_scale);
     RUN(test_sparse_kernels);
     RUN(test_sparse_training_matches_dense);
+    RUN(test_kernel_choice);
+    RUN(test_forward_on_every_kernel);
     return check_report();
 }
