@@ -16,10 +16,14 @@
 # It builds nothing.
 #
 # usage: bench/serve.sh [--loupe build/cli/loupe] [--model DIR] [--duration 15]
-#                       [--warmup 3] [--connections 64] [--threads N]
+#                       [--warmup 3] [--connections 64] [--threads N] [--kernels K]
 #                       [--warm-requests 100000] [--total-requests 1000000]
 #   --model DIR   an MLP model folder (default: `loupe train-mlp --epochs 1` into a temp dir)
 #   --threads N   Loupe's --threads (default: the daemon's own default, the number of cores)
+#   --kernels K   Loupe's MLP kernels (LOUPE_MLP_KERNELS: avx512, avx2, portable, dense;
+#                 default: its automatic choice). avx2 and avx512 also set OPENBLAS_CORETYPE
+#                 (Haswell, SkylakeX) for both servers: `--kernels avx2` measures an AVX2
+#                 machine even on an AVX-512 one, the peer on the same BLAS kernel.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,6 +34,7 @@ duration=15
 warmup=3
 conns=64
 threads=""
+kernels=""
 warm_requests=100000
 total_requests=1000000
 py=/usr/bin/python3 # Debian's, with numpy, Pillow, FastAPI and uvicorn
@@ -43,12 +48,19 @@ while (($#)); do
     --warmup) warmup=$2; shift 2 ;;
     --connections) conns=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
+    --kernels) kernels=$2; shift 2 ;;
     --warm-requests) warm_requests=$2; shift 2 ;;
     --total-requests) total_requests=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "serve.sh: unknown option $1 (--help lists them)" >&2; exit 2 ;;
   esac
 done
+case $kernels in
+  avx512) export OPENBLAS_CORETYPE=SkylakeX ;;
+  avx2) export OPENBLAS_CORETYPE=Haswell ;;
+  ""|portable|dense) ;;
+  *) echo "serve.sh: --kernels is avx512, avx2, portable or dense, not '$kernels'" >&2; exit 2 ;;
+esac
 [[ -x $loupe ]] || { echo "serve.sh: no loupe binary at $loupe (build it, or pass --loupe)" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "serve.sh: wrk is missing (scripts/install-deps.sh)" >&2; exit 2; }
 
@@ -73,6 +85,11 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 load_start=$(loadavg)
 say "machine: $(nproc) cores ($cpu), load average $load_start before starting"
+# What the run computes with, as the report's machine line says it.
+kernels_used=$(LOUPE_MLP_KERNELS=${kernels:-auto} "$loupe" --version 2>/dev/null |
+  sed -n 's/^mlp kernels: \([a-z0-9]*\).*/\1/p')
+cpu="$cpu; Loupe's MLP kernels ${kernels:-auto}${kernels_used:+ ($kernels_used)}, OpenBLAS ${OPENBLAS_CORETYPE:-its own choice} for both servers"
+say "$cpu"
 
 mkdir -p "$tmp/models"
 if [[ -z $model ]]; then
@@ -98,7 +115,7 @@ free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1",
 # ==== Servers ====
 
 lport=$(free_port)
-"$loupe" serve --host 127.0.0.1 --port "$lport" --models "$tmp/models" --drain-grace 0 \
+LOUPE_MLP_KERNELS=${kernels:-auto} "$loupe" serve --host 127.0.0.1 --port "$lport" --models "$tmp/models" --drain-grace 0 \
   ${threads:+--threads "$threads"} 2>"$tmp/loupe.log" &
 loupe_pid=$!
 

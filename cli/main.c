@@ -1,10 +1,12 @@
 /* main.c -- the `loupe` command: dispatches to the subcommands. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "blas_env.h"
 #include "mlp.h"
 #include "train_cli.h"
+#include "version.h"
 #ifdef LOUPE_HAVE_SERVER
 #include "srv_cli.h"
 #include "offline.h"
@@ -29,8 +31,26 @@ static const subcommand subcommands[] = {
 };
 #define N_SUBCOMMANDS (sizeof subcommands / sizeof subcommands[0])
 
+/* `loupe --version`: the version, what this build serves, and the MLP kernels
+ * this process uses on this CPU (LOUPE_MLP_KERNELS or the automatic choice). */
+static int version(void) {
+    printf("loupe %s\n", LOUPE_VERSION);
+#if defined(LOUPE_HAVE_TORCH)
+    printf("build: with libtorch (TorchScript CNNs and MLPs)\n");
+#else
+    printf("build: without libtorch (MLPs only)\n");
+#endif
+    printf("mlp kernels: %s (%s; this CPU runs", mlp_kernels_name(mlp_kernels_current()),
+           getenv("LOUPE_MLP_KERNELS") && *getenv("LOUPE_MLP_KERNELS") ? "LOUPE_MLP_KERNELS" : "automatic");
+    for (int k = MLP_KERNELS_AVX512; k >= MLP_KERNELS_DENSE; k--)
+        if (mlp_kernels_supported((mlp_kernels)k)) printf(" %s", mlp_kernels_name((mlp_kernels)k));
+    printf(")\nblas: OpenBLAS %s\n", blas_env_kernel());
+    return 0;
+}
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: loupe <command> [options]   (loupe <command> --help for its options)\n\ncommands:\n");
+    fprintf(f, "usage: loupe <command> [options]   (loupe <command> --help for its options)\n"
+               "       loupe --version\n\ncommands:\n");
     for (size_t i = 0; i < N_SUBCOMMANDS; i++)
         fprintf(f, "  %-10s %s\n", subcommands[i].name, subcommands[i].help);
 }
@@ -49,6 +69,7 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (!strcmp(argv[1], "--version")) return version();
     for (size_t i = 0; i < N_SUBCOMMANDS; i++)
         if (!strcmp(argv[1], subcommands[i].name))
             return subcommands[i].run(argc - 1, argv + 1);

@@ -7,10 +7,8 @@
 #include "mlp.h"
 #include "core_engine.h"
 #include "srv_routes.h"
+#include "version.h"
 
-#ifndef LOUPE_VERSION
-#define LOUPE_VERSION "0.1.0"
-#endif
 
 /* Largest batch one request may carry (the body limit usually bites first). */
 #define V2_MAX_BATCH 65536

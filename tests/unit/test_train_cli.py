@@ -23,8 +23,9 @@ LOUPE = sys.argv[1]
 FAILED = []
 
 
-def run(*args, expect=0):
-    p = subprocess.run([LOUPE, *args], capture_output=True, text=True)
+def run(*args, expect=0, env=None):
+    p = subprocess.run([LOUPE, *args], capture_output=True, text=True,
+                       env=dict(os.environ, **env) if env else None)
     assert p.returncode == expect, f"{args}: exit {p.returncode}, expected {expect}\n{p.stderr}"
     return p
 
@@ -169,5 +170,78 @@ def bad_options_are_refused():
     assert "--checkpoint-at" in run("train-mlp", "--help").stdout
 
 
-print(f"{5 - len(FAILED)} passed, {len(FAILED)} failed")
+def write_test_png(path):
+    """The first Fashion-MNIST test image (an ankle boot) as a grayscale PNG, written here with zlib."""
+    import gzip
+    import struct
+    import zlib
+    with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
+        px = f.read()[16:16 + 784]
+    raw = b"".join(b"\0" + px[r * 28:(r + 1) * 28] for r in range(28))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0)) +
+                chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def cpu_kernels():
+    """The MLP kernels this CPU can run, from /proc/cpuinfo (not from loupe itself)."""
+    with open("/proc/cpuinfo") as f:
+        flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+    out = ["avx512"] if "avx512f" in flags else []
+    if "avx2" in flags and "fma" in flags:
+        out.append("avx2")
+    return out + ["portable", "dense"]
+
+
+@case
+def every_kernel_the_cpu_runs_trains_the_same_model():
+    """LOUPE_MLP_KERNELS forces each path: model.json and the progress line name
+    it; AVX2 and AVX-512 give bit-identical weights, portable C and dense BLAS
+    the same model up to rounding; serving (`loupe predict`) agrees on every path."""
+    runs = cpu_kernels()
+    weights, probs = {}, {}
+    img = os.path.join(TMP, "shoe.png")
+    write_test_png(img)
+    for k in runs:
+        out = os.path.join(TMP, "k-" + k)
+        p = run("train-mlp", "--epochs", "1", "--train-limit", "3000", "--hidden", "64,32", "--seed", "4",
+                "--out", out, "--quiet", env={"LOUPE_MLP_KERNELS": k})
+        assert f"kernels {k}," in p.stderr, p.stderr
+        assert load_json(out, "model.json")["training"]["kernels"] == k
+        weights[k] = safetensors_np.load(os.path.join(out, "weights.safetensors"))
+        probs[k] = json.loads(run("predict", out, img, env={"LOUPE_MLP_KERNELS": k}).stdout)["probabilities"]
+    ref = weights["dense"]
+    for k in runs:
+        worst = max(float(abs(weights[k][n] - ref[n]).max()) for n in ref)
+        assert worst < 1e-3, f"{k}: weights differ from dense ones by {worst}"
+        worst = max(abs(a - b) for a, b in zip(probs[k], probs["dense"]))
+        assert worst < 1e-3, f"{k}: predict differs from dense by {worst}"
+    if "avx512" in runs:
+        assert all((weights["avx512"][n] == weights["avx2"][n]).all() for n in ref), "avx2 is not avx512's bits"
+    # the same model served by each path gives the same answer up to rounding
+    served = os.path.join(TMP, "k-" + runs[0])
+    for k in runs:
+        got = json.loads(run("predict", served, img, env={"LOUPE_MLP_KERNELS": k}).stdout)["probabilities"]
+        worst = max(abs(a - b) for a, b in zip(got, probs[runs[0]]))
+        assert worst < 1e-5, f"{k} serving {runs[0]}'s model differs by {worst}"
+
+
+@case
+def bad_kernel_choices_are_refused():
+    p = run("train-mlp", "--epochs", "1", "--out", os.path.join(TMP, "bad"), expect=2,
+            env={"LOUPE_MLP_KERNELS": "sse9"})
+    assert "LOUPE_MLP_KERNELS is 'sse9'" in p.stderr, p.stderr
+    assert not os.path.exists(os.path.join(TMP, "bad"))
+    for k in ("avx512", "avx2"):
+        if k not in cpu_kernels():  # a CPU without it: a clear refusal, never SIGILL
+            p = run("serve", env={"LOUPE_MLP_KERNELS": k}, expect=2)
+            assert "this CPU cannot run the " + k in p.stderr, p.stderr
+    v = run("--version", env={"LOUPE_MLP_KERNELS": "portable"}).stdout
+    assert "mlp kernels: portable (LOUPE_MLP_KERNELS;" in v, v
+
+
+print(f"{7 - len(FAILED)} passed, {len(FAILED)} failed")
 sys.exit(1 if FAILED else 0)
