@@ -243,6 +243,46 @@ def test_help(script):
 
 # ==== Pieces ====
 
+def test_schedule_limits():
+    """Which of steps and the clock end the schedule, as --help says."""
+    def limits(*argv):
+        a = train_vgg.parse_args(list(argv))
+        return a.epochs, a.budget_minutes, a.budget_default
+    # the default recipe: 24 epochs, and on CPU the clock too (set with the device)
+    assert limits() == (24, None, True)
+    assert limits("--epochs", "5") == (5, None, False)
+    assert limits("--budget-minutes", "3") == (0, 3.0, False)  # the clock alone
+    assert limits("--budget-minutes", "3", "--epochs", "5") == (5, 3.0, False)
+    a = train_vgg.parse_args([])
+    train_vgg.setup_device(a, train_vgg.Dist())
+    assert a.budget_minutes == train_vgg.CPU_BUDGET_MINUTES
+    a = train_vgg.parse_args(["--epochs", "2"])
+    train_vgg.setup_device(a, train_vgg.Dist())
+    assert a.budget_minutes is None
+    torch.set_num_threads(1)  # setup_device set it to the cores
+
+
+@pytest.mark.parametrize("epochs", [None, 50])
+def test_budget_ends_the_schedule_annealed(tmp_path, epochs):
+    """A 6-second budget stops a run long before 50 epochs, at the end of
+    its schedule (without warm-up a step-driven schedule would still be near
+    its peak of 0.1 then); the checkpoint records the limits it ran under."""
+    out = tmp_path / "budget"
+    extra = ["--epochs", epochs] if epochs else []
+    r = run("train_vgg.py", "--depth", "11", "--width", "0.125",
+            "--train-subset", "6000", "--val-subset", "200",
+            "--test-subset", "200", "--threads", "1", "--quiet",
+            "--budget-minutes", "0.1", "--warmup", "0", "--no-export",
+            "--out", out, *extra)
+    assert r.returncode == 0, r.stderr
+    hist = load_json(out / "history.json")["epochs"]
+    assert 1 <= len(hist) < 50
+    assert hist[-1]["elapsed"] < 0.1 * 60 + 30  # stopped by the clock
+    assert hist[-1]["lr"] < 0.1 * 0.1  # the one-cycle's annealed end
+    ck = torch.load(out / "checkpoint.pt", map_location="cpu")
+    hyper = json.loads(ck["manifest_json"])["training"]["hyperparameters"]
+    assert hyper["budget_minutes"] == 0.1 and hyper["epochs"] == epochs
+
 def test_onecycle_schedule():
     args = train_vgg.parse_args(["--epochs", "3"])
     lrs = [train_vgg.lr_at(args, p / 100) for p in range(101)]
