@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`'s ThreadSanitizer pass over the concurrent code: the work queue's unit tests and the
+# `make test`'s ThreadSanitizer pass over the concurrent code: the work queue's and the MLP's unit
+# tests (threads sharing one network's forward pass and its transposed weights, the training team) and the
 # daemon's execution and HTTP integration tests against a TSan build of `loupe serve`.
 # It reuses the model store the main build's tests made (build/tests/integration/store): training
 # under TSan takes minutes. A data race makes the daemon exit non-zero (halt_on_error), which
@@ -15,10 +16,11 @@ if [[ ! -f $store/alpha/model.json ]]; then
   exit 1
 fi
 cmake -S . -B "$out" -DCMAKE_BUILD_TYPE=Debug -DLOUPE_TSAN=ON -DLOUPE_WITH_TORCH=OFF -DLOUPE_WERROR=ON >/dev/null
-cmake --build "$out" -j "${JOBS:-$(nproc)}" --target loupe test_core >/dev/null
+cmake --build "$out" -j "${JOBS:-$(nproc)}" --target loupe test_core test_mlp >/dev/null
 export TSAN_OPTIONS="halt_on_error=1 exitcode=66 ${TSAN_OPTIONS:-}"
 export LOUPE_BIN="$out/cli/loupe" LOUPE_STORE="$store" LOUPE_QUICK=1
 "$out/core/test_core"
+"$out/tests/unit/test_mlp"
 /usr/bin/python3 tests/integration/test_exec.py
 /usr/bin/python3 tests/integration/test_server.py Routes Inputs BadInput V2 Metrics
 echo "test-tsan: 0 data races"

@@ -660,7 +660,7 @@ def keep_heap():
     A training step frees tens of megabytes of activations and allocates
     them again. With glibc's defaults, blocks above its adaptive mmap
     threshold go back to the kernel and every step page-faults them in again
-    (zeroed): measured on 2 cores, that was 2 to 4x the step's own work
+    (zeroed): measured on 2 cores, a step took 2.8 to 3.6x as long
     (bench/vgg_step.py). Raising the threshold to 32 MiB (glibc's most; the
     largest activation of the default recipe is 8 MiB) and never trimming the
     heap keeps them. No-op where the C library is not glibc.

@@ -284,6 +284,24 @@ static void test_forward_is_thread_safe(void) {
         CHECK(jobs[i].rc == 0);
         CHECK(memcmp(jobs[i].out, ref, sizeof ref) == 0);
     }
+    /* after a change, the threads race to rebuild the transposed weights */
+    mlp_weight(net, 0)[0] += 0.5f;
+    for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, fwd_thread, &jobs[i]);
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    float before[16 * 4];
+    memcpy(before, ref, sizeof ref);
+    mlp_kernels k = mlp_kernels_current();
+    CHECK(mlp_kernels_use(MLP_KERNELS_DENSE, NULL, 0) == 0); /* the reference reads the weights themselves */
+    s = mlp_scratch_new(net, 16);
+    mlp_forward(net, s, x, 16, ref);
+    mlp_scratch_free(s);
+    mlp_kernels_use(k, NULL, 0);
+    CHECK(memcmp(before, ref, sizeof ref) != 0);
+    for (int i = 0; i < 4; i++) {
+        double worst = 0;
+        for (int j = 0; j < 16 * 4; j++) worst = fmax(worst, fabs((double)jobs[i].out[j] - ref[j]));
+        CHECK_MSG(jobs[i].rc == 0 && worst < 1e-5, "thread %d after the change: off by %g", i, worst);
+    }
     mlp_free(net);
 }
 
