@@ -564,6 +564,34 @@ static void test_sparse_kernels(void) {
     sp_isa_use(sp_isa_best());
 }
 
+/* A layer wider than the AVX2 forward kernel's masks (4,096 inputs) takes
+ * its scanning path; every version still gives the plain definition. */
+static void test_sparse_forward_wide_input(void) {
+    enum { N = 5, K = 4100, O = 20, LDW = 32 };
+    static float x[N * K], wt[K * LDW], bias[O], z[N * O];
+    rng r;
+    rng_seed(&r, 41);
+    fill_random(x, N * K, &r, -1, 1);
+    for (int i = 0; i < N * K; i++) x[i] = fabsf(x[i]) < 0.7f ? 0.0f : x[i];
+    fill_random(wt, K * LDW, &r, -1, 1);
+    fill_random(bias, O, &r, -1, 1);
+    const float *xr[N];
+    for (int i = 0; i < N; i++) xr[i] = x + i * K;
+    for (int impl = SP_ISA_AVX512; impl >= SP_ISA_PORTABLE; impl--) {
+        if (sp_isa_use((sp_isa)impl)) continue;
+        sp_forward(xr, K, wt, LDW, bias, z, O, 0, 0, N, 0, O);
+        double worst = 0;
+        for (int s = 0; s < N; s++)
+            for (int c = 0; c < O; c++) {
+                double ref = bias[c];
+                for (int p = 0; p < K; p++) ref += (double)x[s * K + p] * wt[p * LDW + c];
+                worst = fmax(worst, fabs(ref - z[s * O + c]));
+            }
+        CHECK_MSG(worst < 1e-4, "impl %d: a %d-input forward off by %g", impl, K, worst);
+    }
+    sp_isa_use(sp_isa_best());
+}
+
 /* Every kernel choice this CPU runs can be chosen, the others are refused
  * with a reason, and LOUPE_MLP_KERNELS is read as documented. */
 static void test_kernel_choice(void) {
@@ -673,6 +701,7 @@ int main(void) {
     RUN(test_inits_have_their_scale);
     RUN(test_sparse_kernels);
     RUN(test_sparse_training_matches_dense);
+    RUN(test_sparse_forward_wide_input);
     RUN(test_kernel_choice);
     RUN(test_forward_on_every_kernel);
     return check_report();
