@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +93,13 @@ static int drain(srv_ctx *ctx, sigset_t *set, int sig) {
     return rc;
 }
 
+/* The thread that sigwaits for SIGTERM, SIGINT and SIGHUP (see srv_serve_main). */
+static pthread_t signal_thread;
+
+/* Runs only in a thread that does not block the signal (one a library started
+ * before main): send it on to the signal thread. tgkill, async-signal-safe. */
+static void pass_signal(int sig) { pthread_kill(signal_thread, sig); }
+
 int srv_serve_main(int argc, char **argv) {
     srv_config cfg;
     char err[512];
@@ -120,14 +128,27 @@ int srv_serve_main(int argc, char **argv) {
     if (lt_set_threads((int)cfg.torch_threads, 1, err, sizeof err))
         log_line("libtorch threads: %s", err);
 
-    /* Before any thread exists, so every thread inherits the mask and only
-     * sigwait in this thread sees these signals: no work in signal handlers. */
+    /* Before any thread of ours exists, so each inherits the mask and only
+     * sigwait in this thread sees these signals: no work in signal handlers.
+     * Threads that libraries started before main (OpenBLAS's pool) do not
+     * block them, and while this thread is not in sigwait (reloading after a
+     * SIGHUP) the kernel hands a SIGTERM to one of those, whose default action
+     * killed the daemon mid-drain. There, a handler passes it on to this
+     * thread, where it waits, blocked, for the next sigwait. */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal_thread = pthread_self();
+    struct sigaction pass = {0};
+    pass.sa_handler = pass_signal;
+    sigfillset(&pass.sa_mask);
+    pass.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &pass, NULL);
+    sigaction(SIGINT, &pass, NULL);
+    sigaction(SIGHUP, &pass, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     srv_ctx *ctx = calloc(1, sizeof *ctx);

@@ -772,6 +772,35 @@ class Drain(unittest.TestCase):
         self.assertIn("stopped", d.read_log())
 
 
+class Signals(unittest.TestCase):
+    def test_every_thread_blocks_or_passes_on_the_drain_signals(self):
+        """A thread a library started before main (OpenBLAS's pool) neither blocks
+        SIGTERM nor has a handler for it: while the signal thread reloaded, a
+        SIGTERM delivered there killed the daemon. Every thread now blocks
+        SIGTERM, SIGINT and SIGHUP or catches them (and passes them on)."""
+        d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0")
+        try:
+            bits = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGHUP - 1))
+            tasks = os.listdir(f"/proc/{d.proc.pid}/task")
+            self.assertGreater(len(tasks), 2)
+            for t in tasks:
+                with open(f"/proc/{d.proc.pid}/task/{t}/status") as f:
+                    st = dict(ln.split(":", 1) for ln in f if ":" in ln)
+                blk, cgt = int(st["SigBlk"], 16), int(st["SigCgt"], 16)
+                self.assertEqual((blk | cgt) & bits, bits, f"thread {t} ({st['Name'].strip()}): SigBlk {blk:x} SigCgt {cgt:x}")
+        finally:
+            self.assertEqual(d.stop(), 0)
+
+    def test_sigterm_during_a_reload_drains(self):
+        """SIGTERM right after SIGHUP, while the signal thread reloads: the
+        daemon drains and exits 0 (it was killed by the signal before)."""
+        for _ in range(5):
+            d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0")
+            d.signal(signal.SIGHUP)
+            self.assertEqual(d.stop(), 0)
+            self.assertIn("draining", d.read_log())
+
+
 class Reload(unittest.TestCase):
     def test_reload_under_load_fails_none(self):
         d = fx.Daemon(LOUPE, STORE, "--threads", "4", "--drain-grace", "0", env={"LOUPE_ADMIN_TOKEN": "s3cret"})
