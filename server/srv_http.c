@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "core_queue.h"
+#include "utf8.h"
 
 /* Bytes of an over-limit body read and dropped before the connection is cut instead. */
 #define SRV_DISCARD_LIMIT (64u << 20)
@@ -79,6 +80,10 @@ void srv_reply_fd(srv_req *r, const char *content_type, int fd, uint64_t size) {
 static void reply_errorv(srv_req *r, core_err_kind kind, const char *fmt, va_list ap) {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    /* A message may quote what the client sent (a path, a query value, a
+     * header), and the buffer may cut a character in two: Jansson refuses
+     * invalid UTF-8, and the reply would have become a 500 out_of_memory. */
+    utf8_sanitize(msg);
     json_t *doc;
     if (r->flags & SRV_R_V2)
         doc = json_pack("{s:s}", "error", msg);

@@ -394,6 +394,41 @@ class BadInput(Served):
         self.assert_error(st, b, status, code)
         return b
 
+    def raw_json(self, request):
+        """Send raw request bytes; (status, parsed JSON body). The body must be valid UTF-8 JSON."""
+        with socket.create_connection(("127.0.0.1", self.d.port), timeout=10) as sk:
+            sk.sendall(request)
+            data = b""
+            while True:
+                chunk = sk.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        return status, json.loads(body.decode("utf-8"))  # raises on invalid UTF-8
+
+    def test_invalid_utf8_in_what_the_error_quotes(self):
+        """Bytes that are not UTF-8 in a path, a model name, a query value or a
+        header: the 4xx they deserve, in valid UTF-8 JSON (they were 500
+        out_of_memory: Jansson refused the message)."""
+        close = b"Connection: close\r\nHost: x\r\n"
+        cases = [
+            (b"GET /%ff HTTP/1.1\r\n" + close + b"\r\n", 404),
+            (b"GET /v1/models/%ff HTTP/1.1\r\n" + close + b"\r\n", 404),
+            (b"GET /v1/models/" + b"%c3%a9" * 300 + b"x HTTP/1.1\r\n" + close + b"\r\n", 404),
+        ]
+        body = png(0)
+        cases.append((b"POST /v1/models/alpha/predict?invert=%ff HTTP/1.1\r\n" + close +
+                      b"Content-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(body) + body, 400))
+        cases.append((b"POST /v1/models/alpha/predict HTTP/1.1\r\n" + close +
+                      b"Content-Type: image/\xff\xfe\r\nContent-Length: %d\r\n\r\n" % len(body) + body, 415))
+        for req, want in cases:
+            st, b = self.raw_json(req)
+            self.assertEqual(st, want, (req[:60], b))
+            self.assertIn("error", b)
+            self.assertNotEqual(b["error"].get("code"), "out_of_memory", b)
+
     def test_empty_body(self):
         self.bad(b"", "image/png", 400, "empty_body")
 

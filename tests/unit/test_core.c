@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "utf8.h"
 #include "clock.h"
 #include "core_batch.h"
 #include "core_err.h"
@@ -568,8 +569,32 @@ static void test_invert_parser(void) {
     CHECK_CONTAINS(f.msg, "maybe");
 }
 
+/* utf8_sanitize keeps valid UTF-8 and turns every byte of an ill-formed
+ * sequence into '?', whatever cut it. */
+static void test_utf8_sanitize(void) {
+    struct { const char *in, *out; size_t replaced; } cases[] = {
+        {"plain ascii", "plain ascii", 0},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x91\x9f", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x91\x9f", 0},
+        {"/\xff", "/?", 1},
+        {"\x80" "abc", "?abc", 1},                    /* a stray continuation byte */
+        {"ab\xc3", "ab?", 1},                      /* cut at the end, as a full buffer cuts it */
+        {"\xe2\x82", "??", 2},                     /* a three-byte sequence cut after two */
+        {"\xc0\xaf", "??", 2},                     /* an overlong '/' */
+        {"\xed\xa0\x80", "???", 3},                /* a surrogate */
+        {"\xf4\x90\x80\x80", "????", 4},           /* past U+10FFFF */
+        {"\xc3\xa9\xc3", "\xc3\xa9?", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%s", cases[i].in);
+        size_t n = utf8_sanitize(buf);
+        CHECK_MSG(n == cases[i].replaced && !strcmp(buf, cases[i].out), "case %zu: '%s', %zu replaced", i, buf, n);
+    }
+}
+
 int main(void) {
     RUN(test_base64);
+    RUN(test_utf8_sanitize);
     RUN(test_registry_empty_and_broken);
     RUN(test_explain_options);
     RUN(test_queue_capacity);
