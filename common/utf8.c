@@ -23,6 +23,8 @@ static int seq_len(const unsigned char *s) {
     return n;
 }
 
+int utf8_seq_len(const char *s) { return seq_len((const unsigned char *)s); }
+
 size_t utf8_sanitize(char *s) {
     size_t replaced = 0;
     unsigned char *p = (unsigned char *)s;

@@ -10,4 +10,8 @@
  * in place; valid text is left as it is. Returns how many bytes were replaced. */
 size_t utf8_sanitize(char *s);
 
+/* Length (1 to 4) of the well-formed UTF-8 sequence s starts, or 0 when it
+ * starts none (a NUL is a sequence of 1). */
+int utf8_seq_len(const char *s);
+
 #endif

@@ -109,6 +109,7 @@ int srv_serve_main(int argc, char **argv) {
         fprintf(stderr, "loupe serve: %s\n", err);
         return 2;
     }
+    log_set_json(!strcmp(cfg.log_format, "json"));
 
     /* A CNN's activations are tensors of megabytes, made and freed at every
      * pass: above glibc's mmap threshold each is a fresh mapping, zeroed page

@@ -55,6 +55,8 @@ static const opt_spec opts[] = {
     {"drain-timeout", "LOUPE_DRAIN_TIMEOUT", OPT_SECONDS, OFF(drain_timeout), "SECONDS",
      "then wait at most this long for in-flight requests (default 30)"},
     {"access-log", "LOUPE_ACCESS_LOG", OPT_BOOL, OFF(access_log), "on|off", "one line per request on stderr (default on)"},
+    {"log-format", "LOUPE_LOG_FORMAT", OPT_STR, OFF(log_format), "text|json",
+     "log lines as text, or one JSON object a line for log shippers (default text)"},
     {"reports", "LOUPE_REPORTS", OPT_STR, OFF(reports_dir), "DIR",
      "reproduction reports served at /v1/reports (default ./reports)"},
     {"workers", "LOUPE_WORKERS", OPT_UINT, OFF(workers), "N",
@@ -160,6 +162,7 @@ static void defaults(srv_config *cfg) {
     cfg->drain_grace = 5;
     cfg->drain_timeout = 30;
     cfg->access_log = 1;
+    cfg->log_format = "text";
     cfg->reports_dir = "reports";
     cfg->workers = cfg->threads;
     cfg->queue = 256;
@@ -258,6 +261,10 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *er
     }
     if (cfg->conn_memory < 4096) {
         errbuf_set(err, errlen, "--conn-memory must be at least 4K");
+        return -1;
+    }
+    if (strcmp(cfg->log_format, "text") && strcmp(cfg->log_format, "json")) {
+        errbuf_set(err, errlen, "--log-format is text or json, not '%.40s'", cfg->log_format);
         return -1;
     }
     return 0;

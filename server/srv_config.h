@@ -26,6 +26,7 @@ typedef struct {
     double drain_grace;        /* seconds of serving after SIGTERM before closing the door */
     double drain_timeout;      /* seconds to wait for in-flight requests after that */
     int access_log;            /* 1 = one line per request on stderr */
+    const char *log_format;    /* "text" or "json" (one JSON object a line) */
     const char *reports_dir;   /* reproduction reports served under /v1/reports */
     unsigned workers;          /* main-lane worker threads: decoding, predict, V2 infer */
     unsigned queue;            /* main-lane requests that may wait; past it 429 */

@@ -515,6 +515,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return queue(r);
 }
 
+/* One access-log line. Method, path, model and request id come from the
+ * client: escaped, so that no byte of theirs ends the line or forges another
+ * (GET /a%0aFAKE logged a line of its own). */
+static void access_log(const srv_req *r, double secs, int aborted) {
+    char method[64], path[1024], model[256], id[256];
+    void (*esc)(const char *, char *, size_t) = log_is_json() ? log_escape_json : log_escape_text;
+    esc(r->method ? r->method : "?", method, sizeof method);
+    esc(r->path ? r->path : "?", path, sizeof path);
+    esc(r->model[0] ? r->model : "-", model, sizeof model);
+    esc(r->request_id, id, sizeof id);
+    if (log_is_json())
+        log_json("\"method\":\"%s\",\"path\":\"%s\",\"status\":%u,\"bytes\":%llu,\"ms\":%.3f,\"model\":\"%s\","
+                 "\"id\":\"%s\",\"aborted\":%s",
+                 method, path, r->status, (unsigned long long)r->bytes, secs * 1e3, model, id,
+                 aborted ? "true" : "false");
+    else
+        log_line("%s %s %u %lluB %.3fms %s id=%s%s", method, path, r->status, (unsigned long long)r->bytes,
+                 secs * 1e3, model, id, aborted ? " (aborted)" : "");
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     srv_ctx *ctx = cls;
@@ -526,11 +546,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     /* An answer that could not go out (the client left) still counts under its status. */
     if (!r->status && r->resp.set) r->status = r->resp.status;
     srv_metrics_request(ctx->metrics, r->route, r->status, secs);
-    if (ctx->cfg->access_log) {
-        const char *why = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)";
-        log_line("%s %s %u %lluB %.3fms %s id=%s%s", r->method, r->path ? r->path : "?", r->status,
-                 (unsigned long long)r->bytes, secs * 1e3, r->model[0] ? r->model : "-", r->request_id, why);
-    }
+    if (ctx->cfg->access_log) access_log(r, secs, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
     srv_metrics_in_flight(ctx->metrics, -1);
     req_free(r);
     atomic_fetch_sub_explicit(&ctx->in_flight, 1, memory_order_acq_rel);

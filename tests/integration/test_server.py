@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -805,6 +806,59 @@ class Drain(unittest.TestCase):
                 np.testing.assert_allclose(r[1], ref["probabilities"], atol=1e-5, rtol=0)
         # Every response that started was completed: nothing but 200s and refused connections.
         self.assertIn("stopped", d.read_log())
+
+
+class AccessLog(unittest.TestCase):
+    """The access log cannot be forged by what a client sends, in text or JSON lines."""
+
+    def send(self, d, request):
+        with socket.create_connection(("127.0.0.1", d.port), timeout=10) as sk:
+            sk.sendall(request)
+            while sk.recv(65536):
+                pass
+
+    def wait_log(self, d, needle):
+        for _ in range(100):
+            text = d.read_log()
+            if needle in text:
+                return text
+            time.sleep(0.02)
+        self.fail(f"{needle!r} never logged:\n{d.read_log()}")
+
+    def test_text_lines_escape_control_bytes(self):
+        d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0")
+        try:
+            self.send(d, b"GET /a%0aFAKE%20200%0d%1b[31m%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            text = self.wait_log(d, "/a\\x0aFAKE")
+            self.assertFalse([ln for ln in text.splitlines() if ln.startswith("FAKE")], text)
+            line = next(ln for ln in text.splitlines() if "/a\\x0aFAKE" in ln)
+            self.assertIn("/a\\x0aFAKE 200\\x0d\\x1b[31m\\xff 404 ", line)
+        finally:
+            self.assertEqual(d.stop(), 0)
+
+    def test_json_lines_parse_whatever_the_client_sent(self):
+        d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0", "--log-format", "json")
+        try:
+            self.send(d, b'GET /b%0a%22FAKE%5c%ff HTTP/1.1\r\nHost: x\r\nX-Request-ID: id-"q"\r\n'
+                         b"Connection: close\r\n\r\n")
+            st, _, _ = d.json("GET", "/healthz")
+            self.assertEqual(st, 200)
+            text = self.wait_log(d, '"path":"/b')
+            lines = [json.loads(ln) for ln in text.splitlines() if ln.strip()]  # every line is JSON
+            self.assertTrue(all("time" in o for o in lines))
+            self.assertTrue(any("msg" in o and "listening on" in o["msg"] for o in lines))
+            hit = next(o for o in lines if o.get("path", "").startswith("/b"))
+            self.assertEqual(hit["path"], '/b\n"FAKE\\\u00ff')
+            self.assertEqual((hit["method"], hit["status"], hit["aborted"]), ("GET", 404, False))
+            self.assertIsInstance(hit["ms"], float)
+            self.assertTrue(any(o.get("path") == "/healthz" and o["status"] == 200 for o in lines))
+        finally:
+            self.assertEqual(d.stop(), 0)
+
+    def test_bad_log_format_is_refused(self):
+        p = subprocess.run([LOUPE, "serve", "--log-format", "xml"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--log-format is text or json, not 'xml'", p.stderr)
 
 
 class Signals(unittest.TestCase):
