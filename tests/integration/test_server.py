@@ -843,7 +843,8 @@ class AccessLog(unittest.TestCase):
                          b"Connection: close\r\n\r\n")
             st, _, _ = d.json("GET", "/healthz")
             self.assertEqual(st, 200)
-            text = self.wait_log(d, '"path":"/b')
+            self.wait_log(d, '"path":"/b')
+            text = self.wait_log(d, '"path":"/healthz"')  # logged once the answer has gone out
             lines = [json.loads(ln) for ln in text.splitlines() if ln.strip()]  # every line is JSON
             self.assertTrue(all("time" in o for o in lines))
             self.assertTrue(any("msg" in o and "listening on" in o["msg"] for o in lines))
