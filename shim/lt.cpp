@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -100,10 +101,18 @@ torch::Tensor input_tensor(const lt_model *m, const float *x, int n)
         .clone();
 }
 
-void copy_out(const torch::Tensor &t, float *dst)
+// Copy t into dst, which holds exactly `want` floats (the size the caller
+// computed from the shapes seen at load). A TorchScript model whose output
+// size depends on its input can answer with another size: that is an error,
+// never a copy past dst (it overflowed the heap before).
+void copy_out(const torch::Tensor &t, float *dst, size_t want)
 {
     torch::Tensor c = t.detach().to(torch::kFloat32).contiguous();
-    std::memcpy(dst, c.data_ptr<float>(), sizeof(float) * c.numel());
+    if (static_cast<size_t>(c.numel()) != want)
+        throw std::runtime_error("the model answered " + std::to_string(c.numel()) +
+                                 " values where its shapes at load give " + std::to_string(want) +
+                                 " (an output whose size depends on the input?)");
+    std::memcpy(dst, c.data_ptr<float>(), sizeof(float) * want);
 }
 
 // features[0..layer] applied to x.
@@ -415,7 +424,7 @@ extern "C" int lt_forward(lt_model *model, const float *input, int n,
     return guarded("lt_forward", err, err_len, [&]() {
         torch::NoGradGuard no_grad;
         torch::Tensor out = logits_of(model, input_tensor(model, input, n));
-        copy_out(out, logits);
+        copy_out(out, logits, static_cast<size_t>(n) * model->n_classes);
         return LT_OK;
     });
 }
@@ -439,9 +448,9 @@ extern "C" int lt_input_grad(lt_model *model, const float *input, int target,
         torch::Tensor out = logits_of(model, x);
         torch::Tensor score = out.select(1, target).sum();
         torch::Tensor g = torch::autograd::grad({score}, {x})[0];
-        copy_out(g, grad);
+        copy_out(g, grad, static_cast<size_t>(image_numel(model->params)));
         if (logits != nullptr)
-            copy_out(out, logits);
+            copy_out(out, logits, static_cast<size_t>(model->n_classes));
         return LT_OK;
     });
 }
@@ -470,7 +479,7 @@ extern "C" int lt_activations(lt_model *model, const float *input, int layer,
                                        layer);
         // A later in-place layer could overwrite `a`; none runs after it
         // here, and copy_out copies it out before the call returns.
-        copy_out(a, out);
+        copy_out(a, out, need);
         return LT_OK;
     });
 }
@@ -544,7 +553,7 @@ extern "C" int lt_filter_viz(lt_model *model, int layer, int filter,
             if (i % p.every == 0) {
                 torch::NoGradGuard no_grad;
                 copy_out(to_pixels(model, img.detach()),
-                         frames + static_cast<size_t>(frame) * per);
+                         frames + static_cast<size_t>(frame) * per, static_cast<size_t>(per));
                 frame++;
             }
         }

@@ -581,6 +581,53 @@ class Docs(Served):
                 self.assertNotIn("error", json.loads(out), (ln, out[:300]))
 
 
+class OutputSize(unittest.TestCase):
+    """A TorchScript model whose output size depends on its input: sized 10 on the
+    load-time probe (zeros), 11 on a real image. The shim copied 11 floats into a
+    buffer of 10 (a heap overflow, answered 200); now that request is a 500 that
+    says why, and the daemon serves on."""
+
+    def test_a_model_that_answers_another_size(self):
+        import torch
+
+        class Shifty(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.features = torch.nn.Sequential(torch.nn.ReLU())
+
+            def forward(self, x):
+                base = self.features(x).mean(dim=(1, 2, 3)).unsqueeze(1).repeat(1, 10)
+                if bool(x.max() > 2.0):
+                    return torch.cat([base, base[:, :1]], 1)
+                return base
+
+        root = tempfile.mkdtemp(prefix="loupe-shifty-")
+        folder = os.path.join(root, "shifty")
+        os.makedirs(folder)
+        torch.jit.script(Shifty()).save(os.path.join(folder, "model.ts"))
+        with open(os.path.join(folder, "model.json"), "w") as f:
+            json.dump({"name": "shifty", "kind": "torchscript", "classes": fx.CLASSES,
+                       "input": {"channels": 1, "height": 28, "width": 28, "mean": [0.0], "std": [0.1]},
+                       "layers": []}, f)
+        fx.write_zero_model(os.path.join(root, "zero"))
+        d = fx.Daemon(LOUPE, root, "--drain-grace", "0")
+        try:
+            st, _, b = d.json("GET", "/v1/models")
+            self.assertEqual(sorted(m["name"] for m in b["models"]), ["shifty", "zero"], d.read_log())
+            for _ in range(3):
+                st, _, b = d.json("POST", "/v1/models/shifty/predict?invert=false", png(0),
+                                  {"Content-Type": "image/png"})
+                self.assertEqual(st, 500, b)
+                self.assertIn("answered 11 values where its shapes at load give 10", b["error"]["message"])
+                st, _, b = d.json("POST", "/v1/models/zero/predict", png(0), {"Content-Type": "image/png"})
+                self.assertEqual(st, 200, b)
+            st, _, b = d.json("POST", "/v1/models/shifty/saliency?format=json&invert=false", png(0),
+                              {"Content-Type": "image/png"})
+            self.assertEqual(st, 500, b)
+        finally:
+            self.assertEqual(d.stop(), 0, d.read_log())
+
+
 class NoTorch(unittest.TestCase):
     """A build without libtorch refuses a TorchScript folder with a clear line and still serves MLPs."""
 
