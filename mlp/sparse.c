@@ -22,15 +22,6 @@ static const char *const isa_names[] = {"portable", "avx2", "avx512"};
 
 const char *sp_isa_name(sp_isa isa) { return (unsigned)isa <= SP_ISA_AVX512 ? isa_names[isa] : "unknown"; }
 
-int sp_isa_parse(const char *name, sp_isa *out) {
-    for (int i = 0; i <= SP_ISA_AVX512; i++)
-        if (!strcmp(name, isa_names[i])) {
-            *out = (sp_isa)i;
-            return 0;
-        }
-    return -1;
-}
-
 int sp_isa_supported(sp_isa isa) {
     if (isa == SP_ISA_PORTABLE) return 1;
 #if SP_HAVE_X86
@@ -393,66 +384,6 @@ SP2_TARGET static inline __m256i tail_mask8(int cols) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* Like forward_block: rows r and r + 1 together over NV vectors of columns from c. */
-SP2_TARGET SP_INLINE void forward_block2(const float *const *x, int k, const float *wt, int ldw,
-                                         const float *bias, float *z, int ldz, int relu, int r0, int r1, int c,
-                                         const int NV, const int MASKED, __m256i tail) {
-    for (int r = r0; r < r1; r += 2) {
-        int two = r + 1 < r1;
-        const float *xa = x[r], *xb = two ? x[r + 1] : xa;
-        float *za = z + (size_t)r * ldz + c, *zb = za + ldz;
-        __m256 a[6], bb[6];
-#pragma GCC unroll 6
-        for (int v = 0; v < NV; v++) {
-            a[v] = MASKED && v == NV - 1 ? _mm256_maskload_ps(bias + c + 8 * v, tail)
-                                         : _mm256_loadu_ps(bias + c + 8 * v);
-            bb[v] = a[v];
-        }
-        for (int p16 = 0; p16 < k; p16 += 16) {
-            int left = k - p16;
-            if (two) {
-                uint32_t m = nonzero16_avx2(xa + p16, left) | nonzero16_avx2(xb + p16, left);
-                while (m) {
-                    int p = p16 + __builtin_ctz(m);
-                    m &= m - 1;
-                    __m256 x0 = _mm256_broadcast_ss(xa + p), x1 = _mm256_broadcast_ss(xb + p);
-                    const float *w = wt + (size_t)p * ldw + c;
-#pragma GCC unroll 6
-                    for (int v = 0; v < NV; v++) {
-                        __m256 wv = _mm256_loadu_ps(w + 8 * v);
-                        a[v] = _mm256_fmadd_ps(x0, wv, a[v]);
-                        bb[v] = _mm256_fmadd_ps(x1, wv, bb[v]);
-                    }
-                }
-            } else {
-                uint32_t m = nonzero16_avx2(xa + p16, left);
-                while (m) {
-                    int p = p16 + __builtin_ctz(m);
-                    m &= m - 1;
-                    __m256 x0 = _mm256_broadcast_ss(xa + p);
-                    const float *w = wt + (size_t)p * ldw + c;
-#pragma GCC unroll 6
-                    for (int v = 0; v < NV; v++) a[v] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 8 * v), a[v]);
-                }
-            }
-        }
-#pragma GCC unroll 6
-        for (int v = 0; v < NV; v++) {
-            if (relu) {
-                a[v] = _mm256_max_ps(a[v], _mm256_setzero_ps());
-                bb[v] = _mm256_max_ps(bb[v], _mm256_setzero_ps());
-            }
-            if (MASKED && v == NV - 1) {
-                _mm256_maskstore_ps(za + 8 * v, tail, a[v]);
-                if (two) _mm256_maskstore_ps(zb + 8 * v, tail, bb[v]);
-            } else {
-                _mm256_storeu_ps(za + 8 * v, a[v]);
-                if (two) _mm256_storeu_ps(zb + 8 * v, bb[v]);
-            }
-        }
-    }
-}
-
 /* Add alpha * acc to a row of wt (or store acc, with set). Whole vectors: the
  * lanes past the block's last column hold 0 and land in wt's padding. */
 SP2_TARGET SP_INLINE void put_row2(float *w, const __m256 *acc, __m256 va, int set, const int NV) {
@@ -535,24 +466,31 @@ SP2_TARGET SP_INLINE void weight_grad_block2(const sp_batch *b, const float *con
         else SP2_DISPATCH_NV(nv_, CALL, 1)                                                         \
     }
 
-/* Like forward_block2, with the inputs to visit for each row pair (nonzero in
- * either row) read from bit masks built once for all the column blocks: at
+/* Like forward_block: rows r and r + 1 of the group [g0, g1) together over NV
+ * vectors of columns from c, for the chunk of inputs from p0 whose nonzero
+ * masks (either row) are `masks`, built once for all the column blocks: at
  * half AVX-512's width a 128-column range is three blocks, and scanning the
- * rows for each made the pass about a fifth slower. */
-SP2_TARGET SP_INLINE void forward_mask2(const float *const *x, const uint32_t *masks, int words,
-                                        const float *wt, int ldw, const float *bias, float *z, int ldz, int relu,
-                                        int g0, int g1, int c, const int NV, const int MASKED, __m256i tail) {
+ * rows for each made the pass about a fifth slower. The first chunk starts
+ * from the bias, a later one from the sums the one before stored in z (a float
+ * stored and loaded is the same float, so the sums are those of one pass); the
+ * last applies relu. */
+SP2_TARGET SP_INLINE void forward_mask2(const float *const *x, int p0, const uint32_t *masks, int words,
+                                        const float *wt, int ldw, const float *bias, float *z, int ldz,
+                                        int first, int relu, int g0, int g1, int c, const int NV,
+                                        const int MASKED, __m256i tail) {
     for (int r = g0, q = 0; r < g1; r += 2, q++) {
         int two = r + 1 < g1;
-        const float *xa = x[r], *xb = two ? x[r + 1] : xa;
+        const float *xa = x[r] + p0, *xb = two ? x[r + 1] + p0 : xa;
         const uint32_t *mq = masks + (size_t)q * words;
         float *za = z + (size_t)r * ldz + c, *zb = za + ldz;
         __m256 a[6], bb[6];
+        /* a row without a partner (zb is past the range) reads its own sums twice */
+        const float *fa = first ? bias + c : za, *fb = first ? bias + c : two ? zb : za;
 #pragma GCC unroll 6
         for (int v = 0; v < NV; v++) {
-            a[v] = MASKED && v == NV - 1 ? _mm256_maskload_ps(bias + c + 8 * v, tail)
-                                         : _mm256_loadu_ps(bias + c + 8 * v);
-            bb[v] = a[v];
+            int last = MASKED && v == NV - 1;
+            a[v] = last ? _mm256_maskload_ps(fa + 8 * v, tail) : _mm256_loadu_ps(fa + 8 * v);
+            bb[v] = last ? _mm256_maskload_ps(fb + 8 * v, tail) : _mm256_loadu_ps(fb + 8 * v);
         }
         for (int w = 0; w < words; w++) {
             uint32_t m = mq[w];
@@ -560,7 +498,7 @@ SP2_TARGET SP_INLINE void forward_mask2(const float *const *x, const uint32_t *m
                 int p = 32 * w + __builtin_ctz(m);
                 m &= m - 1;
                 __m256 x0 = _mm256_broadcast_ss(xa + p), x1 = _mm256_broadcast_ss(xb + p);
-                const float *wr = wt + (size_t)p * ldw + c;
+                const float *wr = wt + (size_t)(p0 + p) * ldw + c;
 #pragma GCC unroll 6
                 for (int v = 0; v < NV; v++) {
                     __m256 wv = _mm256_loadu_ps(wr + 8 * v);
@@ -586,36 +524,34 @@ SP2_TARGET SP_INLINE void forward_mask2(const float *const *x, const uint32_t *m
     }
 }
 
-/* Inputs up to which forward_avx2 builds the masks (wider layers scan each
- * block), and row pairs per group of masks: 16 x 128 words, 8 KiB of stack. */
+/* Inputs per chunk of forward_avx2's masks, and row pairs per group of masks:
+ * 16 x 128 words, 8 KiB of stack. */
 #define SP2_MASK_K 4096
 #define SP2_GROUP 16
 
 SP2_TARGET static void forward_avx2(const float *const *x, int k, const float *wt, int ldw, const float *bias,
                                     float *z, int ldz, int relu, int r0, int r1, int c0, int c1) {
-    if (k > SP2_MASK_K) {
-#define SP2_FWD(NV, MASKED) forward_block2(x, k, wt, ldw, bias, z, ldz, relu, r0, r1, c, NV, MASKED, tail)
-        SP2_OVER_COLUMNS(c0, c1, SP2_FWD)
-#undef SP2_FWD
-        return;
-    }
-    int words = (k + 31) / 32;
     uint32_t masks[SP2_GROUP * (SP2_MASK_K / 32)];
     /* groups of row pairs from r0, so rows pair as the whole range does */
     for (int g0 = r0; g0 < r1; g0 += 2 * SP2_GROUP) {
         int g1 = g0 + 2 * SP2_GROUP < r1 ? g0 + 2 * SP2_GROUP : r1;
-        for (int r = g0, q = 0; r < g1; r += 2, q++) {
-            const float *xa = x[r], *xb = r + 1 < g1 ? x[r + 1] : xa;
-            for (int w = 0; w < words; w++) {
-                int p = 32 * w;
-                masks[q * words + w] = (nonzero16_avx2(xa + p, k - p) | nonzero16_avx2(xb + p, k - p)) |
-                                       (k - p > 16 ? (nonzero16_avx2(xa + p + 16, k - p - 16) |
-                                                      nonzero16_avx2(xb + p + 16, k - p - 16)) << 16 : 0);
+        for (int p0 = 0; p0 < k; p0 += SP2_MASK_K) {
+            int kc = k - p0 < SP2_MASK_K ? k - p0 : SP2_MASK_K, words = (kc + 31) / 32;
+            int first = p0 == 0, last_relu = relu && p0 + kc == k;
+            for (int r = g0, q = 0; r < g1; r += 2, q++) {
+                const float *xa = x[r] + p0, *xb = r + 1 < g1 ? x[r + 1] + p0 : xa;
+                for (int w = 0; w < words; w++) {
+                    int p = 32 * w;
+                    masks[q * words + w] = (nonzero16_avx2(xa + p, kc - p) | nonzero16_avx2(xb + p, kc - p)) |
+                                           (kc - p > 16 ? (nonzero16_avx2(xa + p + 16, kc - p - 16) |
+                                                           nonzero16_avx2(xb + p + 16, kc - p - 16)) << 16 : 0);
+                }
             }
-        }
-#define SP2_FWM(NV, MASKED) forward_mask2(x, masks, words, wt, ldw, bias, z, ldz, relu, g0, g1, c, NV, MASKED, tail)
-        SP2_OVER_COLUMNS(c0, c1, SP2_FWM)
+#define SP2_FWM(NV, MASKED)                                                                        \
+    forward_mask2(x, p0, masks, words, wt, ldw, bias, z, ldz, first, last_relu, g0, g1, c, NV, MASKED, tail)
+            SP2_OVER_COLUMNS(c0, c1, SP2_FWM)
 #undef SP2_FWM
+        }
     }
 }
 

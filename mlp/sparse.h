@@ -63,9 +63,8 @@ typedef enum {
     SP_ISA_AVX512    /* AVX-512F */
 } sp_isa;
 
-/* "portable", "avx2", "avx512"; the parser returns 0, or -1 for another name. */
+/* "portable", "avx2", "avx512". */
 const char *sp_isa_name(sp_isa isa);
-int sp_isa_parse(const char *name, sp_isa *out);
 /* 1 when this CPU (and its OS) can run that version, else 0. */
 int sp_isa_supported(sp_isa isa);
 /* The fastest version this CPU can run. */
