@@ -18,32 +18,14 @@ import json
 import os
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import zlib
 
-
-def first_test_png():
-    with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
-        px = f.read()[16:16 + 784]
-    raw = b"".join(b"\0" + px[r * 28:(r + 1) * 28] for r in range(28))
-
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0)) +
-            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
-def cpu_kernels():
-    flags = next((ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo") if ln.startswith("flags")), [])
-    out = ["avx512"] if "avx512f" in flags else []
-    if "avx2" in flags and "fma" in flags:
-        out.append("avx2")
-    return out + ["portable", "dense"]
+from exec_inputs import TEST_IMAGES, png_rows
+from mlp_train import cpu_levels, cpu_model
 
 
 def free_port():
@@ -85,7 +67,9 @@ def main():
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--warmup", type=int, default=200)
     a = ap.parse_args()
-    png = first_test_png()
+    with gzip.open(TEST_IMAGES) as f:
+        px = f.read()[16:16 + 784]
+    png = png_rows([px[28 * y:28 * y + 28] for y in range(28)])
     with tempfile.TemporaryDirectory() as tmp:
         store = os.path.join(tmp, "models")
         os.makedirs(store)
@@ -96,11 +80,10 @@ def main():
                            check=True, stderr=subprocess.DEVNULL)
         with open(os.path.join(store, "m", "model.json")) as f:
             hidden = json.load(f)["training"]["hidden"]
-        model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-        print(f"machine: {model}, {os.cpu_count()} cores; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(own choice)')}; "
+        print(f"machine: {cpu_model()}, {os.cpu_count()} cores; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(own choice)')}; "
               f"model 784-{'-'.join(map(str, hidden))}-10; {a.requests} single predicts a path after {a.warmup}")
         print(f"{'kernels':<10} {'median ms':>10} {'p90 ms':>8} {'min ms':>8}")
-        for k in cpu_kernels():
+        for k in cpu_levels() + ["dense"]:
             t = sorted(measure(a.loupe, store, k, png, a.requests, a.warmup))
             print(f"{k:<10} {statistics.median(t):10.4f} {t[int(0.9 * len(t))]:8.4f} {t[0]:8.4f}")
 

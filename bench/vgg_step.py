@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from mlp_train import cpu_levels, cpu_model
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRAINING = os.path.join(HERE, "..", "training")
 
@@ -87,8 +89,8 @@ def main():
     if a.child:
         child(a)
         return
-    flags = open("/proc/cpuinfo").read()
-    isas = ["native", "avx2"] if "avx2" in flags else ["native"]
+    levels = cpu_levels()
+    isas = ["native", "avx2"] if "avx2" in levels else ["native"]
     base = {"heap": "keep", "layout": "channels-last", "batch": 128}
     configs = []
     for isa in isas:
@@ -98,8 +100,7 @@ def main():
             configs.append(dict(base, isa=isa, layout="contiguous"))
             configs.append(dict(base, isa=isa, batch=64))
             configs.append(dict(base, isa=isa, batch=256))
-    model = next((ln.split(":", 1)[1].strip() for ln in flags.splitlines() if ln.startswith("model name")), "?")
-    print(f"machine: {model}, {os.cpu_count()} cores, AVX-512 {'yes' if 'avx512f' in flags else 'no'}; "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, AVX-512 {'yes' if 'avx512' in levels else 'no'}; "
           f"load average {' '.join(open('/proc/loadavg').read().split()[:3])}")
     best, tables = {}, {}
     for r in range(a.rounds):

@@ -19,6 +19,9 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "training"))
 import safetensors_np  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
+import loupe_fixture as fx  # noqa: E402
+
 LOUPE = sys.argv[1]
 FAILED = []
 
@@ -170,22 +173,6 @@ def bad_options_are_refused():
     assert "--checkpoint-at" in run("train-mlp", "--help").stdout
 
 
-def write_test_png(path):
-    """The first Fashion-MNIST test image (an ankle boot) as a grayscale PNG, written here with zlib."""
-    import gzip
-    import struct
-    import zlib
-    with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
-        px = f.read()[16:16 + 784]
-    raw = b"".join(b"\0" + px[r * 28:(r + 1) * 28] for r in range(28))
-
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0)) +
-                chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
 def cpu_kernels():
     """The MLP kernels this CPU can run, from /proc/cpuinfo (not from loupe itself)."""
     with open("/proc/cpuinfo") as f:
@@ -204,7 +191,8 @@ def every_kernel_the_cpu_runs_trains_the_same_model():
     runs = cpu_kernels()
     weights, probs = {}, {}
     img = os.path.join(TMP, "shoe.png")
-    write_test_png(img)
+    with open(img, "wb") as f:
+        f.write(fx.png_gray(fx.test_set()[0][0]))  # the first test image, an ankle boot
     for k in runs:
         out = os.path.join(TMP, "k-" + k)
         p = run("train-mlp", "--epochs", "1", "--train-limit", "3000", "--hidden", "64,32", "--seed", "4",
