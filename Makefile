@@ -2,7 +2,8 @@
 #   make run    install what is missing, build, train the default model if there is none, run it
 #   make test   install what is missing, build (plain, ASan+UBSan, TSan), run every test
 #   make reproduce [ARGS=--quick]   run the seed report's experiments and write reports/<name>/report.md
-.PHONY: all run test test-tsan deps build build-asan reproduce clean
+#   make fuzz [FUZZ_SECONDS=600]    build the libFuzzer targets with clang (build-fuzz) and fuzz each that long
+.PHONY: all run test test-tsan test-fuzz fuzz deps build build-asan reproduce clean
 
 JOBS ?= $(shell nproc)
 # Debian's Python, which has torch, sklearn and matplotlib (the python3 first on PATH may not).
@@ -28,10 +29,20 @@ test: build build-asan
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) -L sanitize
 	JOBS=$(JOBS) scripts/test-tsan.sh $(BUILD)
+	JOBS=$(JOBS) scripts/test-fuzz.sh
 
 # ThreadSanitizer over the work queue and the daemon's concurrent paths (needs the main tests' store).
 test-tsan: build
 	JOBS=$(JOBS) scripts/test-tsan.sh $(BUILD)
+
+# Every libFuzzer target replays its corpus and fuzzes for 20 s (part of `make test`).
+test-fuzz: deps
+	JOBS=$(JOBS) scripts/test-fuzz.sh
+
+# Fuzz each target for FUZZ_SECONDS (tests/fuzz/README.md); the corpora grow in build-fuzz/fuzz-work.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	JOBS=$(JOBS) FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 run: build
 	@scripts/run-default.sh $(BUILD)
@@ -40,4 +51,4 @@ reproduce: build
 	$(PYTHON) training/reproduce.py --loupe $(BUILD)/cli/loupe $(ARGS)
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan
+	rm -rf $(BUILD) build-asan build-tsan build-fuzz

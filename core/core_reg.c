@@ -509,69 +509,102 @@ core_model *core_reg_get(core_reg *r, const char *name) {
     return m;
 }
 
-/* Add {"name", "error"} to the report's skipped list; a failed append only loses the report line. */
-static void report_skip(json_t *report, const char *name, const char *why) {
-    if (report) json_array_append_new(json_object_get(report, "skipped"), json_pack("{s:s, s:s}", "name", name, "error", why));
+/* Add {"name", "error", "kept"} to the report's skipped list; a failed append only loses the report line. */
+static void report_skip(json_t *report, const char *name, const char *why, int kept) {
+    if (report)
+        json_array_append_new(json_object_get(report, "skipped"),
+                              json_pack("{s:s, s:s, s:b}", "name", name, "error", why, "kept", kept));
+}
+
+static void report_add(json_t *report, const char *list, const char *name) {
+    if (report) json_array_append_new(json_object_get(report, list), json_string(name));
+}
+
+/* Room for one more model in s; -1 when the array cannot grow. */
+static int store_reserve(core_store *s, int *cap) {
+    if (s->n < *cap) return 0;
+    int ncap = *cap ? *cap * 2 : 8;
+    core_model **nm = realloc(s->models, (size_t)ncap * sizeof *nm);
+    if (!nm) return -1;
+    s->models = nm;
+    *cap = ncap;
+    return 0;
+}
+
+/* The model a store entry `name` of the folder sub becomes in the new set: a
+ * fresh load, or, when the folder fails to load (corrupt, half-written, gone
+ * since readdir listed it), the version prev served, retained. NULL (with the
+ * reason logged and reported) when it fails and prev had none; NULL silently
+ * for an entry that is no folder and was never served. */
+static core_model *reload_one(core_reg *r, const core_store *prev, const char *sub, const char *name,
+                              json_t *report) {
+    core_model *old = core_store_find(prev, name), *m = NULL;
+    char merr[CORE_ERR_LEN] = "";
+    struct stat st;
+    if (stat(sub, &st)) {
+        if (!old) return NULL;
+        errbuf_set(merr, sizeof merr, "the folder cannot be read: %s", strerror(errno));
+    } else if (!S_ISDIR(st.st_mode)) {
+        if (!old) return NULL;
+        errbuf_set(merr, sizeof merr, "it is no longer a folder");
+    } else {
+        m = core_model_load(sub, name, merr, sizeof merr);
+    }
+    if (!m) {
+        /* A folder caught half-written must not take a working model away: the
+         * old version serves until a reload loads the folder whole. */
+        log_line("model %s: skipped: %s%s", name, merr, old ? "; the version loaded before keeps serving" : "");
+        report_skip(report, name, merr, old != NULL);
+        core_model_retain(old);
+        return old;
+    }
+    /* Warm before it is published: the first passes of a model (libtorch's
+     * profiling runs, first-touch page faults) are not a client's to wait for. */
+    core_fail wf;
+    double tw = clock_now();
+    if (r->warm_batch > 0 && core_model_warm(m, r->warm_batch, &wf))
+        log_line("model %s: warm-up failed (%s); serving it cold", m->name, wf.msg);
+    else if (r->warm_batch > 0)
+        m->warm_ms = (clock_now() - tw) * 1e3;
+    return m;
 }
 
 int core_reg_reload(core_reg *r, json_t **report_out, char *err, size_t errlen) {
     json_t *report = NULL;
     if (report_out) {
-        report = json_pack("{s:[], s:[]}", "loaded", "skipped");
+        report = json_pack("{s:[], s:[], s:[], s:[]}", "loaded", "skipped", "removed", "models");
         *report_out = NULL;
     }
-    core_store *s = calloc(1, sizeof *s);
+    core_store *s = calloc(1, sizeof *s), *prev = NULL;
     DIR *d = NULL;
     int cap = 0;
     if (!s) goto nomem;
     atomic_init(&s->refs, 1);
 
     pthread_mutex_lock(&r->reload_lock);
+    /* Only this reload can swap r->cur until it unlocks: prev is the set it replaces. */
+    prev = core_reg_acquire(r);
     d = opendir(r->dir);
     if (!d) {
         errbuf_set(err, errlen, "cannot read the model store %s: %s", r->dir, strerror(errno));
+        core_store_release(prev);
         pthread_mutex_unlock(&r->reload_lock);
         goto fail;
     }
     struct dirent *e;
     while ((e = readdir(d))) {
+        /* Hidden names are the writers' temporary folders (.NAME.tmp-PID), never models. */
         if (e->d_name[0] == '.') continue;
+        if (store_reserve(s, &cap)) {
+            log_line("model %s: skipped: out of memory", e->d_name);
+            report_skip(report, e->d_name, "out of memory", 0);
+            continue;
+        }
         char *sub = path_join(r->dir, e->d_name);
         if (!sub) continue;
-        struct stat st;
-        if (stat(sub, &st) || !S_ISDIR(st.st_mode)) {
-            free(sub);
-            continue;
-        }
-        char merr[CORE_ERR_LEN] = "";
-        core_model *m = core_model_load(sub, e->d_name, merr, sizeof merr);
+        core_model *m = reload_one(r, prev, sub, e->d_name, report);
         free(sub);
-        if (!m) {
-            log_line("model %s: skipped: %s", e->d_name, merr);
-            report_skip(report, e->d_name, merr);
-            continue;
-        }
-        if (s->n == cap) {
-            int ncap = cap ? cap * 2 : 8;
-            core_model **nm = realloc(s->models, (size_t)ncap * sizeof *nm);
-            if (!nm) {
-                core_model_release(m);
-                log_line("model %s: skipped: out of memory", e->d_name);
-                report_skip(report, e->d_name, "out of memory");
-                continue;
-            }
-            s->models = nm;
-            cap = ncap;
-        }
-        /* Warm before it is published: the first passes of a model (libtorch's
-         * profiling runs, first-touch page faults) are not a client's to wait for. */
-        core_fail wf;
-        double tw = clock_now();
-        if (r->warm_batch > 0 && core_model_warm(m, r->warm_batch, &wf))
-            log_line("model %s: warm-up failed (%s); serving it cold", m->name, wf.msg);
-        else if (r->warm_batch > 0)
-            m->warm_ms = (clock_now() - tw) * 1e3;
-        s->models[s->n++] = m;
+        if (m) s->models[s->n++] = m;
     }
     closedir(d);
     if (s->n) qsort(s->models, (size_t)s->n, sizeof *s->models, by_name);
@@ -585,6 +618,8 @@ int core_reg_reload(core_reg *r, json_t **report_out, char *err, size_t errlen) 
 
     for (int i = 0; i < s->n; i++) {
         core_model *m = s->models[i];
+        report_add(report, "models", m->name);
+        if (core_store_find(prev, m->name) == m) continue; /* kept: logged as skipped above */
         char size[64], acc[64] = "";
         if (m->net) snprintf(size, sizeof size, "%zu parameters", mlp_n_params(m->net));
         else snprintf(size, sizeof size, "%d layers, input %dx%dx%d", m->cnn ? lt_model_n_layers(m->cnn) : 0,
@@ -594,9 +629,17 @@ int core_reg_reload(core_reg *r, json_t **report_out, char *err, size_t errlen) 
         if (m->chunk) snprintf(chunk, sizeof chunk, ", %d images per pass at most", m->chunk);
         log_line("model %s: loaded (%s, %s%s)%s, warmed up in %.1f ms%s", m->name, m->kind, size, acc,
                  m == s->def ? ", default" : "", m->warm_ms, chunk);
-        if (report) json_array_append_new(json_object_get(report, "loaded"), json_string(m->name));
+        report_add(report, "loaded", m->name);
     }
+    for (int i = 0; i < core_store_count(prev); i++) {
+        const char *name = core_store_at(prev, i)->name;
+        if (core_store_find(s, name)) continue;
+        log_line("model %s: removed (its folder is gone)", name);
+        report_add(report, "removed", name);
+    }
+    core_store_release(prev);
     if (r->default_name && !s->def) log_line("default model %s is not in the store", r->default_name);
+    if (report) json_object_set_new(report, "ok", json_boolean(json_array_size(json_object_get(report, "skipped")) == 0));
     int n = s->n;
     /* Only now: s belongs to r->cur, which another reload could release. */
     pthread_mutex_unlock(&r->reload_lock);

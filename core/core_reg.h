@@ -64,12 +64,18 @@ void core_reg_free(core_reg *r);
  * /readyz and the first requests see a warm model. 0 (the default) turns it off. */
 void core_reg_set_warmup(core_reg *r, int max_batch);
 
-/* Rescan the store and swap the new set of models in atomically. A folder that
- * fails to load is skipped with a line on stderr and in the report. Requests
+/* Rescan the store and swap the new set of models in atomically. Names that
+ * start with '.' are never looked at (the writers' temporary folders). A folder
+ * that fails to load (corrupt, half-written, gone since the scan listed it) is
+ * skipped with a line on stderr and in the report; when the old set served a
+ * model of that name, that version stays in the new set ("kept"). Every other
+ * folder is loaded afresh; models whose folder is gone leave the set. Requests
  * holding models of the old set keep them until they release them.
- * Returns the number of models loaded, or -1 (the old set stays) when the
- * store cannot be read, with a message in err. *report, when given, receives
- * {"loaded": [names], "skipped": [{"name", "error"}]} (caller decrefs). */
+ * Returns the number of models in the new set, or -1 (the old set stays) when
+ * the store cannot be read, with a message in err. *report, when given, receives
+ * {"ok": no folder failed, "loaded": [names loaded from disk],
+ *  "skipped": [{"name", "error", "kept"}], "removed": [names no longer served],
+ *  "models": [names served now]} (caller decrefs). */
 int core_reg_reload(core_reg *r, json_t **report, char *err, size_t errlen);
 
 /* The current snapshot, retained; never NULL after core_reg_new. Release it with

@@ -50,10 +50,12 @@ static struct timespec seconds_ts(double s) {
 static void do_reload(srv_ctx *ctx, const char *why) {
     char err[512];
     log_line("reloading the model store (%s)", why);
-    int n = core_reg_reload(ctx->registry, NULL, err, sizeof err);
+    json_t *report = NULL;
+    int n = core_reg_reload(ctx->registry, &report, err, sizeof err);
     srv_metrics_reload(ctx->metrics, n >= 0);
+    srv_metrics_store_loaded(ctx->metrics, n, report);
+    json_decref(report);
     if (n < 0) log_line("reload failed, the old models stay: %s", err);
-    else srv_metrics_set_models_loaded(ctx->metrics, n);
 }
 
 /* SIGTERM/SIGINT: readiness off at once, serve for the grace period (a second
@@ -173,10 +175,12 @@ int srv_serve_main(int argc, char **argv) {
     }
     /* Every model is warm (batch 1 and the batcher's largest) before it is published. */
     core_reg_set_warmup(ctx->registry, (int)cfg.max_batch);
-    int n = core_reg_reload(ctx->registry, NULL, err, sizeof err);
+    json_t *report = NULL;
+    int n = core_reg_reload(ctx->registry, &report, err, sizeof err);
     if (n < 0) log_line("%s; serving no models until a reload finds some", err);
     else if (n == 0) log_line("no model in %s; /readyz answers 503 until a reload finds one", cfg.models_dir);
-    srv_metrics_set_models_loaded(ctx->metrics, n > 0 ? n : 0);
+    srv_metrics_store_loaded(ctx->metrics, n, report);
+    json_decref(report);
 
     if (srv_http_start(ctx, err, sizeof err)) {
         fprintf(stderr, "loupe serve: %s\n", err);

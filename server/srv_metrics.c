@@ -58,6 +58,12 @@ struct srv_lane_stats {
 
 #define MAX_LANES 4
 
+/* Load failures of one model folder, over every load of the store. */
+typedef struct {
+    char name[MODEL_NAME_LEN];
+    uint64_t count;
+} load_fail;
+
 struct srv_metrics {
     const char *const *labels;
     int n_routes;
@@ -65,10 +71,14 @@ struct srv_metrics {
     req_hist *durations;              /* [n_routes] */
     model_hist models[MAX_MODELS];
     atomic_int n_models;              /* published count of models[] */
-    pthread_mutex_t models_lock;      /* serialises adding a model */
+    pthread_mutex_t models_lock;      /* serialises adding a model; guards fails[] */
     atomic_long in_flight;
     atomic_int models_loaded;
     atomic_uint_fast64_t reloads_ok, reloads_failed;
+    atomic_int reload_failed_folders; /* folders that failed in the last load of the store */
+    atomic_int reload_last_ok;        /* 1: the last load read the store and loaded every folder */
+    load_fail fails[MAX_MODELS];      /* folders that ever failed to load, by name */
+    int n_fails;                      /* guarded by models_lock, as fails[] */
     srv_lane_stats lanes[MAX_LANES];
     atomic_int n_lanes;               /* added at start-up, before any thread reads them */
     atomic_uint_fast64_t cancelled;   /* clients gone before their model work */
@@ -165,6 +175,29 @@ void srv_metrics_set_models_loaded(srv_metrics *m, int n) {
 
 void srv_metrics_reload(srv_metrics *m, int ok) {
     if (m) atomic_fetch_add_explicit(ok ? &m->reloads_ok : &m->reloads_failed, 1, memory_order_relaxed);
+}
+
+/* One failed load of the folder `model`; names past the table's capacity are not recorded. */
+static void load_failure(srv_metrics *m, const char *model) {
+    if (!model || strlen(model) >= MODEL_NAME_LEN) return;
+    /* Loads of the store are rare: a lock, not the request path's atomics. */
+    pthread_mutex_lock(&m->models_lock);
+    int i = 0;
+    while (i < m->n_fails && strcmp(m->fails[i].name, model)) i++;
+    if (i == m->n_fails && i < MAX_MODELS) strcpy(m->fails[m->n_fails++].name, model);
+    if (i < m->n_fails) m->fails[i].count++;
+    pthread_mutex_unlock(&m->models_lock);
+}
+
+void srv_metrics_store_loaded(srv_metrics *m, int n_models, const json_t *report) {
+    if (!m) return;
+    const json_t *skipped = json_object_get(report, "skipped");
+    size_t i;
+    const json_t *e;
+    json_array_foreach(skipped, i, e) load_failure(m, json_string_value(json_object_get(e, "name")));
+    if (n_models >= 0) atomic_store_explicit(&m->models_loaded, n_models, memory_order_relaxed);
+    atomic_store_explicit(&m->reload_failed_folders, (int)json_array_size(skipped), memory_order_relaxed);
+    atomic_store_explicit(&m->reload_last_ok, n_models >= 0 && json_array_size(skipped) == 0, memory_order_relaxed);
 }
 
 void srv_metrics_batch(srv_metrics *m, const char *model, int images) {
@@ -337,6 +370,25 @@ char *srv_metrics_render(srv_metrics *m, size_t *len) {
                   "loupe_reloads_total{result=\"ok\"} %llu\n"
                   "loupe_reloads_total{result=\"error\"} %llu\n",
               (unsigned long long)ld(&m->reloads_ok), (unsigned long long)ld(&m->reloads_failed));
+    sb_printf(&s, "# HELP loupe_reload_last_success 1 when the last load of the store read it and loaded every "
+                  "folder, else 0.\n"
+                  "# TYPE loupe_reload_last_success gauge\n"
+                  "loupe_reload_last_success %d\n"
+                  "# HELP loupe_reload_failed_models Model folders that failed to load in the last load of the "
+                  "store (each keeps its previous version, if it had one).\n"
+                  "# TYPE loupe_reload_failed_models gauge\n"
+                  "loupe_reload_failed_models %d\n",
+              atomic_load_explicit(&m->reload_last_ok, memory_order_relaxed),
+              atomic_load_explicit(&m->reload_failed_folders, memory_order_relaxed));
+    sb_printf(&s, "# HELP loupe_reload_failures_total Failed loads of a model folder, at start-up and on reloads.\n"
+                  "# TYPE loupe_reload_failures_total counter\n");
+    pthread_mutex_lock(&m->models_lock);
+    for (int i = 0; i < m->n_fails; i++) {
+        sb_printf(&s, "loupe_reload_failures_total{model=\"");
+        sb_label(&s, m->fails[i].name);
+        sb_printf(&s, "\"} %llu\n", (unsigned long long)m->fails[i].count);
+    }
+    pthread_mutex_unlock(&m->models_lock);
     int nl = atomic_load_explicit(&m->n_lanes, memory_order_acquire);
     sb_printf(&s, "# HELP loupe_queue_running Requests a worker of the lane is on now.\n"
                   "# TYPE loupe_queue_running gauge\n");

@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 typedef struct srv_metrics srv_metrics;
 
 /* Counters for n_routes routes named by labels (borrowed; they must outlive
@@ -20,6 +22,12 @@ void srv_metrics_in_flight(srv_metrics *m, int delta);
 void srv_metrics_inference(srv_metrics *m, const char *model, double seconds);
 void srv_metrics_set_models_loaded(srv_metrics *m, int n);
 void srv_metrics_reload(srv_metrics *m, int ok);
+/* The outcome of a load of the store (at start-up or a reload): n_models is
+ * core_reg_reload's answer (-1: the store could not be read), report its report
+ * (may be NULL). Sets loupe_models_loaded (unless n_models < 0), the gauges
+ * loupe_reload_last_success and loupe_reload_failed_models, and counts each
+ * folder of report's "skipped" in loupe_reload_failures_total{model}. */
+void srv_metrics_store_loaded(srv_metrics *m, int n_models, const json_t *report);
 
 /* One forward pass of the dynamic batcher on model `name` with `images` images. */
 void srv_metrics_batch(srv_metrics *m, const char *model, int images);

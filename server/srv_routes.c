@@ -210,10 +210,10 @@ static void reload_job(core_job *job, core_job_state st) {
         char err[512];
         int n = core_reg_reload(r->ctx->registry, &report, err, sizeof err);
         srv_metrics_reload(r->ctx->metrics, n >= 0);
+        srv_metrics_store_loaded(r->ctx->metrics, n, report);
         if (n < 0) {
             srv_reply_error(r, CORE_E_INTERNAL, "reload failed, the old models stay: %s", err);
         } else {
-            srv_metrics_set_models_loaded(r->ctx->metrics, n);
             core_store *s = core_reg_acquire(r->ctx->registry);
             core_model *def = core_store_default(s);
             if (report) json_object_set_new(report, "default", def ? json_string(def->name) : json_null());

@@ -944,6 +944,151 @@ class Reload(unittest.TestCase):
             self.assertEqual(d.stop(), 0)
 
 
+class ReloadFaults(unittest.TestCase):
+    """One reload that meets every kind of folder at once: added, changed,
+    corrupt (half-written weights, truncated model.json), turned into a file,
+    removed, broken from the start, hidden. The failed ones keep their previous
+    version; every other folder updates; the answer, the log and /metrics say
+    which is which."""
+
+    TOKEN = {"Authorization": "Bearer s3cret"}
+
+    def setUp(self):
+        import shutil
+        import tempfile
+        self.store = tempfile.mkdtemp(prefix="loupe-reload-faults-")
+        self.addCleanup(shutil.rmtree, self.store, True)
+        self.copy = lambda src, dst: shutil.copytree(os.path.join(STORE, src), os.path.join(self.store, dst))
+        for src, dst in (("alpha", "keep"), ("beta", "change"), ("beta", "corrupt"), ("beta", "halfjson"),
+                         ("beta", "tofile"), ("zero", "gone"), ("alpha", ".hidden.tmp-1")):
+            self.copy(src, dst)
+
+    def reload(self, d):
+        st, _, b = d.json("POST", "/v1/admin/reload", headers=self.TOKEN)
+        self.assertEqual(st, 200, b)
+        return b
+
+    def probs(self, d, model):
+        st, _, b = d.json("POST", "/v1/models/%s/predict" % model, png(3), {"Content-Type": "image/png"})
+        self.assertEqual(st, 200, (model, b))
+        return b["probabilities"]
+
+    def sizes(self, d):
+        st, _, b = d.json("GET", "/v1/models")
+        self.assertEqual(st, 200, b)
+        return {m["name"]: m["mlp"]["sizes"] for m in b["models"]}
+
+    def metrics(self, d):
+        from prometheus_client.parser import text_string_to_metric_families
+        st, _, body = d.request("GET", "/metrics")
+        self.assertEqual(st, 200)
+        out = {}
+        for fam in text_string_to_metric_families(body.decode()):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def test_failed_folders_keep_their_version_the_others_update(self):
+        import shutil
+        def join(*parts):
+            return os.path.join(self.store, *parts)
+        alpha_sizes, beta_sizes = [784, 128, 96, 10], [784, 32, 10]
+        d = fx.Daemon(LOUPE, self.store, "--drain-grace", "0", env={"LOUPE_ADMIN_TOKEN": "s3cret"})
+        try:
+            before = self.sizes(d)
+            self.assertEqual(before, {"keep": alpha_sizes, "change": beta_sizes, "corrupt": beta_sizes,
+                                      "halfjson": beta_sizes, "tofile": beta_sizes, "gone": [784, 10]})
+            beta, alpha = self.probs(d, "corrupt"), self.probs(d, "keep")
+            self.assertNotEqual(beta, alpha)
+            m = self.metrics(d)
+            self.assertEqual(m[("loupe_reload_last_success", ())], 1)
+            self.assertEqual(m[("loupe_reload_failed_models", ())], 0)
+
+            # Everything at once, then one reload.
+            shutil.rmtree(join("change"))
+            self.copy("alpha", "change")                                  # changed: a new version
+            w = join("corrupt", "weights.safetensors")
+            os.truncate(w, os.path.getsize(w) // 2)                       # half-written weights
+            with open(join("halfjson", "model.json"), "r+") as f:         # half-written manifest
+                f.truncate(40)
+            shutil.rmtree(join("tofile"))
+            with open(join("tofile"), "w") as f:                          # no longer a folder
+                f.write("not a model")
+            shutil.rmtree(join("gone"))                                   # removed
+            self.copy("beta", "new")                                      # added
+            os.makedirs(join("newbroken"))                                # added, broken: never served
+            with open(join("newbroken", "model.json"), "w") as f:
+                f.write("{ this is not json")
+            b = self.reload(d)
+
+            self.assertIs(b["ok"], False)
+            self.assertEqual(sorted(b["loaded"]), ["change", "keep", "new"])
+            skipped = {s["name"]: s for s in b["skipped"]}
+            self.assertEqual({n: s["kept"] for n, s in skipped.items()},
+                             {"corrupt": True, "halfjson": True, "tofile": True, "newbroken": False})
+            self.assertIn("weights.safetensors", skipped["corrupt"]["error"])
+            self.assertIn("model.json", skipped["halfjson"]["error"])
+            self.assertIn("no longer a folder", skipped["tofile"]["error"])
+            self.assertIn("model.json", skipped["newbroken"]["error"])
+            self.assertEqual(b["removed"], ["gone"])
+            self.assertEqual(b["models"], ["change", "corrupt", "halfjson", "keep", "new", "tofile"])
+
+            # What is served: the kept ones as before, the changed one anew, the added one, not the removed one.
+            self.assertEqual(self.sizes(d), {"keep": alpha_sizes, "change": alpha_sizes, "corrupt": beta_sizes,
+                                             "halfjson": beta_sizes, "tofile": beta_sizes, "new": beta_sizes})
+            for name, want in (("keep", alpha), ("change", alpha), ("corrupt", beta), ("halfjson", beta),
+                               ("tofile", beta), ("new", beta)):
+                np.testing.assert_allclose(self.probs(d, name), want, rtol=0, atol=1e-5, err_msg=name)
+            for name in ("gone", "newbroken", ".hidden.tmp-1"):
+                st, _, _ = d.json("GET", "/v1/models/" + name)
+                self.assertEqual(st, 404, name)
+
+            log = d.read_log()
+            self.assertIn("model corrupt: skipped: weights.safetensors", log)
+            self.assertIn("the version loaded before keeps serving", log)
+            self.assertIn("model gone: removed", log)
+            self.assertNotIn("model .hidden", log)
+
+            m = self.metrics(d)
+            self.assertEqual(m[("loupe_reload_last_success", ())], 0)
+            self.assertEqual(m[("loupe_reload_failed_models", ())], 4)
+            for name in ("corrupt", "halfjson", "tofile", "newbroken"):
+                self.assertEqual(m[("loupe_reload_failures_total", (("model", name),))], 1, name)
+            self.assertNotIn(("loupe_reload_failures_total", (("model", "keep"),)), m)
+            self.assertEqual(m[("loupe_reloads_total", (("result", "ok"),))], 1)
+            self.assertEqual(m[("loupe_models_loaded", ())], 6)
+
+            # Repaired: the next reload loads them afresh and says all is well.
+            shutil.rmtree(join("corrupt"))
+            self.copy("alpha", "corrupt")
+            shutil.rmtree(join("halfjson"))
+            shutil.rmtree(join("newbroken"))
+            os.remove(join("tofile"))
+            b = self.reload(d)
+            self.assertIs(b["ok"], True)
+            self.assertEqual(b["skipped"], [])
+            self.assertEqual(sorted(b["removed"]), ["halfjson", "tofile"])
+            self.assertEqual(b["models"], ["change", "corrupt", "keep", "new"])
+            self.assertEqual(self.sizes(d)["corrupt"], alpha_sizes)
+            np.testing.assert_allclose(self.probs(d, "corrupt"), alpha, rtol=0, atol=1e-5)
+            m = self.metrics(d)
+            self.assertEqual(m[("loupe_reload_last_success", ())], 1)
+            self.assertEqual(m[("loupe_reload_failed_models", ())], 0)
+            self.assertEqual(m[("loupe_reload_failures_total", (("model", "corrupt"),))], 1)
+
+            # SIGHUP takes the same path.
+            w = join("corrupt", "weights.safetensors")
+            os.truncate(w, 100)
+            d.signal(signal.SIGHUP)
+            deadline = time.time() + 30
+            while time.time() < deadline and \
+                    self.metrics(d).get(("loupe_reload_failures_total", (("model", "corrupt"),))) != 2:
+                time.sleep(0.05)
+            self.assertEqual(self.metrics(d)[("loupe_reload_failures_total", (("model", "corrupt"),))], 2)
+            np.testing.assert_allclose(self.probs(d, "corrupt"), alpha, rtol=0, atol=1e-5)
+        finally:
+            self.assertEqual(d.stop(), 0)
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--make-store"]:
         fx.make_store(LOUPE, STORE)
