@@ -169,6 +169,8 @@ int srv_serve_main(int argc, char **argv) {
     ctx->registry = core_reg_new(cfg.models_dir, cfg.default_model);
     pthread_mutex_init(&ctx->test_lock, NULL);
     pthread_cond_init(&ctx->test_cond, NULL);
+    pthread_mutex_init(&ctx->conns_lock, NULL);
+    pthread_cond_init(&ctx->conns_cond, NULL);
     if (!ctx->metrics || !ctx->registry) {
         fprintf(stderr, "loupe serve: out of memory\n");
         goto out;
@@ -186,9 +188,9 @@ int srv_serve_main(int argc, char **argv) {
         fprintf(stderr, "loupe serve: %s\n", err);
         goto out;
     }
-    log_line("listening on http://%s:%u (%u connection threads, max body %zu bytes; main lane: %u workers + %u "
+    log_line("listening on %s://%s:%u (%u connection threads, max body %zu bytes; main lane: %u workers + %u "
              "queued, batches of up to %u, delay %u us; heavy lane: %u workers + %u queued)",
-             cfg.host && *cfg.host ? cfg.host : "0.0.0.0", ctx->port, cfg.threads, cfg.max_body, cfg.workers, cfg.queue,
+             cfg.tls_cert ? "https" : "http", cfg.host && *cfg.host ? cfg.host : "0.0.0.0", ctx->port, cfg.threads, cfg.max_body, cfg.workers, cfg.queue,
              cfg.max_batch, cfg.batch_delay_us, cfg.expensive_concurrency, cfg.expensive_queue);
 
     for (;;) {
@@ -207,6 +209,8 @@ out:
     srv_metrics_free(ctx->metrics);
     pthread_cond_destroy(&ctx->test_cond);
     pthread_mutex_destroy(&ctx->test_lock);
+    pthread_cond_destroy(&ctx->conns_cond);
+    pthread_mutex_destroy(&ctx->conns_lock);
     free(ctx);
     return rc;
 }

@@ -41,6 +41,10 @@ static const opt_spec opts[] = {
      "largest image by its header's width*height (default 40000000)"},
     {"admin-token", "LOUPE_ADMIN_TOKEN", OPT_STR, OFF(admin_token), "TOKEN",
      "bearer token of /v1/admin/*; unset = admin routes off (prefer the variable)"},
+    {"api-token", "LOUPE_API_TOKEN", OPT_STR, OFF(api_token), "TOKEN",
+     "bearer token the model routes require (predict, explain, V2...); unset = open (prefer the variable)"},
+    {"tls-cert", "LOUPE_TLS_CERT", OPT_STR, OFF(tls_cert), "FILE", "PEM certificate (chain): serve HTTPS (with --tls-key)"},
+    {"tls-key", "LOUPE_TLS_KEY", OPT_STR, OFF(tls_key), "FILE", "PEM private key of --tls-cert"},
     {"cors-origin", "LOUPE_CORS_ORIGIN", OPT_STR, OFF(cors_origin), "ORIGIN",
      "value of Access-Control-Allow-Origin (default: no CORS headers)"},
     {"static", "LOUPE_STATIC", OPT_STR, OFF(static_dir), "DIR", "static files served at / (default " LOUPE_STATIC_DIR ")"},
@@ -50,6 +54,12 @@ static const opt_spec opts[] = {
      "per-connection memory for headers and reads (default 64K)"},
     {"max-connections", "LOUPE_MAX_CONNECTIONS", OPT_UINT, OFF(max_connections), "N",
      "concurrent connections (default 1024)"},
+    {"request-timeout", "LOUPE_REQUEST_TIMEOUT", OPT_UINT, OFF(request_timeout), "SECONDS",
+     "time to send a whole request, or to take an answer; 0 = none (default 60)"},
+    {"max-conn-per-ip", "LOUPE_MAX_CONN_PER_IP", OPT_UINT, OFF(max_conn_per_ip), "N",
+     "connections from one address; 0 = no limit (default 0: behind a proxy all share one)"},
+    {"body-budget", "LOUPE_BODY_BUDGET", OPT_SIZE, OFF(body_budget), "BYTES",
+     "request bodies held in memory at once, all connections; past it 503 (default 512M)"},
     {"drain-grace", "LOUPE_DRAIN_GRACE", OPT_SECONDS, OFF(drain_grace), "SECONDS",
      "after SIGTERM: /readyz says 503, requests still served this long (default 5)"},
     {"drain-timeout", "LOUPE_DRAIN_TIMEOUT", OPT_SECONDS, OFF(drain_timeout), "SECONDS",
@@ -159,6 +169,8 @@ static void defaults(srv_config *cfg) {
     cfg->conn_timeout = 30;
     cfg->conn_memory = 64u << 10;
     cfg->max_connections = 1024;
+    cfg->request_timeout = 60;
+    cfg->body_budget = (size_t)512 << 20;
     cfg->drain_grace = 5;
     cfg->drain_timeout = 30;
     cfg->access_log = 1;
@@ -192,6 +204,8 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *er
     defaults(cfg);
     const char *th = getenv("LOUPE_TEST_HOOKS");
     cfg->test_hooks = th && !strcmp(th, "1");
+    const char *od = cfg->test_hooks ? getenv("LOUPE_TEST_OPEN_DELAY_MS") : NULL;
+    cfg->test_open_delay_ms = od ? (unsigned)strtoul(od, NULL, 10) : 0;
     for (size_t i = 0; i < N_OPTS; i++) {
         const char *v = getenv(opts[i].env);
         if (v && set_opt(cfg, &opts[i], v, opts[i].env, err, errlen)) return -1;
@@ -257,6 +271,15 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *er
     }
     if (cfg->max_body < 1) {
         errbuf_set(err, errlen, "--max-body must be at least 1 byte");
+        return -1;
+    }
+    if (cfg->body_budget < cfg->max_body) {
+        errbuf_set(err, errlen, "--body-budget (%zu bytes) must be at least --max-body (%zu bytes)", cfg->body_budget,
+                   cfg->max_body);
+        return -1;
+    }
+    if (!cfg->tls_cert != !cfg->tls_key) {
+        errbuf_set(err, errlen, "--tls-cert and --tls-key go together: give both, or neither");
         return -1;
     }
     if (cfg->conn_memory < 4096) {

@@ -16,6 +16,9 @@ typedef struct {
     const char *static_dir;
     const char *docs_dir;
     const char *admin_token;   /* NULL = admin routes off (404) */
+    const char *api_token;     /* NULL = the model routes are open; else they need "Authorization: Bearer" it */
+    const char *tls_cert;      /* PEM file: serve HTTPS (with tls_key); NULL = plain HTTP */
+    const char *tls_key;       /* PEM file of the certificate's private key */
     const char *cors_origin;   /* NULL = no CORS headers */
     unsigned threads;          /* libmicrohttpd pool size */
     size_t max_body;           /* bytes */
@@ -23,6 +26,9 @@ typedef struct {
     unsigned conn_timeout;     /* seconds of inactivity before a connection is closed */
     size_t conn_memory;        /* bytes of per-connection memory pool */
     unsigned max_connections;
+    unsigned request_timeout;  /* seconds a client has to send a request, or to take its answer; 0 = no limit */
+    unsigned max_conn_per_ip;  /* connections open from one address; 0 = no limit */
+    size_t body_budget;        /* bytes of request bodies held at once, all connections together */
     double drain_grace;        /* seconds of serving after SIGTERM before closing the door */
     double drain_timeout;      /* seconds to wait for in-flight requests after that */
     int access_log;            /* 1 = one line per request on stderr */
@@ -37,6 +43,7 @@ typedef struct {
     unsigned expensive_concurrency; /* heavy-lane workers: CNN saliency, filters, activations, large decodes */
     unsigned expensive_queue;  /* heavy-lane requests that may wait; past it 429 */
     int test_hooks;            /* LOUPE_TEST_HOOKS=1: the routes under /v1/test/ (tests only; never in --help) */
+    unsigned test_open_delay_ms; /* with test hooks, LOUPE_TEST_OPEN_DELAY_MS: pause between resolving and opening a file */
     unsigned torch_threads;    /* libtorch intra-op threads per call */
 } srv_config;
 

@@ -4,6 +4,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <stdarg.h>
@@ -22,6 +24,159 @@
 
 /* Bytes of an over-limit body read and dropped before the connection is cut instead. */
 #define SRV_DISCARD_LIMIT (64u << 20)
+
+/* ==== Connections: deadlines and per-address limits ==== */
+
+/* One open connection, from libmicrohttpd's STARTED notification to CLOSED.
+ * libmicrohttpd's --timeout is an idle timeout: a client sending a byte every
+ * few seconds would hold a connection (and its slot) for ever. The deadline
+ * bounds the time the daemon waits on the client, to send its request or to
+ * take its answer; the reaper thread cuts what overruns it. */
+typedef struct srv_conn {
+    struct srv_conn *prev, *next;
+    int fd;
+    struct sockaddr_storage addr; /* the client's address (its port ignored) */
+    atomic_llong deadline_us;     /* clock_now() microseconds; 0 = the daemon is working, no deadline */
+    int over_ip;                  /* opened past --max-conn-per-ip: its requests get 503 */
+} srv_conn;
+
+static long long now_us(void) {
+    return (long long)(clock_now() * 1e6);
+}
+
+/* Start the client's clock: it has cfg->request_timeout seconds from now. */
+static void conn_wait_client(srv_ctx *ctx, srv_conn *c) {
+    if (c && ctx->cfg->request_timeout)
+        atomic_store_explicit(&c->deadline_us, now_us() + (long long)ctx->cfg->request_timeout * 1000000,
+                              memory_order_relaxed);
+}
+
+/* The daemon has the request: its own time (queue, model work) is not the client's. */
+static void conn_wait_daemon(srv_conn *c) {
+    if (c) atomic_store_explicit(&c->deadline_us, 0, memory_order_relaxed);
+}
+
+static int same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
+    if (a->ss_family != b->ss_family) return 0;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->ss_family == AF_INET6)
+        return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
+                       sizeof(struct in6_addr));
+    return 1; /* other families (none today): one bucket */
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    srv_ctx *ctx = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        srv_conn *c = calloc(1, sizeof *c);
+        if (!c) return; /* untracked: no deadline, not counted; the idle timeout still applies */
+        const union MHD_ConnectionInfo *fi = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ai = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        c->fd = fi ? fi->connect_fd : -1;
+        if (ai && ai->client_addr) {
+            socklen_t len = ai->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                    : sizeof(struct sockaddr_in);
+            memcpy(&c->addr, ai->client_addr, len);
+        }
+        conn_wait_client(ctx, c);
+        unsigned limit = ctx->cfg->max_conn_per_ip, same = 0;
+        pthread_mutex_lock(&ctx->conns_lock);
+        if (limit)
+            for (srv_conn *o = ctx->conns; o; o = o->next) same += !o->over_ip && same_host(&o->addr, &c->addr);
+        c->over_ip = limit && same >= limit;
+        c->next = ctx->conns;
+        if (ctx->conns) ctx->conns->prev = c;
+        ctx->conns = c;
+        pthread_mutex_unlock(&ctx->conns_lock);
+        if (c->over_ip) srv_metrics_refused(ctx->metrics, SRV_REFUSED_PER_IP);
+        *socket_context = c;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        srv_conn *c = *socket_context;
+        if (!c) return;
+        *socket_context = NULL;
+        pthread_mutex_lock(&ctx->conns_lock);
+        if (c->prev) c->prev->next = c->next;
+        else ctx->conns = c->next;
+        if (c->next) c->next->prev = c->prev;
+        pthread_mutex_unlock(&ctx->conns_lock);
+        free(c);
+    }
+}
+
+/* The reaper: twice a second, cut the connections past their deadline.
+ * shutdown() leaves the descriptor to libmicrohttpd, which sees the
+ * connection fail on its next poll and closes it the usual way. */
+static void *reaper_main(void *arg) {
+    srv_ctx *ctx = arg;
+    pthread_mutex_lock(&ctx->conns_lock);
+    while (!ctx->reaper_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 500 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&ctx->conns_cond, &ctx->conns_lock, &ts);
+        long long now = now_us();
+        for (srv_conn *c = ctx->conns; c; c = c->next) {
+            long long d = atomic_load_explicit(&c->deadline_us, memory_order_relaxed);
+            if (!d || now < d || c->fd < 0) continue;
+            atomic_store_explicit(&c->deadline_us, 0, memory_order_relaxed);
+            shutdown(c->fd, SHUT_RDWR);
+            srv_metrics_refused(ctx->metrics, SRV_REFUSED_REQUEST_TIMEOUT);
+            char host[INET6_ADDRSTRLEN] = "?";
+            if (c->addr.ss_family == AF_INET)
+                inet_ntop(AF_INET, &((struct sockaddr_in *)&c->addr)->sin_addr, host, sizeof host);
+            else if (c->addr.ss_family == AF_INET6)
+                inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&c->addr)->sin6_addr, host, sizeof host);
+            log_line("closed a connection from %s: no whole request (or answer taken) within --request-timeout %us",
+                     host, ctx->cfg->request_timeout);
+        }
+    }
+    pthread_mutex_unlock(&ctx->conns_lock);
+    return NULL;
+}
+
+static int start_reaper(srv_ctx *ctx) {
+    ctx->reaper_stop = 0;
+    if (!ctx->cfg->request_timeout) return 0;
+    if (pthread_create(&ctx->reaper, NULL, reaper_main, ctx)) return -1;
+    ctx->reaper_on = 1;
+    return 0;
+}
+
+static void stop_reaper(srv_ctx *ctx) {
+    if (!ctx->reaper_on) return;
+    pthread_mutex_lock(&ctx->conns_lock);
+    ctx->reaper_stop = 1;
+    pthread_cond_broadcast(&ctx->conns_cond);
+    pthread_mutex_unlock(&ctx->conns_lock);
+    pthread_join(ctx->reaper, NULL);
+    ctx->reaper_on = 0;
+}
+
+/* ==== Body memory ==== */
+
+/* Reserve n more bytes of request bodies against cfg->body_budget. Returns 0,
+ * or -1 (nothing reserved) when that would pass it. */
+static int body_reserve(srv_ctx *ctx, size_t n) {
+    long long want = (long long)n, cur = atomic_load_explicit(&ctx->body_bytes, memory_order_relaxed);
+    do {
+        if (cur + want > (long long)ctx->cfg->body_budget) return -1;
+    } while (!atomic_compare_exchange_weak_explicit(&ctx->body_bytes, &cur, cur + want, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    srv_metrics_body_bytes(ctx->metrics, want);
+    return 0;
+}
+
+static void body_unreserve(srv_ctx *ctx, size_t n) {
+    if (!n) return;
+    atomic_fetch_sub_explicit(&ctx->body_bytes, (long long)n, memory_order_relaxed);
+    srv_metrics_body_bytes(ctx->metrics, -(long long)n);
+}
 
 /* ==== Responses ==== */
 
@@ -114,6 +269,7 @@ int srv_req_defer(srv_req *r, core_queue *lane, core_job *job) {
     int rc = lane ? core_queue_reserve(lane) : -2;
     if (rc) return rc;
     r->deferred = 1;
+    conn_wait_daemon(r->sc);
     job->t_arrival = r->t_start;
     /* Suspend before the worker can resume. */
     MHD_suspend_connection(r->conn);
@@ -154,6 +310,8 @@ void srv_reply_busy(srv_req *r, core_queue *lane, int why) {
 
 static void reply_early(srv_req *r) {
     srv_reply_error(r, r->early_kind, "%s", r->early_msg);
+    if (r->early_kind == CORE_E_UNAVAILABLE) r->resp.retry_after = 1;
+    if (r->early_kind == CORE_E_UNAUTHORIZED) r->resp.www_authenticate = 1;
 }
 
 const char *srv_req_query(srv_req *r, const char *key) {
@@ -162,6 +320,17 @@ const char *srv_req_query(srv_req *r, const char *key) {
 
 const char *srv_req_header(srv_req *r, const char *key) {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, key);
+}
+
+int srv_req_bearer_ok(srv_req *r, const char *token) {
+    const char *auth = srv_req_header(r, "Authorization");
+    if (!auth || strncmp(auth, "Bearer ", 7) || !token) return 0;
+    const char *a = auth + 7;
+    /* Constant time in the token's content: every byte is looked at. */
+    size_t la = strlen(a), lb = strlen(token);
+    unsigned char d = la != lb;
+    for (size_t i = 0; i < la; i++) d |= (unsigned char)(a[i] ^ token[i % (lb ? lb : 1)]);
+    return d == 0;
 }
 
 void srv_req_set_model(srv_req *r, const char *name) {
@@ -204,9 +373,10 @@ static enum MHD_Result queue(srv_req *r) {
     if (r->resp.preflight) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, POST, OPTIONS");
     if (r->request_id[0]) MHD_add_response_header(resp, "X-Request-ID", r->request_id);
     /* While draining, tell keep-alive clients to reconnect (to another replica). */
-    if (atomic_load_explicit(&ctx->draining, memory_order_relaxed))
+    if (atomic_load_explicit(&ctx->draining, memory_order_relaxed) || (r->sc && r->sc->over_ip))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     r->status = r->resp.status;
+    conn_wait_client(ctx, r->sc);
     enum MHD_Result ret = MHD_queue_response(r->conn, r->resp.status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -285,21 +455,38 @@ static int dispatch(srv_req *r, unsigned *allowed) {
 
 /* Append size bytes to the request's body, growing it by doubling from
  * first_cap up to cfg->max_body (the callers check the limit first).
- * Returns 0, or -1 when out of memory (the body is left as it was). */
+ * Returns 0, -1 when out of memory, or -2 when growing it would pass
+ * cfg->body_budget (the body is left as it was either way). */
 static int body_append(srv_req *r, const char *data, size_t size, size_t first_cap) {
     size_t max = r->ctx->cfg->max_body;
     if (r->body_len + size > r->body_cap) {
         size_t cap = r->body_cap ? r->body_cap : first_cap;
         while (cap < r->body_len + size) cap *= 2;
         if (cap > max) cap = max;
+        if (body_reserve(r->ctx, cap - r->body_cap)) return -2;
         unsigned char *nb = realloc(r->body, cap);
-        if (!nb) return -1;
+        if (!nb) {
+            body_unreserve(r->ctx, cap - r->body_cap);
+            return -1;
+        }
         r->body = nb;
         r->body_cap = cap;
     }
     memcpy(r->body + r->body_len, data, size);
     r->body_len += size;
     return 0;
+}
+
+/* Why body_append failed, as the request's early error. */
+static void body_refused(srv_req *r, int rc) {
+    if (rc == -2) {
+        srv_metrics_refused(r->ctx->metrics, SRV_REFUSED_BODY_BUDGET);
+        early_error(r, CORE_E_UNAVAILABLE,
+                    "the server holds as many request bodies as it may (--body-budget %zu bytes); retry shortly",
+                    r->ctx->cfg->body_budget);
+    } else {
+        early_error(r, CORE_E_NOMEM, "out of memory reading the body");
+    }
 }
 
 static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
@@ -315,8 +502,9 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
         early_error(r, CORE_E_TOO_LARGE, "the image field is larger than the limit of %zu bytes", max);
         return MHD_NO;
     }
-    if (body_append(r, data, size, 65536)) {
-        early_error(r, CORE_E_NOMEM, "out of memory reading the upload");
+    int rc = body_append(r, data, size, 65536);
+    if (rc) {
+        body_refused(r, rc);
         return MHD_NO;
     }
     return MHD_YES;
@@ -354,6 +542,7 @@ static void req_free(srv_req *r) {
     if (!r) return;
     if (r->pp) MHD_destroy_post_processor(r->pp);
     resp_reset(&r->resp);
+    body_unreserve(r->ctx, r->body_cap);
     free(r->body);
     free(r->path);
     free(r->segbuf);
@@ -372,6 +561,8 @@ static enum MHD_Result req_begin(srv_ctx *ctx, struct MHD_Connection *conn, cons
     r->method = method;
     r->t_start = clock_now();
     r->route = SRV_ROUTE_UNMATCHED;
+    const union MHD_ConnectionInfo *sci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->sc = sci ? sci->socket_context : NULL;
     request_id(ctx, conn, r->request_id, sizeof r->request_id);
     *con_cls = r;
     atomic_fetch_add_explicit(&ctx->in_flight, 1, memory_order_acq_rel);
@@ -413,6 +604,15 @@ static enum MHD_Result req_begin(srv_ctx *ctx, struct MHD_Connection *conn, cons
         early_error(r, CORE_E_NOT_FOUND, "no route %s %s", method, r->path);
     }
 
+    if (r->sc && r->sc->over_ip)
+        early_error(r, CORE_E_UNAVAILABLE, "too many connections from your address (--max-conn-per-ip %u)",
+                    ctx->cfg->max_conn_per_ip);
+    if ((r->flags & SRV_R_AUTH) && ctx->cfg->api_token && !srv_req_bearer_ok(r, ctx->cfg->api_token))
+        early_error(r, CORE_E_UNAUTHORIZED, "%s",
+                    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization")
+                        ? "wrong bearer token"
+                        : "this route needs Authorization: Bearer <token> (the server has an API token)");
+
     /* The body limit, up front when the client says the size. */
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long clen = 0;
@@ -432,9 +632,17 @@ static enum MHD_Result req_begin(srv_ctx *ctx, struct MHD_Connection *conn, cons
         r->pp = MHD_create_post_processor(conn, 16384, post_iter, r);
         if (!r->pp) early_error(r, CORE_E_BAD_REQUEST, "the multipart/form-data header has no usable boundary");
     } else if (clen > 0 && clen <= ctx->cfg->max_body) {
+        if (body_reserve(ctx, (size_t)clen)) {
+            body_refused(r, -2);
+            return MHD_YES;
+        }
         r->body = malloc((size_t)clen);
-        if (!r->body) early_error(r, CORE_E_NOMEM, "out of memory for a %llu-byte body", clen);
-        else r->body_cap = (size_t)clen;
+        if (!r->body) {
+            body_unreserve(ctx, (size_t)clen);
+            early_error(r, CORE_E_NOMEM, "out of memory for a %llu-byte body", clen);
+        } else {
+            r->body_cap = (size_t)clen;
+        }
     }
     return MHD_YES;
 }
@@ -453,14 +661,15 @@ static enum MHD_Result req_body(srv_req *r, const char *data, size_t size) {
     size_t max = r->ctx->cfg->max_body;
     if (r->body_len + size > max) {
         early_error(r, CORE_E_TOO_LARGE, "the body is larger than the limit of %zu bytes", max);
+        body_unreserve(r->ctx, r->body_cap);
         free(r->body);
         r->body = NULL;
         r->body_len = r->body_cap = 0;
         r->discarded += size;
         return MHD_YES;
     }
-    if (body_append(r, data, size, 16384))
-        early_error(r, CORE_E_NOMEM, "out of memory reading the body");
+    int rc = body_append(r, data, size, 16384);
+    if (rc) body_refused(r, rc);
     return MHD_YES;
 }
 
@@ -474,7 +683,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (req_begin(ctx, conn, url, method, con_cls) != MHD_YES) return MHD_NO;
         r = *con_cls;
         /* Refuse before the body: libmicrohttpd then skips it and closes the connection. */
-        if (r->early_err && (r->early_kind == CORE_E_TOO_LARGE || r->early_kind == CORE_E_NOMEM)) {
+        if (r->early_err && (r->early_kind == CORE_E_TOO_LARGE || r->early_kind == CORE_E_NOMEM ||
+                             r->early_kind == CORE_E_UNAVAILABLE || r->early_kind == CORE_E_UNAUTHORIZED)) {
             reply_early(r);
             return queue(r);
         }
@@ -494,6 +704,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return ok;
     }
     if (r->status) return MHD_YES; /* already answered */
+    conn_wait_daemon(r->sc); /* the request is in */
     if (r->deferred)  /* called again after srv_req_resume, or spuriously before */
         return atomic_load_explicit(&r->deferred_done, memory_order_acquire) ? queue(r) : MHD_YES;
     if (r->pp) {
@@ -548,6 +759,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     srv_metrics_request(ctx->metrics, r->route, r->status, secs);
     if (ctx->cfg->access_log) access_log(r, secs, toe != MHD_REQUEST_TERMINATED_COMPLETED_OK);
     srv_metrics_in_flight(ctx->metrics, -1);
+    conn_wait_client(ctx, r->sc); /* a keep-alive connection's next request */
     req_free(r);
     atomic_fetch_sub_explicit(&ctx->in_flight, 1, memory_order_acq_rel);
 }
@@ -583,6 +795,11 @@ static int start_daemons(srv_ctx *ctx, unsigned flags, struct sockaddr *addr, un
         if (pool_threads > 1)
             opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)pool_threads, NULL};
         if (addr) opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, addr};
+        opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, ctx};
+        if (ctx->tls_cert) {
+            opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, ctx->tls_cert};
+            opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, ctx->tls_key};
+        }
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
         struct MHD_Daemon *d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, ctx,
                                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
@@ -637,6 +854,35 @@ static int probe_port(const struct sockaddr *addr, unsigned port, unsigned *out)
     return rc ? -1 : 0;
 }
 
+/* The whole of a PEM file of at most 1 MiB, NUL-terminated, malloc'd; NULL with the reason in err. */
+static char *read_pem(const char *flag, const char *path, char *err, size_t errlen) {
+    char *buf = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > (1 << 20)) {
+        snprintf(err, errlen, "cannot read %s %s: %s", flag, path,
+                 fd < 0 ? strerror(errno) : "not a regular file of at most 1 MiB");
+        goto out;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    while (buf && got < (size_t)st.st_size) {
+        ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        got += (size_t)k;
+    }
+    if (buf) buf[got] = 0;
+    if (!buf || got != (size_t)st.st_size || !strstr(buf, "-----BEGIN ")) {
+        snprintf(err, errlen, "cannot read %s %s: %s", flag, path, !buf ? "out of memory" : "not a PEM file");
+        free(buf);
+        buf = NULL;
+    }
+out:
+    if (fd >= 0) close(fd);
+    return buf;
+}
+
 /* The two lanes of work behind the connection threads (srv_http.h). */
 static int start_lanes(srv_ctx *ctx) {
     const srv_config *cfg = ctx->cfg;
@@ -667,6 +913,12 @@ static void stop_lanes(srv_ctx *ctx) {
     pthread_mutex_unlock(&ctx->test_lock);
     core_queue_stop(ctx->lane_main);
     core_queue_stop(ctx->lane_heavy);
+}
+
+static void free_tls(srv_ctx *ctx) {
+    free(ctx->tls_cert);
+    free(ctx->tls_key);
+    ctx->tls_cert = ctx->tls_key = NULL;
 }
 
 /* Once no connection thread is left. */
@@ -701,7 +953,20 @@ int srv_http_start(srv_ctx *ctx, char *err, size_t errlen) {
         }
     }
     ctx->id_base = (uint64_t)getpid() << 32 ^ (uint64_t)(clock_now() * 1e9);
+    if (cfg->tls_cert) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            snprintf(err, errlen, "--tls-cert: this libmicrohttpd was built without TLS");
+            return -1;
+        }
+        if (!(ctx->tls_cert = read_pem("--tls-cert", cfg->tls_cert, err, errlen)) ||
+            !(ctx->tls_key = read_pem("--tls-key", cfg->tls_key, err, errlen))) {
+            free_tls(ctx);
+            return -1;
+        }
+        flags |= MHD_USE_TLS;
+    }
     if (start_lanes(ctx)) {
+        free_tls(ctx);
         snprintf(err, errlen, "cannot start the worker threads (out of memory or threads)");
         return -1;
     }
@@ -718,14 +983,24 @@ int srv_http_start(srv_ctx *ctx, char *err, size_t errlen) {
             snprintf(err, errlen, "no free port on %s", cfg->host && *cfg->host ? cfg->host : "*");
         stop_lanes(ctx);
         free_lanes(ctx);
+        free_tls(ctx);
+        return -1;
+    }
+    if (start_reaper(ctx)) {
+        snprintf(err, errlen, "cannot start the connection reaper thread");
+        stop_lanes(ctx);
+        free_lanes(ctx);
+        free_tls(ctx);
         return -1;
     }
     if (start_daemons(ctx, flags, addr, listeners, 1, port) == 0) return 0;
     if (listeners > 1 && start_daemons(ctx, flags, addr, 1, cfg->threads, port) == 0) return 0;
-    snprintf(err, errlen, "cannot listen on %s:%u (port in use, or a bad option)",
-             cfg->host && *cfg->host ? cfg->host : "*", cfg->port);
+    snprintf(err, errlen, "cannot listen on %s:%u (port in use, %s)", cfg->host && *cfg->host ? cfg->host : "*",
+             cfg->port, ctx->tls_cert ? "or a certificate and key that do not match" : "or a bad option");
+    stop_reaper(ctx);
     stop_lanes(ctx);
     free_lanes(ctx);
+    free_tls(ctx);
     return -1;
 }
 
@@ -747,5 +1022,7 @@ void srv_http_stop(srv_ctx *ctx) {
     }
     for (int i = 0; i < ctx->n_daemons; i++) MHD_stop_daemon(ctx->daemons[i]);
     ctx->n_daemons = 0;
+    stop_reaper(ctx);
     free_lanes(ctx);
+    free_tls(ctx);
 }

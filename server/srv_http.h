@@ -21,6 +21,7 @@ struct MHD_Connection;
 struct MHD_PostProcessor;
 struct core_queue;
 struct core_job;
+struct srv_conn;
 
 /* Everything a request handler may reach. Only the atomics change after start. */
 #define SRV_MAX_LISTENERS 64
@@ -47,6 +48,16 @@ typedef struct srv_ctx {
      * batched per model; heavy: CNN saliency, filters, activations, uploads
      * declaring more than cfg->large_pixels, reloads; its threads run niced. */
     struct core_queue *lane_main, *lane_heavy;
+    /* Open connections (srv_conn, from libmicrohttpd's connection
+     * notifications): their deadlines, which the reaper thread enforces,
+     * and the per-address count. */
+    pthread_mutex_t conns_lock;
+    pthread_cond_t conns_cond;
+    struct srv_conn *conns;       /* doubly linked */
+    pthread_t reaper;
+    int reaper_on, reaper_stop;
+    atomic_llong body_bytes;      /* request bodies buffered now (body_cap summed) */
+    char *tls_cert, *tls_key;     /* PEM text of cfg->tls_cert / tls_key, read at start; owned */
     /* Test hooks: held workers wait on test_cond until test_gen changes. */
     pthread_mutex_t test_lock;
     pthread_cond_t test_cond;
@@ -63,7 +74,8 @@ enum {
     SRV_R_IMAGE = 2,  /* the body is an image upload: multipart/form-data is parsed */
     SRV_R_V2 = 4,     /* KServe V2: errors as {"error": "..."} */
     SRV_R_ADMIN = 8,  /* exists only when an admin token is configured */
-    SRV_R_TEST = 16   /* exists only with LOUPE_TEST_HOOKS=1 (tests) */
+    SRV_R_TEST = 16,  /* exists only with LOUPE_TEST_HOOKS=1 (tests) */
+    SRV_R_AUTH = 32   /* names or runs a model: needs the API token when one is set */
 };
 
 struct srv_req;
@@ -96,6 +108,7 @@ typedef struct {
 typedef struct srv_req {
     srv_ctx *ctx;
     struct MHD_Connection *conn;
+    struct srv_conn *sc;          /* the connection's tracker, or NULL */
     const char *method;           /* from libmicrohttpd, valid for the request */
     char *path;                   /* decoded path, trailing slash removed; owned */
     const char *param[SRV_MAX_PARAMS]; /* {...} segments, pointing into segbuf */
@@ -150,6 +163,9 @@ void srv_http_stop(srv_ctx *ctx);
 /* A query argument or header of the request (NULL when absent). */
 const char *srv_req_query(srv_req *r, const char *key);
 const char *srv_req_header(srv_req *r, const char *key);
+/* 1 when the request's Authorization header is "Bearer <token>" (compared in
+ * constant time), else 0. */
+int srv_req_bearer_ok(srv_req *r, const char *token);
 /* Remember the model for the log line. */
 void srv_req_set_model(srv_req *r, const char *name);
 

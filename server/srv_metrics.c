@@ -82,6 +82,8 @@ struct srv_metrics {
     srv_lane_stats lanes[MAX_LANES];
     atomic_int n_lanes;               /* added at start-up, before any thread reads them */
     atomic_uint_fast64_t cancelled;   /* clients gone before their model work */
+    atomic_uint_fast64_t refused[SRV_REFUSED_N];
+    atomic_llong body_bytes;          /* request bodies buffered now */
     double start_time;                /* seconds since the epoch */
 };
 
@@ -247,6 +249,14 @@ void srv_metrics_lane_rejected(void *ctx, const char *lane, int expired) {
 
 void srv_metrics_cancelled(srv_metrics *m) {
     if (m) atomic_fetch_add_explicit(&m->cancelled, 1, memory_order_relaxed);
+}
+
+void srv_metrics_refused(srv_metrics *m, srv_refused_reason reason) {
+    if (m && reason < SRV_REFUSED_N) atomic_fetch_add_explicit(&m->refused[reason], 1, memory_order_relaxed);
+}
+
+void srv_metrics_body_bytes(srv_metrics *m, long long delta) {
+    if (m) atomic_fetch_add_explicit(&m->body_bytes, delta, memory_order_relaxed);
 }
 
 /* ==== Rendering ==== */
@@ -451,6 +461,17 @@ char *srv_metrics_render(srv_metrics *m, size_t *len) {
                   "# TYPE loupe_requests_cancelled_total counter\n"
                   "loupe_requests_cancelled_total %llu\n",
               (unsigned long long)ld(&m->cancelled));
+    static const char *const refused_names[SRV_REFUSED_N] = {"request_timeout", "per_ip", "body_budget"};
+    sb_printf(&s, "# HELP loupe_refused_total Connections cut or requests refused by the HTTP layer's limits "
+                  "(--request-timeout, --max-conn-per-ip, --body-budget).\n"
+                  "# TYPE loupe_refused_total counter\n");
+    for (int i = 0; i < SRV_REFUSED_N; i++)
+        sb_printf(&s, "loupe_refused_total{reason=\"%s\"} %llu\n", refused_names[i],
+                  (unsigned long long)ld(&m->refused[i]));
+    sb_printf(&s, "# HELP loupe_buffered_body_bytes Request bodies held in memory now, all connections together.\n"
+                  "# TYPE loupe_buffered_body_bytes gauge\n"
+                  "loupe_buffered_body_bytes %lld\n",
+              (long long)atomic_load_explicit(&m->body_bytes, memory_order_relaxed));
     sb_printf(&s, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n"
                   "# TYPE process_start_time_seconds gauge\n"
                   "process_start_time_seconds %.3f\n",

@@ -34,6 +34,18 @@ void srv_metrics_batch(srv_metrics *m, const char *model, int images);
 /* A client that left while queued; its request was skipped. */
 void srv_metrics_cancelled(srv_metrics *m);
 
+/* Why the HTTP layer cut a connection or refused a request before its handler. */
+typedef enum {
+    SRV_REFUSED_REQUEST_TIMEOUT, /* the request (or the answer's delivery) overran --request-timeout */
+    SRV_REFUSED_PER_IP,          /* the client's address had --max-conn-per-ip connections open */
+    SRV_REFUSED_BODY_BUDGET,     /* buffering its body would pass --body-budget */
+    SRV_REFUSED_N
+} srv_refused_reason;
+/* One connection cut or request refused, for reason. */
+void srv_metrics_refused(srv_metrics *m, srv_refused_reason reason);
+/* Bytes of request bodies buffered now, all connections together. */
+void srv_metrics_body_bytes(srv_metrics *m, long long delta);
+
 /* One work queue's (lane's) counters. */
 typedef struct srv_lane_stats srv_lane_stats;
 

@@ -1,5 +1,6 @@
 /* srv_reports.c -- the reports routes: names validated at the edge, then every real path must stay under the reports folder's. */
 #include "srv_reports.h"
+#include "srv_static.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -53,32 +54,31 @@ static int reports_root(const srv_ctx *ctx, char *root) {
 }
 
 /* root/name/file, or root/name/sub/file, resolved with symlinks followed into out
- * (PATH_MAX bytes). Returns 0 when that is a regular file whose real path lies
- * under root, else -1. The components must have passed srv_reports_name_ok. */
-static int resolve(const char *root, const char *name, const char *sub, const char *file, char *out) {
+ * (PATH_MAX bytes), its stat in *st. Returns 0 when that is a regular file whose
+ * real path lies under root, else -1. The components must have passed srv_reports_name_ok.
+ * Open the result with srv_open_resolved(out, st, ...): only that file. */
+static int resolve(const char *root, const char *name, const char *sub, const char *file, char *out,
+                   struct stat *st) {
     char joined[PATH_MAX];
     int n = sub ? snprintf(joined, sizeof joined, "%s/%s/%s/%s", root, name, sub, file)
                 : snprintf(joined, sizeof joined, "%s/%s/%s", root, name, file);
     if (n < 0 || (size_t)n >= sizeof joined || !realpath(joined, out)) return -1;
     size_t rl = strlen(root);
     if (strncmp(out, root, rl) || (rl > 1 && out[rl] != '/')) return -1;
-    struct stat st;
-    return stat(out, &st) || !S_ISREG(st.st_mode) ? -1 : 0;
+    return stat(out, st) || !S_ISREG(st->st_mode) ? -1 : 0;
 }
 
-/* The whole of a regular file of at most max bytes, NUL-terminated, in a
- * malloc'd buffer the caller frees; its length in *len. NULL with the reason in err. */
-static char *read_small_file(const char *path, size_t max, size_t *len, char *err, size_t errlen) {
+/* The whole of the regular file resolve found (path, seen) if it has at most
+ * max bytes, NUL-terminated, in a malloc'd buffer the caller frees; its length
+ * in *len. NULL with the reason in err. */
+static char *read_small_file(const char *path, const struct stat *seen, size_t max, size_t *len, char *err,
+                             size_t errlen) {
     char *buf = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s", strerror(errno));
-        return NULL;
-    }
     struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "not a regular file");
-        goto fail;
+    int fd = srv_open_resolved(path, seen, &st);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s", errno == ENOENT ? "replaced while being opened" : strerror(errno));
+        return NULL;
     }
     if ((unsigned long long)st.st_size > max) {
         snprintf(err, errlen, "larger than %zu bytes", max);
@@ -115,15 +115,16 @@ fail:
  * when it is unreadable or not a JSON object. */
 static json_t *load_report(const char *root, const char *name, int *missing, char *err, size_t errlen) {
     char path[PATH_MAX];
+    struct stat seen;
     *missing = 0;
-    if (resolve(root, name, NULL, "report.json", path)) {
+    if (resolve(root, name, NULL, "report.json", path, &seen)) {
         *missing = 1;
         snprintf(err, errlen, "no report.json");
         return NULL;
     }
     size_t len;
     char why[128];
-    char *text = read_small_file(path, REPORT_FILE_MAX, &len, why, sizeof why);
+    char *text = read_small_file(path, &seen, REPORT_FILE_MAX, &len, why, sizeof why);
     if (!text) {
         snprintf(err, errlen, "report.json: %s", why);
         return NULL;
@@ -152,9 +153,10 @@ static json_t *summary(const char *root, const char *name, json_t *rep) {
     size_t i;
     json_t *v;
     char path[PATH_MAX];
+    struct stat seen;
     json_array_foreach(json_object_get(rep, "figures"), i, v) {
         const char *f = json_string_value(v);
-        if (f && is_png_name(f) && !resolve(root, name, "figures", f, path) && json_array_append(figs, v)) {
+        if (f && is_png_name(f) && !resolve(root, name, "figures", f, path, &seen) && json_array_append(figs, v)) {
             json_decref(figs);
             return NULL;
         }
@@ -215,13 +217,14 @@ nomem:
 static int route_report(srv_req *r, char *root) {
     const char *name = r->param[0];
     char buf[SHOWN_MAX + 1], path[PATH_MAX];
+    struct stat seen;
     if (!srv_reports_name_ok(name)) {
         srv_reply_error(r, CORE_E_BAD_REQUEST,
                         "'%s' is not a report name (letters, digits, '.', '_' and '-', not starting with '.', no '..')",
                         shown(name, buf, sizeof buf));
         return -1;
     }
-    if (reports_root(r->ctx, root) || resolve(root, name, NULL, "report.json", path)) {
+    if (reports_root(r->ctx, root) || resolve(root, name, NULL, "report.json", path, &seen)) {
         srv_reply_error(r, CORE_E_NOT_FOUND, "no report named '%s' (GET /v1/reports lists them)", name);
         return -1;
     }
@@ -240,11 +243,12 @@ void srv_h_report(srv_req *r) {
         return;
     }
     json_t *md = NULL;
-    if (resolve(root, name, NULL, "report.md", path)) {
+    struct stat seen;
+    if (resolve(root, name, NULL, "report.md", path, &seen)) {
         md = json_null();
     } else {
         size_t len;
-        char *text = read_small_file(path, REPORT_FILE_MAX, &len, err, sizeof err);
+        char *text = read_small_file(path, &seen, REPORT_FILE_MAX, &len, err, sizeof err);
         if (!text) {
             json_decref(rep);
             srv_reply_error(r, CORE_E_INTERNAL, "report '%s': report.md: %s", name, err);
@@ -278,14 +282,9 @@ void srv_h_report_figure(srv_req *r) {
     }
     if (route_report(r, root)) return;
     const char *name = r->param[0];
-    if (resolve(root, name, "figures", file, path)) {
-        srv_reply_error(r, CORE_E_NOT_FOUND, "report '%s' has no figure '%s'", name, file);
-        return;
-    }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        if (fd >= 0) close(fd);
+    struct stat seen, st;
+    int fd = -1;
+    if (resolve(root, name, "figures", file, path, &seen) || (fd = srv_open_resolved(path, &seen, &st)) < 0) {
         srv_reply_error(r, CORE_E_NOT_FOUND, "report '%s' has no figure '%s'", name, file);
         return;
     }

@@ -22,21 +22,21 @@ const srv_route srv_routes[] = {
     {"/healthz", SRV_GET, 0, h_healthz},
     {"/readyz", SRV_GET, 0, h_readyz},
     {"/metrics", SRV_GET, 0, h_metrics},
-    {"/v1/models", SRV_GET, 0, h_models},
-    {"/v1/models/{m}", SRV_GET, 0, h_model},
-    {"/v1/models/{m}/predict", SRV_POST, SRV_R_BODY | SRV_R_IMAGE, srv_h_predict},
-    {"/v1/models/{m}/saliency", SRV_POST, SRV_R_BODY | SRV_R_IMAGE, srv_h_saliency},
-    {"/predict", SRV_POST, SRV_R_BODY | SRV_R_IMAGE, srv_h_predict_default},
-    {"/v1/models/{m}/layers", SRV_GET, 0, srv_h_layers},
-    {"/v1/models/{m}/filters/{l}/{f}", SRV_GET | SRV_POST, SRV_R_BODY | SRV_R_IMAGE, srv_h_filters},
-    {"/v1/models/{m}/activations/{l}", SRV_POST, SRV_R_BODY | SRV_R_IMAGE, srv_h_activations},
+    {"/v1/models", SRV_GET, SRV_R_AUTH, h_models},
+    {"/v1/models/{m}", SRV_GET, SRV_R_AUTH, h_model},
+    {"/v1/models/{m}/predict", SRV_POST, SRV_R_AUTH | SRV_R_BODY | SRV_R_IMAGE, srv_h_predict},
+    {"/v1/models/{m}/saliency", SRV_POST, SRV_R_AUTH | SRV_R_BODY | SRV_R_IMAGE, srv_h_saliency},
+    {"/predict", SRV_POST, SRV_R_AUTH | SRV_R_BODY | SRV_R_IMAGE, srv_h_predict_default},
+    {"/v1/models/{m}/layers", SRV_GET, SRV_R_AUTH, srv_h_layers},
+    {"/v1/models/{m}/filters/{l}/{f}", SRV_GET | SRV_POST, SRV_R_AUTH | SRV_R_BODY | SRV_R_IMAGE, srv_h_filters},
+    {"/v1/models/{m}/activations/{l}", SRV_POST, SRV_R_AUTH | SRV_R_BODY | SRV_R_IMAGE, srv_h_activations},
     {"/v1/admin/reload", SRV_POST, SRV_R_ADMIN, h_reload},
     {"/v2", SRV_GET, SRV_R_V2, srv_h_v2_server},
     {"/v2/health/live", SRV_GET, SRV_R_V2, srv_h_v2_live},
     {"/v2/health/ready", SRV_GET, SRV_R_V2, srv_h_v2_ready},
-    {"/v2/models/{m}", SRV_GET, SRV_R_V2, srv_h_v2_model},
-    {"/v2/models/{m}/ready", SRV_GET, SRV_R_V2, srv_h_v2_model_ready},
-    {"/v2/models/{m}/infer", SRV_POST, SRV_R_V2 | SRV_R_BODY, srv_h_v2_infer},
+    {"/v2/models/{m}", SRV_GET, SRV_R_V2 | SRV_R_AUTH, srv_h_v2_model},
+    {"/v2/models/{m}/ready", SRV_GET, SRV_R_V2 | SRV_R_AUTH, srv_h_v2_model_ready},
+    {"/v2/models/{m}/infer", SRV_POST, SRV_R_V2 | SRV_R_AUTH | SRV_R_BODY, srv_h_v2_infer},
     {"/v1/reports", SRV_GET, 0, srv_h_reports},
     {"/v1/reports/{name}", SRV_GET, 0, srv_h_report},
     {"/v1/reports/{name}/figures/{file}", SRV_GET, 0, srv_h_report_figure},
@@ -46,7 +46,7 @@ const srv_route srv_routes[] = {
 const int srv_n_routes = (int)(sizeof srv_routes / sizeof srv_routes[0]);
 
 static int static_match(srv_ctx *ctx, const char *path) {
-    return srv_static_resolve(ctx, path, NULL, 0) == 0;
+    return srv_static_resolve(ctx, path, NULL, 0, NULL) == 0;
 }
 
 /* Paths no pattern matches: the static files (the page, /docs/...). */
@@ -84,7 +84,7 @@ static int append(char **buf, size_t *len, size_t *cap, const char *s, int escap
 /* The browser page when static/ has one, else a plain list of the models. */
 static void h_root(srv_req *r) {
     char real[PATH_MAX];
-    if (!srv_static_resolve(r->ctx, "/index.html", real, sizeof real)) {
+    if (!srv_static_resolve(r->ctx, "/index.html", real, sizeof real, NULL)) {
         free(r->path);
         r->path = strdup("/index.html");
         if (r->path) {
@@ -191,13 +191,6 @@ static void h_model(srv_req *r) {
 /* ==== Admin ==== */
 
 /* Compare without leaking the length of the common prefix through timing. */
-static int token_equal(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char d = la != lb;
-    for (size_t i = 0; i < la; i++) d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-    return d == 0;
-}
-
 /* The reload itself, on a heavy-lane worker. */
 static void reload_job(core_job *job, core_job_state st) {
     srv_work *w = (srv_work *)job;
@@ -232,9 +225,8 @@ static void h_reload(srv_req *r) {
                         r->path);
         return;
     }
-    const char *auth = srv_req_header(r, "Authorization");
-    if (!auth || strncmp(auth, "Bearer ", 7) || !token_equal(auth + 7, token)) {
-        srv_reply_error(r, CORE_E_UNAUTHORIZED, "%s", auth ? "wrong bearer token" : "this route needs Authorization: Bearer <token>");
+    if (!srv_req_bearer_ok(r, token)) {
+        srv_reply_error(r, CORE_E_UNAUTHORIZED, "%s", srv_req_header(r, "Authorization") ? "wrong bearer token" : "this route needs Authorization: Bearer <token>");
         r->resp.www_authenticate = 1;
         return;
     }

@@ -1,6 +1,7 @@
 /* srv_static.c -- static files: validated segments, then realpath must stay under the folder's realpath. */
 #include "srv_static.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static const struct {
@@ -48,7 +50,7 @@ static int safe_relpath(const char *rel) {
     }
 }
 
-int srv_static_resolve(const srv_ctx *ctx, const char *path, char *out, size_t outlen) {
+int srv_static_resolve(const srv_ctx *ctx, const char *path, char *out, size_t outlen, struct stat *st_out) {
     const char *root = ctx->static_root, *rel = path;
     if (!strncmp(path, "/docs/", 6)) {
         root = ctx->docs_root;
@@ -68,6 +70,7 @@ int srv_static_resolve(const srv_ctx *ctx, const char *path, char *out, size_t o
     if (strncmp(real, root, rl) || real[rl] != '/') return -1;
     struct stat st;
     if (stat(real, &st) || !S_ISREG(st.st_mode)) return -1;
+    if (st_out) *st_out = st;
     if (out) {
         if (strlen(real) >= outlen) return -1;
         strcpy(out, real);
@@ -75,16 +78,34 @@ int srv_static_resolve(const srv_ctx *ctx, const char *path, char *out, size_t o
     return 0;
 }
 
+int srv_open_resolved(const char *real, const struct stat *seen, struct stat *st) {
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) return -1;
+    /* Between the resolution and the open, the file (or a folder above it) may
+     * have been replaced; only the one that was checked is served. */
+    if (fstat(fd, st) || !S_ISREG(st->st_mode) || st->st_dev != seen->st_dev || st->st_ino != seen->st_ino) {
+        close(fd);
+        errno = ENOENT;
+        return -1;
+    }
+    /* Reads of a regular file never block; sendfile wants a plain descriptor. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    return fd;
+}
+
 void srv_static_serve(srv_req *r) {
     char real[PATH_MAX];
-    if (srv_static_resolve(r->ctx, r->path, real, sizeof real)) {
-        srv_reply_error(r, CORE_E_NOT_FOUND, "no route or file %s", r->path);
-        return;
+    struct stat seen, st;
+    int fd = -1;
+    int found = !srv_static_resolve(r->ctx, r->path, real, sizeof real, &seen);
+    unsigned delay = r->ctx->cfg->test_open_delay_ms;
+    if (found && delay) {
+        /* Tests only: widen the window in which a file can be swapped after its check. */
+        struct timespec ts = {delay / 1000, (long)(delay % 1000) * 1000000};
+        nanosleep(&ts, NULL);
     }
-    int fd = open(real, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        if (fd >= 0) close(fd);
+    if (!found || (fd = srv_open_resolved(real, &seen, &st)) < 0) {
         srv_reply_error(r, CORE_E_NOT_FOUND, "no route or file %s", r->path);
         return;
     }

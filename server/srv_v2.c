@@ -100,6 +100,23 @@ static int flatten(json_t *v, int depth, int uint8, float *out, size_t *n, size_
     return 0;
 }
 
+/* The values in nested arrays v, counting no further than max + 1 (enough
+ * to say "too many"); *deep is set when v nests deeper than flatten accepts. */
+static size_t count_values(json_t *v, int depth, size_t max, int *deep) {
+    if (!json_is_array(v)) return 1;
+    if (depth > 5) {
+        *deep = 1;
+        return 0;
+    }
+    size_t i, n = 0;
+    json_t *e;
+    json_array_foreach(v, i, e) {
+        n += count_values(e, depth + 1, max - (n < max ? n : max), deep);
+        if (n > max || *deep) break;
+    }
+    return n;
+}
+
 /* What V2's prepare parsed: the document (for "id") and the input tensor. */
 typedef struct {
     json_t *doc;
@@ -175,7 +192,14 @@ static int v2_prepare(srv_work *w, core_fail *f) {
         return core_failf(f, CORE_E_BAD_INPUT, "datatype '%s' is not supported: use FP32 or UINT8", dtype);
     int batch = v2_batch(m, shape, f);
     if (batch < 0) return -1;
-    size_t want = (size_t)batch * nin, got = 0;
+    /* Count before allocating: a small body declaring a huge shape must not cost batch x inputs floats. */
+    int deep = 0;
+    size_t want = (size_t)batch * nin, got = count_values(data, 0, want, &deep);
+    if (deep) return core_failf(f, CORE_E_BAD_INPUT, "\"data\" is nested deeper than the shape");
+    if (got > want)
+        return core_failf(f, CORE_E_BAD_INPUT, "\"data\" has more values than the shape says (%zu)", want);
+    if (got < want) return core_failf(f, CORE_E_BAD_INPUT, "\"data\" has %zu values, the shape says %zu", got, want);
+    got = 0;
     if (!(s->x = malloc(want * sizeof *s->x)))
         return core_failf(f, CORE_E_NOMEM, "out of memory for a batch of %d", batch);
     if (flatten(data, 0, uint8, s->x, &got, want, err, sizeof err))

@@ -21,8 +21,18 @@
   // ==== HTTP ====
 
   // fetch that turns an error answer into an Error with the API's message and the status.
+  // With --api-token the model routes answer 401 until the page sends the token: the user
+  // types it once, the tab keeps it (sessionStorage), every call sends it.
+  const TOKEN_KEY = 'loupe-api-token';
   async function api(path, opts) {
+    opts = Object.assign({}, opts);
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) opts.headers = Object.assign({}, opts.headers, { Authorization: 'Bearer ' + token });
     const r = await fetch(path, opts);
+    if (r.status === 401 && /^Bearer/.test(r.headers.get('WWW-Authenticate') || '') && !path.startsWith('/v1/admin')) {
+      $('token-form').hidden = false;
+      $('token').focus();
+    }
     if (!r.ok) {
       let msg = r.status + ' ' + r.statusText;
       try {
@@ -76,6 +86,15 @@
     if (name === 'training') loadTraining();
     if (name === 'reports') loadReports();
   }
+
+  $('token-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $('token').value);
+    $('token').value = '';
+    $('token-form').hidden = true;
+    banner('');
+    loadModels();
+  });
 
   // ==== Models ====
 

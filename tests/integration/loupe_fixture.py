@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +20,13 @@ import zlib
 import numpy as np
 
 DATA = os.environ.get("LOUPE_DATA", "/usr/share/datasets/fashion-mnist")
+
+
+def require(cond, msg=""):
+    """An assert that `python3 -O` keeps: raises AssertionError(msg) when cond is false.
+    For class set-up and tear-down, helper threads and scripts, where self.assert* is not at hand."""
+    if not cond:
+        raise AssertionError(msg)
 
 
 # ==== Fashion-MNIST ====
@@ -147,8 +155,9 @@ class Daemon:
         deadline = time.time() + 60
         while time.time() < deadline:
             text = self.read_log()
-            if "listening on http://" in text:
-                self.port = int(text.split("listening on http://", 1)[1].split(" ", 1)[0].rsplit(":", 1)[1])
+            m = re.search(r"listening on (https?)://\S+:(\d+) ", text)
+            if m:
+                self.scheme, self.port = m.group(1), int(m.group(2))
                 break
             if self.proc.poll() is not None:
                 raise RuntimeError("loupe serve exited %d:\n%s" % (self.proc.returncode, text))
