@@ -933,7 +933,10 @@ int srv_http_start(srv_ctx *ctx, char *err, size_t errlen) {
     struct sockaddr_in6 a6;
     struct sockaddr_in a4;
     struct sockaddr *addr = NULL;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC | MHD_USE_ERROR_LOG |
+    /* poll(), not MHD_USE_AUTO's epoll: libmicrohttpd 0.9.75's edge-triggered epoll misses a
+     * client's close that arrives with its last data (a client hanging up mid-body), and holds
+     * the connection until --timeout; enough such clients take every connection. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG |
                      MHD_ALLOW_SUSPEND_RESUME;
     if (cfg->host && *cfg->host) {
         memset(&a4, 0, sizeof a4);
