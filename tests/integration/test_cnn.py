@@ -12,6 +12,7 @@ import base64
 import concurrent.futures as cf
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -119,6 +120,59 @@ def torch_features(name, img, layer):
                 return x[0].numpy()
 
 
+M64 = (1 << 64) - 1
+
+
+def random_start(name, seed):
+    """The seeded start image of GET .../filters (pixels uniform in [150,180]/255, as docs/api.md
+    says), normalised, as [1,C,H,W]: splitmix64, the generator shim/lt.cpp names a seed's image with."""
+    import torch
+    inp = manifest(name)["input"]
+    c, h, w = inp["channels"], inp["height"], inp["width"]
+    out = np.empty((c, h * w), np.float32)
+    state = seed
+    for k in range(c):
+        mean, std = float(np.float32(inp["mean"][k])), float(np.float32(inp["std"][k]))
+        for i in range(h * w):
+            state = (state + 0x9E3779B97F4A7C15) & M64
+            z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & M64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+            u = ((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0)
+            out[k, i] = ((150.0 + 30.0 * u) / 255.0 - mean) / std
+    return torch.from_numpy(out.reshape(1, c, h, w))
+
+
+def torch_filter_viz(name, x0, layer, filt, iterations, lr=0.1):
+    """Activation maximisation as docs/api.md describes it, in PyTorch on the same model.ts: Adam
+    (weight decay 1e-6) on the normalised image x0 [1,C,H,W], raising the mean activation of filter
+    filt of layer. Returns (the mean before the first step and after each, iterations+1 values;
+    the image after each step de-normalised to pixels in [0,1], [C,H,W])."""
+    import torch
+    model, inp = torch_model(name), manifest(name)["input"]
+    mean = torch.tensor(inp["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(inp["std"]).view(1, -1, 1, 1)
+
+    def activation(x):
+        for i, mod in enumerate(model.features.children()):
+            x = mod(x)
+            if i == layer:
+                return x[0, filt].mean()
+
+    x = x0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr, weight_decay=1e-6)
+    trace, pixels = [], []
+    for _ in range(iterations):
+        loss = -activation(x)
+        trace.append(-loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        pixels.append((x.detach() * std + mean).clamp(0, 1)[0].numpy())
+    with torch.no_grad():
+        trace.append(activation(x).item())
+    return np.array(trace), pixels
+
+
 # ==== Tests ====
 
 class Served(unittest.TestCase):
@@ -132,7 +186,7 @@ class Served(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         rc = cls.d.stop()
-        assert rc == 0, "loupe serve exited %d\n%s" % (rc, cls.d.read_log())
+        fx.require(rc == 0, "loupe serve exited %d\n%s" % (rc, cls.d.read_log()))
 
     def post(self, path, body, ctype="image/png"):
         return self.d.request("POST", path, body, {"Content-Type": ctype} if ctype else {})
@@ -250,6 +304,20 @@ class Filters(Served):
         trace = b["mean_activation"]
         self.assertEqual(len(trace), 11)
         self.assertGreater(trace[-1], trace[0])
+        self.assert_matches_torch(b, random_start("tiny", 5), CONV, 2)
+
+    def assert_matches_torch(self, b, x0, layer, filt):
+        """The answer b is the documented optimisation from x0, step for step: its mean activations
+        equal PyTorch's (float rounding apart) and each frame is PyTorch's image after that step, in
+        8-bit gray (R = G = B)."""
+        want, pixels = torch_filter_viz("tiny", x0, layer, filt, b["iterations"], b["lr"])
+        np.testing.assert_allclose(b["mean_activation"], want, rtol=1e-4, atol=1e-6 * max(1.0, np.abs(want).max()))
+        for f in b["frames"]:
+            rgb = np.asarray(decode_png(base64.b64decode(f["png"])).convert("RGB")).astype(int)
+            self.assertEqual(rgb.shape, (b["height"], b["width"], 3))
+            self.assertTrue((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all())
+            ref = np.rint(pixels[f["iteration"] - 1][0] * 255).astype(int)
+            self.assertLessEqual(np.abs(rgb[..., 0] - ref).max(), 1, f["iteration"])
 
     def test_defaults_and_png_equals_json(self):
         st, _, b = self.d.json("GET", "/v1/models/tiny/filters/3/0?format=json")
@@ -266,11 +334,35 @@ class Filters(Served):
         self.assertEqual(a, self.d.request("GET", q + "1")[2])
         self.assertNotEqual(a, self.d.request("GET", q + "2")[2])
 
+    def test_random_start(self):
+        """GET starts from pixels uniform in [150,180]/255: one step at a tiny rate leaves them there."""
+        q = "/v1/models/tiny/filters/3/1?format=json&iterations=1&every=1&lr=0.000001&seed="
+        frames = []
+        for seed in (7, 7, 8):
+            st, _, b = self.d.json("GET", q + str(seed))
+            self.assertEqual((st, b["start"], b["seed"], len(b["frames"])), (200, "random", seed, 1), b)
+            frames.append(np.asarray(decode_png(base64.b64decode(b["frames"][0]["png"])).convert("L")).astype(int))
+        self.assertTrue(150 <= frames[0].min() and frames[0].max() <= 180, (frames[0].min(), frames[0].max()))
+        self.assertGreater(frames[0].std(), 5)  # uniform over 30 levels: about 8.7
+        np.testing.assert_array_equal(frames[0], frames[1])
+        self.assertGreater(np.abs(frames[0] - frames[2]).mean(), 3)
+
     def test_from_image(self):
-        st, _, b = self.post_json("/v1/models/tiny/filters/3/1?format=json&iterations=6&every=2", png(0))
+        """POST starts from the upload, preprocessed: the optimisation is PyTorch's from that image,
+        it raises the filter's mean activation, and the same image gives the same frames."""
+        q = "/v1/models/tiny/filters/3/1?format=json&iterations=6&every=2"
+        st, _, b = self.post_json(q, png(0))
         self.assertEqual((st, b["start"], len(b["frames"])), (200, "image", 3), b)
-        st, _, r = self.d.json("GET", "/v1/models/tiny/filters/3/1?format=json&iterations=6&every=2")
-        self.assertNotEqual(b["frames"][0]["png"], r["frames"][0]["png"])
+        self.assertEqual([f["iteration"] for f in b["frames"]], [2, 4, 6])
+        self.assert_matches_torch(b, preprocess("tiny", IMAGES[0]), 3, 1)
+        trace = b["mean_activation"]
+        self.assertAlmostEqual(trace[0], float(torch_features("tiny", IMAGES[0], 3)[1].mean()), places=5)
+        self.assertGreater(trace[-1], trace[0])
+        st, _, again = self.post_json(q, png(0))
+        self.assertEqual((again["frames"], again["mean_activation"]), (b["frames"], trace))
+        st, _, r = self.d.json("GET", q)
+        self.assertEqual(r["start"], "random")
+        self.assertGreater(abs(r["mean_activation"][0] - trace[0]), 1e-3)
         st, h, body = self.post("/v1/models/tiny/filters/3/1?iterations=4&every=2", png(0))
         self.assertEqual(decode_png(body).size, (64, 32))
 
@@ -569,16 +661,76 @@ class Docs(Served):
         lines = [ln for b in blocks for ln in b.splitlines() if ln.startswith("curl ") and "vgg16-w25" in ln]
         self.assertGreaterEqual(len(lines), 6)
         for ln in lines:
+            # -w appends the status on its own line, after the body (or after -o's file is written).
             cmd = ln.replace("localhost:8080", "127.0.0.1:%d" % self.d.port).replace("vgg16-w25", "tiny")
-            r = subprocess.run(["bash", "-c", cmd], cwd=work, env=env, capture_output=True)
+            r = subprocess.run(["bash", "-c", cmd + " -w '\\n%{http_code}'"], cwd=work, env=env, capture_output=True)
             self.assertEqual(r.returncode, 0, (ln, r.stderr))
-            out = r.stdout.decode(errors="replace")
-            if " -o " in ln:
-                with open(os.path.join(work, ln.split(" -o ")[1].split()[0]), "rb") as f:
-                    self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n", ln)
+            out, _, status = r.stdout.decode(errors="replace").rpartition("\n")
+            with self.subTest(line=ln):
+                self.check_example(ln.replace("vgg16-w25", "tiny"), int(status), out, work)
+
+    def check_example(self, ln, status, out, work):
+        """What the answer to one CNN curl line of docs/api.md must hold (shoe.png is IMAGES[0])."""
+        self.assertEqual(status, 200, out[:300])
+        layers = manifest("tiny")["layers"]
+        if " -o " in ln:
+            self.assertEqual(out, "")
+            with open(os.path.join(work, ln.split(" -o ")[1].split()[0]), "rb") as f:
+                data = f.read()
+            self.assertEqual(data[:8], b"\x89PNG\r\n\x1a\n")
+            size = decode_png(data).size
+            if "saliency?scale=8" in ln:
+                self.assertEqual(size, (32 * 8, 32 * 8))
+            elif "/filters/" in ln:
+                q = dict(kv.split("=") for kv in ln.split("?")[1].rstrip("'").split("&"))
+                frames = int(q["iterations"]) // int(q["every"])
+                self.assertEqual(size, (frames * 32 * int(q["scale"]), 32 * int(q["scale"])))
+            elif "/activations/2?scale=4" in ln:
+                c = layers[2]["channels"]
+                cols = math.ceil(math.sqrt(c))
+                rows = math.ceil(c / cols)
+                self.assertEqual(size, (cols * 32 * 4 + cols - 1, rows * 32 * 4 + rows - 1))
             else:
-                self.assertTrue(out.startswith("{"), (ln, out[:200]))
-                self.assertNotIn("error", json.loads(out), (ln, out[:300]))
+                self.fail("a PNG this test does not know")
+            return
+        b = json.loads(out)
+        if ln.endswith("/predict"):
+            self.assertEqual((b["model"], b["inverted"], b["batch"]), ("tiny", False, 1))
+            self.assertEqual(b["class"], fx.CLASSES[b["index"]])
+            want = torch_probs("tiny", IMAGES[0])
+            np.testing.assert_allclose(b["probabilities"], want, atol=1e-5)
+            self.assertEqual(b["index"], int(np.argmax(b["probabilities"])))
+            self.assertEqual(len(b["top_k"]), 5)
+        elif "saliency?format=json&target=Pullover" in ln:
+            self.assertEqual(b["target"], {"index": 2, "class": "Pullover"})
+            self.assertEqual((b["model"], b["width"], b["height"]), ("tiny", 32, 32))
+            np.testing.assert_allclose(np.array(b["saliency"]), torch_saliency("tiny", IMAGES[0], 2), atol=1e-4)
+        elif ln.endswith("/v2/models/tiny"):
+            self.assertEqual((b["name"], b["platform"]), ("tiny", "loupe_torchscript"))
+            self.assertEqual(b["inputs"], [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 32, 32]}])
+            self.assertEqual(b["outputs"], [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}])
+        elif ln.endswith("/layers"):
+            self.assertEqual((b["model"], b["kind"]), ("tiny", "torchscript"))
+            self.assertEqual([(x["index"], x["type"], x["conv"]) for x in b["layers"]],
+                             [(i, x["type"], x["type"] == "conv2d") for i, x in enumerate(layers)])
+            self.assertEqual([i for i, x in enumerate(b["layers"]) if x["conv"]],
+                             [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40])  # as docs/api.md lists them
+            want = [torch_features("tiny", IMAGES[0], i).shape for i in (0, CONV)]
+            self.assertEqual([(b["layers"][i]["channels"], b["layers"][i]["height"], b["layers"][i]["width"])
+                              for i in (0, CONV)], want)
+        elif "/filters/40/5?format=json" in ln:
+            self.assertEqual((b["start"], b["seed"], b["filter"], b["iterations"], b["every"]), ("random", 0, 5, 10, 5))
+            self.assertEqual(b["layer"]["index"], 40)
+            self.assertEqual([f["iteration"] for f in b["frames"]], [5, 10])
+            want, _ = torch_filter_viz("tiny", random_start("tiny", 0), 40, 5, 10, b["lr"])
+            np.testing.assert_allclose(b["mean_activation"], want, rtol=1e-4, atol=1e-6 * max(1.0, np.abs(want).max()))
+        elif "/activations/42?format=json" in ln:
+            self.assertEqual(b["layer"]["index"], 42)
+            want = torch_features("tiny", IMAGES[0], 42)
+            self.assertEqual(list(want.shape), [b["layer"]["channels"], b["layer"]["height"], b["layer"]["width"]])
+            np.testing.assert_allclose(np.array(b["activations"]), want, atol=1e-5 * max(1, np.abs(want).max()))
+        else:
+            self.fail("a CNN curl line of docs/api.md this test does not know: add what its answer must hold")
 
 
 class OutputSize(unittest.TestCase):
