@@ -54,7 +54,7 @@ def main():
         try:
             with open(upload, "rb") as f:
                 st, _, want = d.json("POST", "/v1/models/%s/predict" % MODEL, f.read(), {"Content-Type": "image/png"})
-            assert st == 200, want
+            fx.require(st == 200, want)
             env = dict(os.environ, LOUPE_URL="http://127.0.0.1:%d/" % d.port, LOUPE_UPLOAD=upload,
                        LOUPE_MODEL=MODEL, LOUPE_EXPECT_CLASS=want["class"], LOUPE_SCREENSHOTS=shots,
                        LOUPE_CHROMIUM=CHROMIUM)

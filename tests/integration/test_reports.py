@@ -79,7 +79,7 @@ class ReportsServed(unittest.TestCase):
     def tearDownClass(cls):
         rc = cls.d.stop()
         shutil.rmtree(cls.tmp, ignore_errors=True)
-        assert rc == 0, "loupe serve exited %d\n%s" % (rc, cls.d.read_log())
+        fx.require(rc == 0, "loupe serve exited %d\n%s" % (rc, cls.d.read_log()))
 
     def get(self, path):
         return self.d.request("GET", path)
