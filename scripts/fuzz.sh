@@ -15,7 +15,7 @@ out=${BUILD_FUZZ:-build-fuzz}
 secs=${FUZZ_SECONDS:-600}
 par=${FUZZ_PARALLEL:-2}
 work=${FUZZ_WORK:-$out/fuzz-work}
-all=(fuzz_img fuzz_body fuzz_query fuzz_multipart fuzz_safetensors fuzz_idx fuzz_model_json fuzz_paths)
+all=(fuzz_img fuzz_body fuzz_query fuzz_multipart fuzz_v2 fuzz_safetensors fuzz_idx fuzz_model_json fuzz_paths)
 targets=("${@:-${all[@]}}")
 
 # Per target: the dictionary and the largest input (bytes).

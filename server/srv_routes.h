@@ -59,6 +59,15 @@ void srv_h_v2_ready(srv_req *r);
 void srv_h_v2_model(srv_req *r);
 void srv_h_v2_model_ready(srv_req *r);
 void srv_h_v2_infer(srv_req *r);
+/* A V2 infer body for m (what srv_h_v2_infer's worker runs; pure, for tests
+ * and fuzzing): one input tensor, FP32 or UINT8 (UINT8 normalised as the
+ * image routes do), shape [N, C*H*W] (MLPs) or [N, C, H, W], the data counted
+ * against the shape before anything is allocated; only "probabilities" may
+ * be asked for. Returns 0 with *doc the parsed body (for "id"; json_decref)
+ * and *x [*rows, C*H*W] (malloc'd; free), or -1 with f (400 for the body, 500 out of
+ * memory) and both NULL. */
+int srv_v2_parse(const core_model *m, const unsigned char *body, size_t len, json_t **doc, float **x, int *rows,
+                 core_fail *f);
 
 /* The model named by the route's first parameter (retained), or NULL after
  * answering 404. */

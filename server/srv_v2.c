@@ -1,4 +1,5 @@
 /* srv_v2.c -- the KServe V2 / Open Inference Protocol subset: health, metadata, infer on raw tensors. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,11 +93,14 @@ static int flatten(json_t *v, int depth, int uint8, float *out, size_t *n, size_
         out[(*n)++] = (float)x / 255.0f;
         return 0;
     }
-    if (!json_is_number(v) || !isfinite(json_number_value(v))) {
-        snprintf(err, errlen, "FP32 data[%zu] is not a finite number", *n);
+    /* A finite double past FLT_MAX would become an infinite float: the
+     * probabilities of that row would be NaN. */
+    double d = json_number_value(v);
+    if (!json_is_number(v) || !isfinite(d) || fabs(d) > FLT_MAX) {
+        snprintf(err, errlen, "FP32 data[%zu] is not a finite float32 number (|x| <= %g)", *n, (double)FLT_MAX);
         return -1;
     }
-    out[(*n)++] = (float)json_number_value(v);
+    out[(*n)++] = (float)d;
     return 0;
 }
 
@@ -165,23 +169,19 @@ static int v2_batch(const core_model *m, json_t *shape, core_fail *f) {
                       m->channels, m->height, m->width, V2_MAX_BATCH);
 }
 
-/* On the worker: parse and check the request, x = the input tensor. */
-static int v2_prepare(srv_work *w, core_fail *f) {
-    srv_req *r = w->r;
-    const core_model *m = w->m;
+/* srv_v2_parse's work; on failure *doc and *x hold what it made, for the caller to free. */
+static int v2_parse(const core_model *m, const unsigned char *body, size_t len, json_t **doc, float **x, int *rows,
+                    core_fail *f) {
     char err[256];
     int nin = m->channels * m->height * m->width;
-    v2_state *s = calloc(1, sizeof *s);
-    if (!s) return core_failf(f, CORE_E_NOMEM, "out of memory");
-    w->state = s;
     json_error_t je;
-    s->doc = json_loadb((const char *)r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
-    if (!s->doc)
+    *doc = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!*doc)
         return core_failf(f, CORE_E_BAD_JSON, "invalid JSON at line %d, column %d: %s", je.line, je.column, je.text);
-    json_t *inputs = json_object_get(s->doc, "inputs");
-    if (!json_is_object(s->doc) || !json_is_array(inputs) || json_array_size(inputs) != 1)
+    json_t *inputs = json_object_get(*doc, "inputs");
+    if (!json_is_object(*doc) || !json_is_array(inputs) || json_array_size(inputs) != 1)
         return core_failf(f, CORE_E_BAD_JSON, "the body must be an object with \"inputs\": one tensor");
-    if (v2_outputs_ok(json_object_get(s->doc, "outputs"), f)) return -1;
+    if (v2_outputs_ok(json_object_get(*doc, "outputs"), f)) return -1;
     json_t *t = json_array_get(inputs, 0);
     const char *dtype = json_string_value(json_object_get(t, "datatype"));
     json_t *shape = json_object_get(t, "shape"), *data = json_object_get(t, "data");
@@ -200,9 +200,9 @@ static int v2_prepare(srv_work *w, core_fail *f) {
         return core_failf(f, CORE_E_BAD_INPUT, "\"data\" has more values than the shape says (%zu)", want);
     if (got < want) return core_failf(f, CORE_E_BAD_INPUT, "\"data\" has %zu values, the shape says %zu", got, want);
     got = 0;
-    if (!(s->x = malloc(want * sizeof *s->x)))
+    if (!(*x = malloc(want * sizeof **x)))
         return core_failf(f, CORE_E_NOMEM, "out of memory for a batch of %d", batch);
-    if (flatten(data, 0, uint8, s->x, &got, want, err, sizeof err))
+    if (flatten(data, 0, uint8, *x, &got, want, err, sizeof err))
         return core_failf(f, CORE_E_BAD_INPUT, "%s", err);
     if (got != want) return core_failf(f, CORE_E_BAD_INPUT, "\"data\" has %zu values, the shape says %zu", got, want);
     /* UINT8 arrive as pixels: bring them to the model's input like the image routes do. */
@@ -210,11 +210,33 @@ static int v2_prepare(srv_work *w, core_fail *f) {
         size_t plane = (size_t)m->height * m->width;
         for (size_t i = 0; i < want; i++) {
             int c = (int)(i / plane % (size_t)m->channels);
-            if (m->mean_c[c] != 0.0f || m->std_c[c] != 1.0f) s->x[i] = (s->x[i] - m->mean_c[c]) / m->std_c[c];
+            if (m->mean_c[c] != 0.0f || m->std_c[c] != 1.0f) (*x)[i] = ((*x)[i] - m->mean_c[c]) / m->std_c[c];
         }
     }
+    *rows = batch;
+    return 0;
+}
+
+int srv_v2_parse(const core_model *m, const unsigned char *body, size_t len, json_t **doc, float **x, int *rows,
+                 core_fail *f) {
+    *doc = NULL;
+    *x = NULL;
+    *rows = 0;
+    if (!v2_parse(m, body, len, doc, x, rows, f)) return 0;
+    json_decref(*doc);
+    free(*x);
+    *doc = NULL;
+    *x = NULL;
+    return -1;
+}
+
+/* On the worker: parse and check the request, x = the input tensor. */
+static int v2_prepare(srv_work *w, core_fail *f) {
+    v2_state *s = calloc(1, sizeof *s);
+    if (!s) return core_failf(f, CORE_E_NOMEM, "out of memory");
+    w->state = s;
+    if (srv_v2_parse(w->m, w->r->body, w->r->body_len, &s->doc, &s->x, &w->rows, f)) return -1;
     w->x = s->x;
-    w->rows = batch;
     return 0;
 }
 

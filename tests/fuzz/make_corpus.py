@@ -229,6 +229,25 @@ def corpus_paths():
         put("fuzz_paths", f"figure_{i:02d}", b"\x02" + n.encode() + b"\n" + f.encode())
 
 
+def corpus_v2():
+    # Byte 0: 0 MLP 1x2x2, 1 CNN 2x2x3, 2 MLP 1x28x28.
+    def body(shape, data, dtype="FP32", **extra):
+        d = {"inputs": [{"name": "input", "shape": shape, "datatype": dtype, "data": data}]}
+        d.update(extra)
+        return json.dumps(d, separators=(",", ":")).encode()
+
+    put("fuzz_v2", "mlp_fp32_flat", b"\x00" + body([1, 4], [0.1, 0.2, 0.3, 0.4], id="a1"))
+    put("fuzz_v2", "mlp_fp32_nested", b"\x00" + body([2, 1, 2, 2], [[[[0, 1], [1, 0]]], [[[0.5, 0.5], [0.25, 1]]]]))
+    put("fuzz_v2", "mlp_uint8", b"\x00" + body([1, 4], [0, 128, 255, 7], "UINT8", outputs=[{"name": "probabilities"}]))
+    put("fuzz_v2", "cnn_fp32", b"\x01" + body([1, 2, 2, 3], [[[1, 2, 3], [4, 5, 6]], [[7, 8, 9], [10, 11, 12]]]))
+    put("fuzz_v2", "cnn_uint8", b"\x01" + body([1, 2, 2, 3], list(range(0, 240, 20)), "UINT8"))
+    put("fuzz_v2", "mlp784", b"\x02" + body([1, 784], [0.5] * 784))
+    put("fuzz_v2", "huge_shape", b"\x02" + body([65536, 784], [0]))
+    put("fuzz_v2", "bad_output", b"\x00" + body([1, 4], [1, 2, 3, 4], outputs=[{"name": "logits"}]))
+    put("fuzz_v2", "big_number", b"\x00" + body([1, 4], [1e38, -1e38, 3.5e38, 1e-45]))
+    put("fuzz_v2", "deep", b"\x00" + body([1, 4], [[[[[[[1]]]]]], 2, 3, 4]))
+
+
 def main():
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     corpus_img()
@@ -239,6 +258,7 @@ def main():
     corpus_model_json()
     corpus_multipart()
     corpus_paths()
+    corpus_v2()
 
 
 if __name__ == "__main__":

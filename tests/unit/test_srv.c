@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "core_engine.h"
 #include "srv_config.h"
 #include "srv_err.h"
 #include "srv_metrics.h"
 #include "srv_reports.h"
+#include "srv_routes.h"
 #include "srv_static.h"
 
 static void test_err_table(void) {
@@ -148,11 +150,60 @@ static void test_report_names(void) {
     unsetenv("LOUPE_REPORTS");
 }
 
+/* srv_v2_parse on a 1x2x2 MLP: each bad body its own case. */
+static int v2_try(const char *body, core_fail *f, float *first) {
+    core_model m;
+    memset(&m, 0, sizeof m);
+    m.channels = 1;
+    m.height = m.width = 2;
+    m.mean_c[0] = 0.5f;
+    m.std_c[0] = 0.25f;
+    m.engine = &core_engine_mlp;
+    json_t *doc;
+    float *x;
+    int rows;
+    int rc = srv_v2_parse(&m, (const unsigned char *)body, strlen(body), &doc, &x, &rows, f);
+    if (rc) {
+        CHECK(!doc && !x);
+        return rc;
+    }
+    if (first) *first = x[0];
+    json_decref(doc);
+    free(x);
+    return rows;
+}
+
+static void test_v2_parse(void) {
+    core_fail f;
+    float x0 = 0;
+    CHECK(v2_try("{\"inputs\":[{\"name\":\"i\",\"shape\":[2,4],\"datatype\":\"FP32\",\"data\":[1,2,3,4,5,6,7,8]}]}", &f,
+                 &x0) == 2);
+    CHECK(x0 == 1.0f);
+    CHECK(v2_try("{\"inputs\":[{\"name\":\"i\",\"shape\":[1,1,2,2],\"datatype\":\"UINT8\",\"data\":[[[255,0],[0,0]]]}]}", &f,
+                 &x0) == 1);
+    CHECK(x0 == 2.0f); /* (1 - 0.5) / 0.25 */
+    /* Found by fuzz_v2: 3.5e38 is a finite double but an infinite float. */
+    CHECK(v2_try("{\"inputs\":[{\"name\":\"i\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[1,2,3.5e38,4]}]}", &f,
+                 NULL) == -1);
+    CHECK(f.kind == CORE_E_BAD_INPUT);
+    CHECK_CONTAINS(f.msg, "data[2]");
+    CHECK(v2_try("{\"inputs\":[{\"name\":\"i\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[-3.4e38,2,3,4]}]}", &f,
+                 NULL) == 1);
+    CHECK(v2_try("{\"inputs\":[{\"name\":\"i\",\"shape\":[65536,4],\"datatype\":\"FP32\",\"data\":[1]}]}", &f, NULL) == -1);
+    CHECK_CONTAINS(f.msg, "has 1 values");
+    CHECK(v2_try("{\"inputs\":[]}", &f, NULL) == -1);
+    CHECK(f.kind == CORE_E_BAD_JSON);
+    CHECK(v2_try("{\"inputs\":[{\"name\":\"i\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[1,2,3,4]}],"
+                 "\"outputs\":[{\"name\":\"logits\"}]}", &f, NULL) == -1);
+    CHECK_CONTAINS(f.msg, "logits");
+}
+
 int main(void) {
     RUN(test_err_table);
     RUN(test_config);
     RUN(test_metrics);
     RUN(test_content_types);
     RUN(test_report_names);
+    RUN(test_v2_parse);
     return check_report();
 }
