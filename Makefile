@@ -21,7 +21,7 @@ build: deps
 	@cmake --build $(BUILD) -j $(JOBS)
 
 build-asan: deps
-	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLOUPE_ASAN=ON -DLOUPE_WITH_TORCH=OFF -DLOUPE_WERROR=ON >/dev/null
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLOUPE_ASAN=ON -DLOUPE_WITH_TORCH=ON -DLOUPE_WERROR=ON >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 
 test: build build-asan

@@ -152,7 +152,8 @@ class Daemon:
         self.proc = subprocess.Popen([loupe, "serve", "--models", models, "--port", "0", "--host", "127.0.0.1",
                                       *args], stdout=self.log, stderr=self.log, env=e)
         self.port = None
-        deadline = time.time() + 60
+        # Loading libtorch and warming CNNs under a sanitizer, on a loaded machine, takes a while.
+        deadline = time.time() + 180
         while time.time() < deadline:
             text = self.read_log()
             m = re.search(r"listening on (https?)://\S+:(\d+) ", text)

@@ -6,7 +6,7 @@ the reference.
 
     LOUPE_BIN=build/cli/loupe LOUPE_CNN_STORE=/tmp/cnn-store /usr/bin/python3 test_cnn.py --make-store
     LOUPE_BIN=build/cli/loupe LOUPE_CNN_STORE=/tmp/cnn-store /usr/bin/python3 test_cnn.py Predict Filters ...
-    LOUPE_BIN=build-asan/cli/loupe /usr/bin/python3 test_cnn.py NoTorch   # a build without libtorch
+    LOUPE_BIN=build-tsan/cli/loupe /usr/bin/python3 test_cnn.py NoTorch   # a build without libtorch
 """
 import base64
 import concurrent.futures as cf
@@ -30,6 +30,7 @@ import loupe_fixture as fx  # noqa: E402
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 LOUPE = os.environ.get("LOUPE_BIN", "build/cli/loupe")
 STORE = os.environ.get("LOUPE_CNN_STORE", "/tmp/loupe-cnn-store")
+QUICK = os.environ.get("LOUPE_QUICK", "0") == "1"  # a sanitizer build: slower, so lighter where timing matters
 IMAGES, LABELS = fx.test_set()
 CONV = 40  # the last convolution of VGG16-BN's features
 
@@ -510,7 +511,9 @@ class Busy(Served):
 
         def slow(_):
             gate.wait()
-            return self.d.request("GET", "/v1/models/tiny/filters/%d/0?iterations=200&every=200" % CONV)
+            # Long enough that the eight overlap; under a sanitizer (LOUPE_QUICK) fewer do.
+            it = 50 if QUICK else 200
+            return self.d.request("GET", "/v1/models/tiny/filters/%d/0?iterations=%d&every=%d" % (CONV, it, it))
 
         with cf.ThreadPoolExecutor(n) as ex:
             futs = [ex.submit(slow, i) for i in range(n)]
