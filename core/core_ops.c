@@ -113,7 +113,8 @@ static int parse_viz(core_arg_fn arg, void *ctx, core_opts *o, core_fail *f) {
         char *end;
         errno = 0;
         double v = strtod(lq, &end);
-        if (errno || end == lq || *end || !isfinite(v) || !(v > 0) || v > CORE_VIZ_MAX_LR)
+        /* (float)v, not v, must be positive: 1e-51 is a positive double but a zero float. */
+        if (errno || end == lq || *end || !isfinite(v) || !((float)v > 0) || v > CORE_VIZ_MAX_LR)
             return core_failf(f, CORE_E_BAD_PARAMETER, "lr must be a number in (0,%g], not '%s'", CORE_VIZ_MAX_LR, lq);
         o->viz.lr = (float)v;
     }
