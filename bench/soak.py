@@ -314,8 +314,8 @@ def main():
         row = {st: c for (k, st), c in counts.items() if k == kind and st != "slow"}
         slow = counts.get((kind, "slow"), 0)
         want = -1 if KINDS[kind][1] is None else KINDS[kind][1]
-        print("  %-18s %-24s max %8.3f s  slow %d" % (kind, "  ".join("%d: %d" % (st, c) for st, c in sorted(row.items())),
-                                                     slowest[kind], slow))
+        hist = "  ".join("%d: %d" % (st, c) for st, c in sorted(row.items()))
+        print("  %-18s %-24s max %8.3f s  slow %d" % (kind, hist, slowest[kind], slow))
         bad = {st: c for st, c in row.items() if st != want}
         if bad:
             failures.append("%s: unexpected statuses %s (expected %d)" % (kind, bad, want))
