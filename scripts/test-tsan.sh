@@ -23,6 +23,8 @@ export LOUPE_BIN="$out/cli/loupe" LOUPE_STORE="$store" LOUPE_QUICK=1
 "$out/tests/unit/test_mlp"
 /usr/bin/python3 tests/integration/test_exec.py
 /usr/bin/python3 tests/integration/test_server.py Routes Inputs BadInput V2 Metrics
+# The connection reaper thread against the connection threads: deadlines, per-address counts, body budget.
+/usr/bin/python3 tests/integration/test_security.py Limits ApiToken
 # This build has no libtorch (the ASan one has): a TorchScript folder is refused with a clear line.
 /usr/bin/python3 tests/integration/test_cnn.py NoTorch
 echo "test-tsan: 0 data races"

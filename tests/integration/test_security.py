@@ -27,15 +27,26 @@ IMAGES, LABELS = fx.test_set()
 PNG = fx.png_gray(IMAGES[0])
 
 
-def metric(d, name):
-    """The value of one sample of /metrics, e.g. 'loupe_refused_total{reason="per_ip"}'."""
-    st, _, body = d.request("GET", "/metrics")
+def metric(d, name, conn=None):
+    """The value of one sample of /metrics, e.g. 'loupe_refused_total{reason="per_ip"}'
+    (asked on conn, a keep-alive connection, when given)."""
+    st, _, body = d.request("GET", "/metrics", conn=conn)
     if st != 200:
         raise AssertionError("/metrics answered %d" % st)
     for line in body.decode().splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
     raise AssertionError("no sample %s in /metrics" % name)
+
+
+def wait_for(what, want, seconds=10):
+    """Poll what() until it returns want (the machine may be loaded); returns the last value."""
+    t0 = time.time()
+    got = what()
+    while got != want and time.time() - t0 < seconds:
+        time.sleep(0.05)
+        got = what()
+    return got
 
 
 def closed_within(sock, seconds, trickle=None):
@@ -129,11 +140,8 @@ class Limits(unittest.TestCase):
                     counted = time.time() - t0
             self.assertIsNotNone(counted, "a slow reader held the connection for 10 s")
             self.assertGreater(counted, 1.5)
-            for _ in range(50):  # in flight: only the /metrics request asking
-                if metric(d, "loupe_http_requests_in_flight") == 1:
-                    break
-                time.sleep(0.05)
-            self.assertEqual(metric(d, "loupe_http_requests_in_flight"), 1)
+            # In flight: only the /metrics request asking.
+            self.assertEqual(wait_for(lambda: metric(d, "loupe_http_requests_in_flight"), 1), 1)
             s.close()
         finally:
             self.assertEqual(d.stop(), 0)
@@ -142,9 +150,10 @@ class Limits(unittest.TestCase):
     def test_connections_per_address(self):
         d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0", "--max-conn-per-ip", "2")
         try:
-            a = socket.create_connection(("127.0.0.1", d.port))
-            b = socket.create_connection(("127.0.0.1", d.port))
-            time.sleep(0.2)
+            # Two keep-alive connections, each known to be accepted: one request answered on each.
+            a, b = d.conn(), d.conn()
+            for c in (a, b):
+                self.assertEqual(d.request("GET", "/healthz", conn=c)[0], 200)
             third = d.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             self.assertTrue(third.startswith(b"HTTP/1.1 503"), third)
             self.assertIn(b"Connection: close", third)
@@ -152,12 +161,10 @@ class Limits(unittest.TestCase):
             body = json.loads(third.split(b"\r\n\r\n", 1)[1])
             self.assertEqual(body["error"]["code"], "unavailable")
             self.assertIn("too many connections from your address (--max-conn-per-ip 2)", body["error"]["message"])
-            a.close()
-            time.sleep(0.3)  # the closed one no longer counts
-            self.assertEqual(d.request("GET", "/healthz")[0], 200)
+            self.assertEqual(metric(d, 'loupe_refused_total{reason="per_ip"}', conn=b), 1)
+            a.close()  # the closed one no longer counts
+            self.assertEqual(wait_for(lambda: d.request("GET", "/healthz")[0], 200), 200)
             b.close()
-            time.sleep(0.2)
-            self.assertGreaterEqual(metric(d, 'loupe_refused_total{reason="per_ip"}'), 1)
         finally:
             self.assertEqual(d.stop(), 0)
 
@@ -170,8 +177,7 @@ class Limits(unittest.TestCase):
                 s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                           b"Content-Length: 1000000\r\n\r\n" + PNG[:100])
                 held.append(s)
-            time.sleep(0.3)
-            self.assertEqual(metric(d, "loupe_buffered_body_bytes"), 2000000)
+            self.assertEqual(wait_for(lambda: metric(d, "loupe_buffered_body_bytes"), 2000000), 2000000)
             third = d.raw(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                           b"Content-Length: 1000000\r\n\r\n")
             self.assertTrue(third.startswith(b"HTTP/1.1 503"), third)
@@ -181,11 +187,7 @@ class Limits(unittest.TestCase):
             for s in held:
                 s.close()
             held = []
-            for _ in range(50):
-                if metric(d, "loupe_buffered_body_bytes") == 0:
-                    break
-                time.sleep(0.05)
-            self.assertEqual(metric(d, "loupe_buffered_body_bytes"), 0)
+            self.assertEqual(wait_for(lambda: metric(d, "loupe_buffered_body_bytes"), 0), 0)
             st, _, body = d.json("POST", "/predict", PNG, {"Content-Type": "image/png"})
             self.assertEqual(st, 200, body)
         finally:
@@ -369,7 +371,7 @@ class Files(unittest.TestCase):
             f.write("TOP SECRET\n")
         page = os.path.join(static, "page.txt")
         d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0", "--static", static,
-                      env={"LOUPE_TEST_HOOKS": "1", "LOUPE_TEST_OPEN_DELAY_MS": "1500"})
+                      env={"LOUPE_TEST_HOOKS": "1", "LOUPE_TEST_OPEN_DELAY_MS": "3000"})
         try:
             for swap in ("symlink", "rename"):
                 with open(page, "w") as f:
@@ -378,7 +380,7 @@ class Files(unittest.TestCase):
                 got = {}
                 t = threading.Thread(target=lambda: got.update(r=d.request("GET", "/page.txt")))
                 t.start()
-                time.sleep(0.5)  # resolved and checked: now inside the hook's pause
+                time.sleep(1.0)  # resolved and checked: now inside the hook's 3 s pause
                 tmp = page + ".new"
                 if swap == "symlink":
                     os.symlink(secret, tmp)
