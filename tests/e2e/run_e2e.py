@@ -67,6 +67,18 @@ def main():
         if rc != 0:
             print(d.read_log()[-4000:], file=sys.stderr)
             sys.exit("e2e: the page test failed (exit %d)" % rc)
+        # The page with --api-token: it asks for the token, then works.
+        d = fx.Daemon(LOUPE, models, "--static", os.path.join(ROOT, "static"), "--drain-grace", "0",
+                      env={"LOUPE_API_TOKEN": "e2e-token"})
+        try:
+            env = dict(os.environ, LOUPE_URL="http://127.0.0.1:%d/" % d.port, LOUPE_MODEL=MODEL,
+                       LOUPE_TOKEN="e2e-token", LOUPE_CHROMIUM=CHROMIUM)
+            rc = subprocess.run([node, os.path.join(HERE, "token.test.cjs")], env=env, timeout=120).returncode
+        finally:
+            drc = d.stop()
+        if rc != 0 or drc != 0:
+            print(d.read_log()[-4000:], file=sys.stderr)
+            sys.exit("e2e: the API-token page test failed (exit %d, daemon %d)" % (rc, drc))
         print("e2e: ok; screenshots in %s: %s" % (shots, json.dumps(sorted(os.listdir(shots)))))
     finally:
         shutil.rmtree(os.path.join(tmp, "models"), ignore_errors=True)
