@@ -11,12 +11,19 @@ so the daemon's libtorch only ever loads TorchScript made by its own version.
 history.json and metrics.json lying beside the checkpoint are copied to
 OUT_DIR when it is another folder.
 
+OUT_DIR is written whole or not at all (training/model_folder.py): the files
+go into a hidden .NAME.tmp-PID folder beside it, which then takes its place in
+one rename; the other files of an existing OUT_DIR (checkpoint.pt when
+re-exporting in place) are carried over. A kill leaves the old folder or the
+new one; a full disk is an error naming the folder, and the old one stays.
+
 The exported module keeps ``features`` as an nn.Sequential submodule with
 out-of-place ReLUs, so the shim can run it layer by layer and read any
 layer's output without a later layer overwriting it.
 """
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -28,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+import model_folder  # noqa: E402
 from vgg import VGG, layer_table  # noqa: E402
 
 FORMAT = "loupe-vgg-checkpoint"
@@ -84,8 +92,12 @@ def example_input(manifest, n=2, seed=0):
 def export(ck, out_dir, name=None, trace=False):
     """Write out_dir/model.ts and out_dir/model.json; return the manifest.
 
-    The saved module is loaded back and compared with the eager module on a
-    random batch; a difference above 1e-4 raises RuntimeError."""
+    out_dir is the staging folder of a model folder (model_folder.staged):
+    the files are written as they are, not each renamed into place. The
+    module is serialised in memory, loaded back and compared with the eager
+    module on a random batch (a difference above 1e-4 raises RuntimeError)
+    before a byte is written: torch's own file writer aborts the process on
+    a full disk, Python's raises OSError."""
     model = build(ck)
     manifest = manifest_of(ck)
     if name:
@@ -96,17 +108,15 @@ def export(ck, out_dir, name=None, trace=False):
             ts = torch.jit.trace(model, x)
         else:
             ts = torch.jit.script(model)
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "model.ts")
-    tmp = path + ".tmp"
-    ts.save(tmp)
-    loaded = torch.jit.load(tmp, map_location="cpu")
+    buf = io.BytesIO()
+    torch.jit.save(ts, buf)
+    loaded = torch.jit.load(io.BytesIO(buf.getvalue()), map_location="cpu")
     with torch.no_grad():
         diff = float((loaded(x) - model(x)).abs().max())
     if not diff <= 1e-4:
-        os.remove(tmp)
         raise RuntimeError("exported module differs from eager by %g" % diff)
-    os.replace(tmp, path)
+    model_folder.write_bytes(os.path.join(out_dir, "model.ts"),
+                             buf.getbuffer())
 
     manifest["kind"] = "torchscript"
     manifest["layers"] = layer_table(model.features)
@@ -117,11 +127,7 @@ def export(ck, out_dir, name=None, trace=False):
              "export"]
     out = {k: manifest[k] for k in order if k in manifest}
     out.update({k: v for k, v in manifest.items() if k not in out})
-    with open(os.path.join(out_dir, "model.json.tmp"), "w") as f:
-        json.dump(out, f, indent=1)
-        f.write("\n")
-    os.replace(os.path.join(out_dir, "model.json.tmp"),
-               os.path.join(out_dir, "model.json"))
+    model_folder.write_json(os.path.join(out_dir, "model.json"), out)
     return out
 
 
@@ -138,18 +144,22 @@ def main(argv=None):
     p.add_argument("--trace", action="store_true",
                    help="torch.jit.trace instead of torch.jit.script")
     args = p.parse_args(argv)
+    src = os.path.dirname(os.path.abspath(args.checkpoint))
+    out = args.out_dir
+    # Re-exporting in place keeps the folder's other files (checkpoint.pt).
+    keep = os.listdir(out) if os.path.isdir(out) else []
     try:
         ck = load_checkpoint(args.checkpoint)
-        m = export(ck, args.out_dir, name=args.name, trace=args.trace)
+        with model_folder.staged(out, carry=keep) as tmp:
+            m = export(ck, tmp, name=args.name, trace=args.trace)
+            if src != os.path.abspath(out):
+                for f in ("history.json", "metrics.json"):
+                    if os.path.isfile(os.path.join(src, f)):
+                        shutil.copyfile(os.path.join(src, f),
+                                        os.path.join(tmp, f))
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         print("export_vgg.py: error: %s" % e, file=sys.stderr)
         return 2
-    src = os.path.dirname(os.path.abspath(args.checkpoint))
-    if src != os.path.abspath(args.out_dir):
-        for f in ("history.json", "metrics.json"):
-            if os.path.isfile(os.path.join(src, f)):
-                shutil.copyfile(os.path.join(src, f),
-                                os.path.join(args.out_dir, f))
     print("wrote %s (model %s, torch %s)"
           % (os.path.join(args.out_dir, "model.ts"), m["name"],
              torch.__version__))

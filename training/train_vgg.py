@@ -32,7 +32,9 @@ seed
 
 Outputs (in --out, written by rank 0 only): model.json, model.ts (TorchScript
 exported by this torch), checkpoint.pt (state_dict + config), history.json,
-metrics.json. See docs/vgg.md.
+metrics.json, written whole or not at all: into a hidden .NAME.tmp-PID folder
+beside --out that then replaces it in one rename (docs/model-folder.md). See
+docs/vgg.md.
 
 Distributed: under torchrun the env:// variables are used; --nproc N starts N
 local processes itself (gloo on CPU, NCCL on GPU). --batch-size is global.
@@ -40,7 +42,7 @@ local processes itself (gloo on CPU, NCCL on GPU). --batch-size is global.
 
 import argparse
 import dataclasses
-import json
+import io
 import math
 import os
 import socket
@@ -64,6 +66,7 @@ if HERE not in sys.path:
 
 import export_vgg  # noqa: E402
 import fashion_mnist  # noqa: E402
+import model_folder  # noqa: E402
 from vgg import CFGS, HEADS, VGG  # noqa: E402
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -864,18 +867,24 @@ def training_record(args, d, device, split, eng, trained, test_accuracy,
 
 
 def write_model_folder(args, eng, pre, trained, metrics, training):
-    """Write checkpoint.pt, history.json, metrics.json and the export."""
+    """Write checkpoint.pt, history.json, metrics.json and the export, whole
+    or not at all (training/model_folder.py): a kill leaves the old folder or
+    the new one, a full disk raises FolderError and leaves the old one."""
     manifest = {"name": args.name, "kind": "torchscript",
                 "classes": fashion_mnist.CLASSES, "input": pre.manifest(),
                 "training": training}
-    os.makedirs(args.out, exist_ok=True)
     ckpt = export_vgg.make_checkpoint(eng.model, eng.config, manifest)
-    torch.save(ckpt, os.path.join(args.out, "checkpoint.pt"))
-    write_json(os.path.join(args.out, "history.json"),
-               {"name": args.name, "epochs": trained.history})
-    write_json(os.path.join(args.out, "metrics.json"), metrics)
-    if args.export:
-        export_vgg.export(ckpt, args.out)
+    # In memory first: torch's file writer aborts the process on a full disk.
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    with model_folder.staged(args.out) as tmp:
+        model_folder.write_bytes(os.path.join(tmp, "checkpoint.pt"),
+                                 buf.getbuffer())
+        model_folder.write_json(os.path.join(tmp, "history.json"),
+                                {"name": args.name, "epochs": trained.history})
+        model_folder.write_json(os.path.join(tmp, "metrics.json"), metrics)
+        if args.export:
+            export_vgg.export(ckpt, tmp)
     print("test accuracy %.4f (%d images), %.1f s; wrote %s"
           % (metrics["test_accuracy"], metrics["n"], trained.seconds,
              args.out), flush=True)
@@ -899,14 +908,6 @@ def run(args, d):
     training = training_record(args, d, device, data["split"], eng, trained,
                                metrics["test_accuracy"], diff)
     write_model_folder(args, eng, pre, trained, metrics, training)
-
-
-def write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 # ==== Processes ====
@@ -962,7 +963,8 @@ def main(argv=None):
             distributed(args)
         else:
             run(args, Dist())
-    except (UsageError, FileNotFoundError, ValueError) as e:
+    except (UsageError, FileNotFoundError, ValueError,
+            model_folder.FolderError) as e:
         print("train_vgg.py: error: %s" % e, file=sys.stderr)
         return 2
     return 0
