@@ -1197,7 +1197,8 @@ class Reload(unittest.TestCase):
 class ReloadFaults(unittest.TestCase):
     """One reload that meets every kind of folder at once: added, changed,
     corrupt (half-written weights, truncated model.json), turned into a file,
-    removed, broken from the start, hidden. The failed ones keep their previous
+    gone between the scan and its load (a dangling link: listed, then not
+    found), removed, broken from the start, hidden. The failed ones keep their previous
     version; every other folder updates; the answer, the log and /metrics say
     which is which."""
 
@@ -1210,7 +1211,7 @@ class ReloadFaults(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.store, True)
         self.copy = lambda src, dst: shutil.copytree(os.path.join(STORE, src), os.path.join(self.store, dst))
         for src, dst in (("alpha", "keep"), ("beta", "change"), ("beta", "corrupt"), ("beta", "halfjson"),
-                         ("beta", "tofile"), ("zero", "gone"), ("alpha", ".hidden.tmp-1")):
+                         ("beta", "tofile"), ("beta", "vanish"), ("zero", "gone"), ("alpha", ".hidden.tmp-1")):
             self.copy(src, dst)
 
     def reload(self, d):
@@ -1247,7 +1248,8 @@ class ReloadFaults(unittest.TestCase):
         try:
             before = self.sizes(d)
             self.assertEqual(before, {"keep": alpha_sizes, "change": beta_sizes, "corrupt": beta_sizes,
-                                      "halfjson": beta_sizes, "tofile": beta_sizes, "gone": [784, 10]})
+                                      "halfjson": beta_sizes, "tofile": beta_sizes, "vanish": beta_sizes,
+                                      "gone": [784, 10]})
             beta, alpha = self.probs(d, "corrupt"), self.probs(d, "keep")
             self.assertNotEqual(beta, alpha)
             m = self.metrics(d)
@@ -1264,6 +1266,8 @@ class ReloadFaults(unittest.TestCase):
             shutil.rmtree(join("tofile"))
             with open(join("tofile"), "w") as f:                          # no longer a folder
                 f.write("not a model")
+            shutil.rmtree(join("vanish"))
+            os.symlink(join("nowhere"), join("vanish"))                   # listed, then not found
             shutil.rmtree(join("gone"))                                   # removed
             self.copy("beta", "new")                                      # added
             os.makedirs(join("newbroken"))                                # added, broken: never served
@@ -1275,19 +1279,21 @@ class ReloadFaults(unittest.TestCase):
             self.assertEqual(sorted(b["loaded"]), ["change", "keep", "new"])
             skipped = {s["name"]: s for s in b["skipped"]}
             self.assertEqual({n: s["kept"] for n, s in skipped.items()},
-                             {"corrupt": True, "halfjson": True, "tofile": True, "newbroken": False})
+                             {"corrupt": True, "halfjson": True, "tofile": True, "vanish": True, "newbroken": False})
             self.assertIn("weights.safetensors", skipped["corrupt"]["error"])
             self.assertIn("model.json", skipped["halfjson"]["error"])
             self.assertIn("no longer a folder", skipped["tofile"]["error"])
+            self.assertIn("No such file or directory", skipped["vanish"]["error"])
             self.assertIn("model.json", skipped["newbroken"]["error"])
             self.assertEqual(b["removed"], ["gone"])
-            self.assertEqual(b["models"], ["change", "corrupt", "halfjson", "keep", "new", "tofile"])
+            self.assertEqual(b["models"], ["change", "corrupt", "halfjson", "keep", "new", "tofile", "vanish"])
 
             # What is served: the kept ones as before, the changed one anew, the added one, not the removed one.
             self.assertEqual(self.sizes(d), {"keep": alpha_sizes, "change": alpha_sizes, "corrupt": beta_sizes,
-                                             "halfjson": beta_sizes, "tofile": beta_sizes, "new": beta_sizes})
+                                             "halfjson": beta_sizes, "tofile": beta_sizes, "vanish": beta_sizes,
+                                             "new": beta_sizes})
             for name, want in (("keep", alpha), ("change", alpha), ("corrupt", beta), ("halfjson", beta),
-                               ("tofile", beta), ("new", beta)):
+                               ("tofile", beta), ("vanish", beta), ("new", beta)):
                 np.testing.assert_allclose(self.probs(d, name), want, rtol=0, atol=1e-5, err_msg=name)
             for name in ("gone", "newbroken", ".hidden.tmp-1"):
                 st, _, _ = d.json("GET", "/v1/models/" + name)
@@ -1301,12 +1307,12 @@ class ReloadFaults(unittest.TestCase):
 
             m = self.metrics(d)
             self.assertEqual(m[("loupe_reload_last_success", ())], 0)
-            self.assertEqual(m[("loupe_reload_failed_models", ())], 4)
-            for name in ("corrupt", "halfjson", "tofile", "newbroken"):
+            self.assertEqual(m[("loupe_reload_failed_models", ())], 5)
+            for name in ("corrupt", "halfjson", "tofile", "vanish", "newbroken"):
                 self.assertEqual(m[("loupe_reload_failures_total", (("model", name),))], 1, name)
             self.assertNotIn(("loupe_reload_failures_total", (("model", "keep"),)), m)
             self.assertEqual(m[("loupe_reloads_total", (("result", "ok"),))], 1)
-            self.assertEqual(m[("loupe_models_loaded", ())], 6)
+            self.assertEqual(m[("loupe_models_loaded", ())], 7)
 
             # Repaired: the next reload loads them afresh and says all is well.
             shutil.rmtree(join("corrupt"))
@@ -1314,10 +1320,11 @@ class ReloadFaults(unittest.TestCase):
             shutil.rmtree(join("halfjson"))
             shutil.rmtree(join("newbroken"))
             os.remove(join("tofile"))
+            os.remove(join("vanish"))
             b = self.reload(d)
             self.assertIs(b["ok"], True)
             self.assertEqual(b["skipped"], [])
-            self.assertEqual(sorted(b["removed"]), ["halfjson", "tofile"])
+            self.assertEqual(sorted(b["removed"]), ["halfjson", "tofile", "vanish"])
             self.assertEqual(b["models"], ["change", "corrupt", "keep", "new"])
             self.assertEqual(self.sizes(d)["corrupt"], alpha_sizes)
             np.testing.assert_allclose(self.probs(d, "corrupt"), alpha, rtol=0, atol=1e-5)
