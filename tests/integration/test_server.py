@@ -760,6 +760,78 @@ class Metrics(Served):
         self.assertGreaterEqual(gauges["loupe_http_requests_in_flight"], 1)  # this request
         self.assertLess(abs(gauges["process_start_time_seconds"] - time.time()), 3600)
 
+    def test_process_metrics(self):
+        """The standard process metrics, checked against what /proc says of the daemon's pid."""
+        import resource
+        from prometheus_client.parser import text_string_to_metric_families
+        pid = self.d.proc.pid
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME) + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        for _ in range(3):  # warm the daemon: some CPU time to see
+            self.predict(png(0))
+        body = self.d.request("GET", "/metrics")[2].decode()
+        with open("/proc/%d/status" % pid) as f:
+            status = dict(ln.split(":", 1) for ln in f if ":" in ln)
+        fds = len(os.listdir("/proc/%d/fd" % pid))
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        fams = {f.name: f for f in text_string_to_metric_families(body)}
+        value = {n: fams[n].samples[0].value for n in ("process_resident_memory_bytes", "process_virtual_memory_bytes",
+                                                       "process_cpu_seconds", "process_open_fds", "process_max_fds",
+                                                       "process_start_time_seconds")}
+        self.assertEqual(fams["process_cpu_seconds"].type, "counter")
+        rss = int(status["VmRSS"].split()[0]) * 1024
+        self.assertLess(abs(value["process_resident_memory_bytes"] - rss), 0.2 * rss)
+        self.assertLess(abs(value["process_virtual_memory_bytes"] - int(status["VmSize"].split()[0]) * 1024), 64 << 20)
+        self.assertGreater(value["process_cpu_seconds"], 0)
+        self.assertLessEqual(value["process_cpu_seconds"], cpu + 0.02)
+        self.assertLess(abs(value["process_open_fds"] - fds), 4)  # connections come and go
+        self.assertEqual(value["process_max_fds"], float(resource.prlimit(pid, resource.RLIMIT_NOFILE)[0]))
+        self.assertLess(abs(value["process_start_time_seconds"] - start), 2)
+
+
+class Probe(Served):
+    """`loupe probe URL`: a health check without curl. Exit 0 on 2xx, 1 otherwise, 2 on a bad command line."""
+
+    def probe(self, *args):
+        p = subprocess.run([LOUPE, "probe", *args], capture_output=True, text=True, timeout=30)
+        return p.returncode, p.stdout.strip(), p.stderr.strip()
+
+    def test_statuses(self):
+        base = "http://127.0.0.1:%d" % self.d.port
+        self.assertEqual(self.probe(base + "/healthz"), (0, "HTTP/1.1 200 OK", ""))
+        self.assertEqual(self.probe("http://localhost:%d/readyz" % self.d.port)[:2], (0, "HTTP/1.1 200 OK"))
+        self.assertEqual(self.probe(base + "/nope")[:2], (1, "HTTP/1.1 404 Not Found"))
+        self.assertEqual(self.probe(base + "/predict")[:2], (1, "HTTP/1.1 405 Method Not Allowed"))
+
+    def test_no_server(self):
+        with socket.socket() as s:  # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        rc, out, err = self.probe("--timeout", "2", "http://127.0.0.1:%d/healthz" % port)
+        self.assertEqual((rc, out), (1, ""))
+        self.assertIn("cannot connect to 127.0.0.1:%d: Connection refused" % port, err)
+
+    def test_silent_server_times_out(self):
+        with socket.socket() as s:  # accepts (backlog) but never answers
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+            t0 = time.time()
+            rc, _, err = self.probe("--timeout", "1", "http://127.0.0.1:%d/" % s.getsockname()[1])
+        self.assertEqual(rc, 1)
+        self.assertIn("no answer", err)
+        self.assertLess(time.time() - t0, 10)
+
+    def test_bad_command_lines(self):
+        for args, why in ((["ftp://x/"], "is not an http:// URL"), (["https://x/"], "https is not supported"),
+                          (["http://:80/"], "no host"), (["http://x:8o/"], "bad port"),
+                          (["--timeout", "0", "http://x/"], "--timeout must be"), ([], "usage: loupe probe")):
+            rc, _, err = self.probe(*args)
+            self.assertEqual(rc, 2, args)
+            self.assertIn(why, err, args)
+
 
 class Docs(Served):
     """Every curl line of docs/api.md, as pasted (port and model name substituted)."""
