@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -113,8 +114,11 @@ static int get_norm(json_t *input, int channels, core_model *m, char *err, size_
         for (int c = 0; c < channels; c++) {
             json_t *e = json_is_array(v) ? json_array_get(v, n == 1 ? 0 : (size_t)c) : v;
             double d = k ? 1.0 : 0.0;
-            if (v && (!json_is_number(e) || !isfinite(d = json_number_value(e)) || (k && !(d > 0)))) {
-                errbuf_set(err, errlen, "model.json: input mean/std must be finite numbers, std > 0");
+            /* Checked as the floats they become: 1e39 is a finite double but an
+             * infinite float, and a std of 1e-50 a zero one. */
+            if (v && (!json_is_number(e) || !isfinite(d = json_number_value(e)) || fabs(d) > FLT_MAX ||
+                      (k && !((float)d > 0)))) {
+                errbuf_set(err, errlen, "model.json: input mean/std must be finite float32 numbers, std > 0");
                 return -1;
             }
             dst[c] = (float)d;

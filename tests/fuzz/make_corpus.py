@@ -188,6 +188,8 @@ def corpus_model_json():
     cnn["input"].update(resize="pad", source_size=28)
     put("fuzz_model_json", "cnn_pad", json.dumps(cnn))
     put("fuzz_model_json", "mlp_sizes_mismatch", json.dumps(dict(base, mlp={"activation": "tanh", "sizes": [4, 2]})))
+    tiny = dict(base, input={"channels": 1, "height": 2, "width": 2, "mean": [1e39], "std": [1e-50]})
+    put("fuzz_model_json", "mlp_norm_float_range", json.dumps(tiny))
     put("fuzz_model_json", "broken_metrics", json.dumps(base) + "\0{\"test_accuracy\": 2")
 
 

@@ -82,6 +82,33 @@ static core_model *tiny_model(char *dir) {
     return m;
 }
 
+/* mean and std are checked as the floats they become (found while fuzzing:
+ * the V2 route had the same double-versus-float gap). */
+static void test_model_norm_float_range(void) {
+    char dir[] = "/tmp/loupe-test-norm-XXXXXX";
+    core_model *m = tiny_model(dir);
+    core_model_release(m);
+    static const char *const norms[] = {"\"mean\": [0], \"std\": [1e-50]", "\"mean\": [1e39], \"std\": [1]",
+                                        "\"mean\": 0, \"std\": 3.5e38"};
+    char file[300], text[512], err[CORE_ERR_LEN];
+    snprintf(file, sizeof file, "%s/model.json", dir);
+    for (size_t i = 0; i < sizeof norms / sizeof norms[0]; i++) {
+        snprintf(text, sizeof text,
+                 "{\"kind\": \"mlp\", \"classes\": [\"a\", \"b\"], \"input\": {\"channels\": 1, \"height\": 1, "
+                 "\"width\": 2, %s}, \"mlp\": {\"activation\": \"relu\", \"sizes\": [2, 2]}}",
+                 norms[i]);
+        write_file(file, text);
+        m = core_model_load(dir, "tiny", err, sizeof err);
+        CHECK_MSG(m == NULL, "%s loaded", norms[i]);
+        core_model_release(m);
+        if (!m) CHECK_CONTAINS(err, "mean/std");
+    }
+    unlink(file);
+    snprintf(file, sizeof file, "%s/weights.safetensors", dir);
+    unlink(file);
+    rmdir(dir);
+}
+
 static void test_registry_empty_and_broken(void) {
     char dir[] = "/tmp/loupe-test-reg-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
@@ -596,6 +623,7 @@ int main(void) {
     RUN(test_base64);
     RUN(test_utf8_sanitize);
     RUN(test_registry_empty_and_broken);
+    RUN(test_model_norm_float_range);
     RUN(test_explain_options);
     RUN(test_queue_capacity);
     RUN(test_queue_cancel_on_free);
