@@ -149,8 +149,16 @@ static int split_path(const char *path, char *parent, size_t plen, char *base, s
     return 0;
 }
 
+/* dir, or the folder it names when it is a symbolic link (into buf): a link to
+ * a folder is kept, and the folder it points to is the one replaced. */
+static const char *resolve_link(const char *dir, char *buf) {
+    struct stat st;
+    return lstat(dir, &st) == 0 && S_ISLNK(st.st_mode) && realpath(dir, buf) ? buf : dir;
+}
+
 int model_dir_begin(const char *dir, char *tmp, size_t tmplen, char *err, size_t errlen) {
-    char parent[PATH_MAX], base[NAME_MAX + 1];
+    char parent[PATH_MAX], base[NAME_MAX + 1], target[PATH_MAX];
+    dir = resolve_link(dir, target);
     if (split_path(dir, parent, sizeof parent, base, sizeof base)) {
         errbuf_set(err, errlen, "cannot write a model folder at \"%s\"", dir);
         return -1;
@@ -191,8 +199,7 @@ int model_dir_commit(const char *tmp, const char *dir, const char *const *carry,
     char parent[PATH_MAX], base[NAME_MAX + 1], target[PATH_MAX], aside[PATH_MAX + NAME_MAX + 64];
     int moved[8] = {0}, n_carry = 0;
     struct stat st;
-    /* A link to a folder is kept: the folder it points to is the one replaced. */
-    if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode) && realpath(dir, target)) dir = target;
+    dir = resolve_link(dir, target);
     if (split_path(dir, parent, sizeof parent, base, sizeof base)) {
         errbuf_set(err, errlen, "cannot write a model folder at \"%s\"", dir);
         goto fail;

@@ -22,7 +22,9 @@ int model_dir_write_json(const char *path, json_t *doc, char *err, size_t errlen
 
 /* Start writing the folder dir: create its parents and the empty temporary
  * folder PARENT/.NAME.tmp-PID (the registry never loads a name that starts
- * with '.'); its path goes into tmp. Returns 0, or -1 with a message in err. */
+ * with '.'); its path goes into tmp. When dir is a symbolic link, the folder it
+ * points to is the one written (the link stays). Returns 0, or -1 with a
+ * message in err. */
 int model_dir_begin(const char *dir, char *tmp, size_t tmplen, char *err, size_t errlen);
 
 /* Put the folder tmp, written whole, in dir's place: fsync every file in it and

@@ -163,6 +163,8 @@ def staged(out, carry=()):
     exception, commit it (see commit). On any failure the temporary folder is
     removed and out is left as it was; an OSError comes out as FolderError,
     whose message names out and the reason (e.g. "No space left on device")."""
+    if os.path.islink(out):
+        out = os.path.realpath(out)  # the folder the link points to is replaced
     tmp = staging_path(out)
     try:
         os.makedirs(os.path.dirname(tmp), exist_ok=True)

@@ -7,9 +7,11 @@ and the daemon's reload loads it and nothing else.
 FullDisk: train-mlp and training/export_vgg.py writing onto a small tmpfs fail with an error that
 names the folder and says "No space left on device"; an old folder stays as it was, no temporary
 folder is left; export_vgg.py re-exporting in place keeps the folder's checkpoint.pt.
+Edges: an --out that is a file (an error), a link to a folder (the folder is replaced, the link
+stays), checkpoints/ carried into the new folder.
 Needs root (mount) and strace.
 
-    LOUPE_BIN=build/cli/loupe /usr/bin/python3 test_model_write.py Kill FullDisk
+    LOUPE_BIN=build/cli/loupe /usr/bin/python3 test_model_write.py Kill Edges FullDisk
 """
 import json
 import os
@@ -154,6 +156,50 @@ class Kill(unittest.TestCase):
         finally:
             self.assertEqual(d.stop(), 0)
         self.assertNotIn("skipped", d.read_log())
+
+
+class Edges(unittest.TestCase):
+    """What the writers do with an --out that is not a plain folder, and what they carry over."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="loupe-edges-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def test_a_file_in_the_way_is_an_error(self):
+        out = os.path.join(self.tmp, "alpha")
+        with open(out, "w") as f:
+            f.write("mine")
+        p = train(out, 1)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("%s exists and is not a folder" % out, p.stderr)
+        self.assertEqual(read(out), b"mine")
+        self.assertEqual(os.listdir(self.tmp), ["alpha"])
+
+    def test_a_link_to_a_folder_stays_a_link(self):
+        real, link = os.path.join(self.tmp, "real", "alpha"), os.path.join(self.tmp, "store", "alpha")
+        self.assertEqual(train(real, 1).returncode, 0)
+        os.makedirs(os.path.dirname(link))
+        os.symlink(real, link)
+        p = train(link, 2)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(os.path.islink(link))
+        with open(os.path.join(real, "model.json")) as f:
+            self.assertEqual(json.load(f)["training"]["seed"], 2)
+        self.assertEqual(os.listdir(os.path.dirname(link)), ["alpha"])
+        self.assertEqual(os.listdir(os.path.dirname(real)), ["alpha"])
+
+    def test_checkpoints_are_carried_into_the_new_folder(self):
+        out = os.path.join(self.tmp, "alpha")
+        p = subprocess.run([LOUPE, *TRAIN, "--hidden", "8", "--checkpoint-at", "1", "--out", out],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(sorted(os.listdir(out)), ["checkpoints"] + FILES)
+        self.assertEqual(sorted(os.listdir(os.path.join(out, "checkpoints", "epoch-1"))), FILES)
+        # A later run without checkpoints replaces the model and keeps them.
+        self.assertEqual(train(out, 2).returncode, 0)
+        self.assertEqual(sorted(os.listdir(out)), ["checkpoints"] + FILES)
+        self.assertEqual(sorted(os.listdir(os.path.join(out, "checkpoints", "epoch-1"))), FILES)
+        self.assertEqual(os.listdir(self.tmp), ["alpha"])
 
 
 class FullDisk(unittest.TestCase):
