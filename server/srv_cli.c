@@ -170,7 +170,11 @@ int srv_serve_main(int argc, char **argv) {
     pthread_mutex_init(&ctx->test_lock, NULL);
     pthread_cond_init(&ctx->test_cond, NULL);
     pthread_mutex_init(&ctx->conns_lock, NULL);
-    pthread_cond_init(&ctx->conns_cond, NULL);
+    pthread_condattr_t mono;
+    pthread_condattr_init(&mono);
+    pthread_condattr_setclock(&mono, CLOCK_MONOTONIC); /* the reaper's waits ignore wall-clock steps */
+    pthread_cond_init(&ctx->conns_cond, &mono);
+    pthread_condattr_destroy(&mono);
     if (!ctx->metrics || !ctx->registry) {
         fprintf(stderr, "loupe serve: out of memory\n");
         goto out;

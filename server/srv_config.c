@@ -273,6 +273,10 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *er
         errbuf_set(err, errlen, "--max-body must be at least 1 byte");
         return -1;
     }
+    if (cfg->body_budget > ((size_t)1 << 50)) {
+        errbuf_set(err, errlen, "--body-budget %zu is more memory than any machine has (at most 1P)", cfg->body_budget);
+        return -1;
+    }
     if (cfg->body_budget < cfg->max_body) {
         errbuf_set(err, errlen, "--body-budget (%zu bytes) must be at least --max-body (%zu bytes)", cfg->body_budget,
                    cfg->max_body);

@@ -46,14 +46,14 @@ static long long now_us(void) {
 
 /* Start the client's clock: it has cfg->request_timeout seconds from now. */
 static void conn_wait_client(srv_ctx *ctx, srv_conn *c) {
-    if (c && ctx->cfg->request_timeout)
+    if (c && ctx->cfg->request_timeout && !c->over_ip) /* an over-limit one keeps its short deadline */
         atomic_store_explicit(&c->deadline_us, now_us() + (long long)ctx->cfg->request_timeout * 1000000,
                               memory_order_relaxed);
 }
 
 /* The daemon has the request: its own time (queue, model work) is not the client's. */
 static void conn_wait_daemon(srv_conn *c) {
-    if (c) atomic_store_explicit(&c->deadline_us, 0, memory_order_relaxed);
+    if (c && !c->over_ip) atomic_store_explicit(&c->deadline_us, 0, memory_order_relaxed);
 }
 
 static int same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
@@ -61,8 +61,8 @@ static int same_host(const struct sockaddr_storage *a, const struct sockaddr_sto
     if (a->ss_family == AF_INET)
         return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
     if (a->ss_family == AF_INET6)
-        return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
-                       sizeof(struct in6_addr));
+        /* One client commonly holds a whole /64: its addresses count together. */
+        return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr, 8);
     return 1; /* other families (none today): one bucket */
 }
 
@@ -86,6 +86,9 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         if (limit)
             for (srv_conn *o = ctx->conns; o; o = o->next) same += !o->over_ip && same_host(&o->addr, &c->addr);
         c->over_ip = limit && same >= limit;
+        /* Past the limit: time for one request, to answer it 503, and no
+         * more; an idle one must not keep its slot for --timeout. */
+        if (c->over_ip) atomic_store_explicit(&c->deadline_us, now_us() + 2000000, memory_order_relaxed);
         c->next = ctx->conns;
         if (ctx->conns) ctx->conns->prev = c;
         ctx->conns = c;
@@ -105,15 +108,25 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     }
 }
 
+static void host_text(const struct sockaddr_storage *a, char *host, size_t len) {
+    snprintf(host, len, "?");
+    if (a->ss_family == AF_INET) inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, host, (socklen_t)len);
+    else if (a->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, host, (socklen_t)len);
+}
+
 /* The reaper: twice a second, cut the connections past their deadline.
  * shutdown() leaves the descriptor to libmicrohttpd, which sees the
- * connection fail on its next poll and closes it the usual way. */
+ * connection fail on its next poll and closes it the usual way; libmicrohttpd
+ * notifies CLOSED (which unlinks the connection under conns_lock) before it
+ * closes the descriptor, so the fd shut down here is still that connection's. */
 static void *reaper_main(void *arg) {
     srv_ctx *ctx = arg;
+    enum { LOG_MAX = 16 };
     pthread_mutex_lock(&ctx->conns_lock);
     while (!ctx->reaper_stop) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        clock_gettime(CLOCK_MONOTONIC, &ts); /* conns_cond waits on the monotonic clock */
         ts.tv_nsec += 500 * 1000 * 1000;
         if (ts.tv_nsec >= 1000000000) {
             ts.tv_sec++;
@@ -121,20 +134,32 @@ static void *reaper_main(void *arg) {
         }
         pthread_cond_timedwait(&ctx->conns_cond, &ctx->conns_lock, &ts);
         long long now = now_us();
+        struct sockaddr_storage cut[LOG_MAX];
+        int ncut = 0, nmore = 0;
         for (srv_conn *c = ctx->conns; c; c = c->next) {
             long long d = atomic_load_explicit(&c->deadline_us, memory_order_relaxed);
             if (!d || now < d || c->fd < 0) continue;
-            atomic_store_explicit(&c->deadline_us, 0, memory_order_relaxed);
+            /* The connection's thread may have just taken the request (or
+             * queued its answer) and moved the deadline: cut only if not. */
+            if (!atomic_compare_exchange_strong_explicit(&c->deadline_us, &d, 0, memory_order_relaxed,
+                                                         memory_order_relaxed))
+                continue;
             shutdown(c->fd, SHUT_RDWR);
+            if (c->over_ip) continue; /* counted when it opened; its cut is the limit working */
             srv_metrics_refused(ctx->metrics, SRV_REFUSED_REQUEST_TIMEOUT);
-            char host[INET6_ADDRSTRLEN] = "?";
-            if (c->addr.ss_family == AF_INET)
-                inet_ntop(AF_INET, &((struct sockaddr_in *)&c->addr)->sin_addr, host, sizeof host);
-            else if (c->addr.ss_family == AF_INET6)
-                inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&c->addr)->sin6_addr, host, sizeof host);
+            if (ncut < LOG_MAX) cut[ncut++] = c->addr;
+            else nmore++;
+        }
+        /* Log without the lock: a slow stderr must not hold up every connection's start and end. */
+        pthread_mutex_unlock(&ctx->conns_lock);
+        for (int i = 0; i < ncut; i++) {
+            char host[INET6_ADDRSTRLEN];
+            host_text(&cut[i], host, sizeof host);
             log_line("closed a connection from %s: no whole request (or answer taken) within --request-timeout %us",
                      host, ctx->cfg->request_timeout);
         }
+        if (nmore) log_line("closed %d more connections past --request-timeout", nmore);
+        pthread_mutex_lock(&ctx->conns_lock);
     }
     pthread_mutex_unlock(&ctx->conns_lock);
     return NULL;
@@ -142,7 +167,7 @@ static void *reaper_main(void *arg) {
 
 static int start_reaper(srv_ctx *ctx) {
     ctx->reaper_stop = 0;
-    if (!ctx->cfg->request_timeout) return 0;
+    if (!ctx->cfg->request_timeout && !ctx->cfg->max_conn_per_ip) return 0;
     if (pthread_create(&ctx->reaper, NULL, reaper_main, ctx)) return -1;
     ctx->reaper_on = 1;
     return 0;
@@ -324,7 +349,7 @@ const char *srv_req_header(srv_req *r, const char *key) {
 
 int srv_req_bearer_ok(srv_req *r, const char *token) {
     const char *auth = srv_req_header(r, "Authorization");
-    if (!auth || strncmp(auth, "Bearer ", 7) || !token) return 0;
+    if (!auth || strncasecmp(auth, "Bearer ", 7) || !token) return 0; /* the scheme is case-insensitive (RFC 7235) */
     const char *a = auth + 7;
     /* Constant time in the token's content: every byte is looked at. */
     size_t la = strlen(a), lb = strlen(token);
@@ -364,6 +389,8 @@ static enum MHD_Result queue(srv_req *r) {
     if (ctx->cfg->cors_origin) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, ctx->cfg->cors_origin);
         MHD_add_response_header(resp, "Vary", "Origin");
+        /* So that the page, served from another origin, can read why (401, 429, 503) and the id. */
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "WWW-Authenticate, Retry-After, X-Request-ID");
         if (r->resp.preflight) {
             MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS");
             MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Content-Type, Authorization");
@@ -454,15 +481,18 @@ static int dispatch(srv_req *r, unsigned *allowed) {
 /* ==== Multipart ==== */
 
 /* Append size bytes to the request's body, growing it by doubling from
- * first_cap up to cfg->max_body (the callers check the limit first).
- * Returns 0, -1 when out of memory, or -2 when growing it would pass
- * cfg->body_budget (the body is left as it was either way). */
+ * first_cap up to cfg->max_body, or to the length the client declared (the
+ * callers check the limit first). Memory is taken from the budget as bytes
+ * arrive, never for what a client only declares: headers that promise 8 MiB
+ * and send nothing hold 0 bytes. Returns 0, -1 when out of memory, or -2 when
+ * growing would pass cfg->body_budget (the body is left as it was either way). */
 static int body_append(srv_req *r, const char *data, size_t size, size_t first_cap) {
-    size_t max = r->ctx->cfg->max_body;
+    size_t max = r->declared ? r->declared : r->ctx->cfg->max_body;
     if (r->body_len + size > r->body_cap) {
         size_t cap = r->body_cap ? r->body_cap : first_cap;
         while (cap < r->body_len + size) cap *= 2;
         if (cap > max) cap = max;
+        if (cap < r->body_len + size) cap = r->body_len + size; /* more than declared: libmicrohttpd forbids it */
         if (body_reserve(r->ctx, cap - r->body_cap)) return -2;
         unsigned char *nb = realloc(r->body, cap);
         if (!nb) {
@@ -475,6 +505,14 @@ static int body_append(srv_req *r, const char *data, size_t size, size_t first_c
     memcpy(r->body + r->body_len, data, size);
     r->body_len += size;
     return 0;
+}
+
+/* Free the body buffered so far and return its memory to the budget. */
+static void body_drop(srv_req *r) {
+    body_unreserve(r->ctx, r->body_cap);
+    free(r->body);
+    r->body = NULL;
+    r->body_len = r->body_cap = 0;
 }
 
 /* Why body_append failed, as the request's early error. */
@@ -542,8 +580,7 @@ static void req_free(srv_req *r) {
     if (!r) return;
     if (r->pp) MHD_destroy_post_processor(r->pp);
     resp_reset(&r->resp);
-    body_unreserve(r->ctx, r->body_cap);
-    free(r->body);
+    body_drop(r);
     free(r->path);
     free(r->segbuf);
     free(r);
@@ -632,17 +669,7 @@ static enum MHD_Result req_begin(srv_ctx *ctx, struct MHD_Connection *conn, cons
         r->pp = MHD_create_post_processor(conn, 16384, post_iter, r);
         if (!r->pp) early_error(r, CORE_E_BAD_REQUEST, "the multipart/form-data header has no usable boundary");
     } else if (clen > 0 && clen <= ctx->cfg->max_body) {
-        if (body_reserve(ctx, (size_t)clen)) {
-            body_refused(r, -2);
-            return MHD_YES;
-        }
-        r->body = malloc((size_t)clen);
-        if (!r->body) {
-            body_unreserve(ctx, (size_t)clen);
-            early_error(r, CORE_E_NOMEM, "out of memory for a %llu-byte body", clen);
-        } else {
-            r->body_cap = (size_t)clen;
-        }
+        r->declared = (size_t)clen; /* allocated as it arrives (body_append) */
     }
     return MHD_YES;
 }
@@ -656,20 +683,17 @@ static enum MHD_Result req_body(srv_req *r, const char *data, size_t size) {
     if (r->pp) {
         if (MHD_post_process(r->pp, data, size) != MHD_YES)
             early_error(r, CORE_E_BAD_REQUEST, "malformed multipart/form-data body");
-        return MHD_YES;
-    }
-    size_t max = r->ctx->cfg->max_body;
-    if (r->body_len + size > max) {
-        early_error(r, CORE_E_TOO_LARGE, "the body is larger than the limit of %zu bytes", max);
-        body_unreserve(r->ctx, r->body_cap);
-        free(r->body);
-        r->body = NULL;
-        r->body_len = r->body_cap = 0;
+    } else if (r->body_len + size > r->ctx->cfg->max_body) {
+        early_error(r, CORE_E_TOO_LARGE, "the body is larger than the limit of %zu bytes", r->ctx->cfg->max_body);
         r->discarded += size;
-        return MHD_YES;
+    } else {
+        size_t first = r->declared ? (r->declared < 65536 ? r->declared : 65536) : 16384;
+        int rc = body_append(r, data, size, first);
+        if (rc) body_refused(r, rc);
     }
-    int rc = body_append(r, data, size, 16384);
-    if (rc) body_refused(r, rc);
+    /* Refused while its body comes in: what was kept is of no use now, and
+     * the rest is read and dropped, so give the memory back at once. */
+    if (r->early_err) body_drop(r);
     return MHD_YES;
 }
 
@@ -799,6 +823,9 @@ static int start_daemons(srv_ctx *ctx, unsigned flags, struct sockaddr *addr, un
         if (ctx->tls_cert) {
             opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, ctx->tls_cert};
             opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, ctx->tls_key};
+            /* GnuTLS's defaults, less TLS 1.0 and 1.1 whatever the system's policy allows. */
+            opts[k++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                                (void *)"NORMAL:-VERS-TLS1.0:-VERS-TLS1.1:-VERS-SSL3.0"};
         }
         opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
         struct MHD_Daemon *d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, ctx,
@@ -859,9 +886,12 @@ static char *read_pem(const char *flag, const char *path, char *err, size_t errl
     char *buf = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > (1 << 20)) {
-        snprintf(err, errlen, "cannot read %s %s: %s", flag, path,
-                 fd < 0 ? strerror(errno) : "not a regular file of at most 1 MiB");
+    if (fd < 0 || fstat(fd, &st)) {
+        snprintf(err, errlen, "cannot read %s %s: %s", flag, path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size > (1 << 20)) {
+        snprintf(err, errlen, "cannot read %s %s: not a regular file of at most 1 MiB", flag, path);
         goto out;
     }
     buf = malloc((size_t)st.st_size + 1);
@@ -874,7 +904,8 @@ static char *read_pem(const char *flag, const char *path, char *err, size_t errl
     }
     if (buf) buf[got] = 0;
     if (!buf || got != (size_t)st.st_size || !strstr(buf, "-----BEGIN ")) {
-        snprintf(err, errlen, "cannot read %s %s: %s", flag, path, !buf ? "out of memory" : "not a PEM file");
+        snprintf(err, errlen, "cannot read %s %s: %s", flag, path,
+                 !buf ? "out of memory" : got != (size_t)st.st_size ? "it changed while being read" : "not a PEM file");
         free(buf);
         buf = NULL;
     }
@@ -917,6 +948,7 @@ static void stop_lanes(srv_ctx *ctx) {
 
 static void free_tls(srv_ctx *ctx) {
     free(ctx->tls_cert);
+    if (ctx->tls_key) explicit_bzero(ctx->tls_key, strlen(ctx->tls_key)); /* no private key left in freed memory */
     free(ctx->tls_key);
     ctx->tls_cert = ctx->tls_key = NULL;
 }

@@ -119,7 +119,8 @@ typedef struct srv_req {
     char request_id[72];          /* X-Request-ID: the client's, or one made here */
     /* Body: the raw body, or with multipart the `image` field only. */
     unsigned char *body;
-    size_t body_len, body_cap;
+    size_t body_len, body_cap;    /* body_cap bytes are taken from ctx's body budget */
+    size_t declared;              /* Content-Length (<= max body), 0 when not given */
     const char *content_type;     /* header value or NULL */
     struct MHD_PostProcessor *pp;
     int multipart_image;          /* the `image` field was seen */

@@ -102,7 +102,10 @@ static void h_root(srv_req *r) {
                         "<body><h1>Loupe</h1>\n<p>Image classifiers over HTTP. API reference: "
                         "<a href=\"/docs/api.md\">docs/api.md</a>.</p>\n<h2>Models</h2>\n<ul>\n", 0);
     core_model *def = core_store_default(s);
-    for (int i = 0; !bad && i < core_store_count(s); i++) {
+    /* With an API token the model names are the token's to see, as on /v1/models. */
+    int hidden = r->ctx->cfg->api_token && !srv_req_bearer_ok(r, r->ctx->cfg->api_token);
+    if (hidden) bad = bad || append(&b, &len, &cap, "<li>listed with the API token (Authorization: Bearer)</li>\n", 0);
+    for (int i = 0; !bad && !hidden && i < core_store_count(s); i++) {
         core_model *m = core_store_at(s, i);
         char acc[64] = "";
         if (m->has_accuracy) snprintf(acc, sizeof acc, ", test accuracy %.2f%%", m->test_accuracy * 100);
@@ -112,7 +115,7 @@ static void h_root(srv_req *r) {
               append(&b, &len, &cap, acc, 0) || append(&b, &len, &cap, m == def ? ", default" : "", 0) ||
               append(&b, &len, &cap, ")</li>\n", 0);
     }
-    if (!bad && !core_store_count(s)) bad = append(&b, &len, &cap, "<li>none loaded</li>\n", 0);
+    if (!bad && !hidden && !core_store_count(s)) bad = append(&b, &len, &cap, "<li>none loaded</li>\n", 0);
     bad = bad || append(&b, &len, &cap,
                         "</ul>\n<p>Try: <code>curl --data-binary @shoe.png http://HOST/predict</code></p>\n"
                         "</body></html>\n",
@@ -190,7 +193,6 @@ static void h_model(srv_req *r) {
 
 /* ==== Admin ==== */
 
-/* Compare without leaking the length of the common prefix through timing. */
 /* The reload itself, on a heavy-lane worker. */
 static void reload_job(core_job *job, core_job_state st) {
     srv_work *w = (srv_work *)job;

@@ -162,6 +162,13 @@ class Limits(unittest.TestCase):
             self.assertEqual(body["error"]["code"], "unavailable")
             self.assertIn("too many connections from your address (--max-conn-per-ip 2)", body["error"]["message"])
             self.assertEqual(metric(d, 'loupe_refused_total{reason="per_ip"}', conn=b), 1)
+            # Idle connections past the limit do not keep their slots for --timeout: cut in about 2 s.
+            idle = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(5)]
+            took = [closed_within(s, 8) for s in idle]
+            for s in idle:
+                s.close()
+            self.assertTrue(all(t is not None and t < 6 for t in took), took)
+            self.assertEqual(d.request("GET", "/healthz", conn=b)[0], 200)  # the allowed ones stay
             a.close()  # the closed one no longer counts
             self.assertEqual(wait_for(lambda: d.request("GET", "/healthz")[0], 200), 200)
             b.close()
@@ -169,21 +176,23 @@ class Limits(unittest.TestCase):
             self.assertEqual(d.stop(), 0)
 
     def test_buffered_bodies_have_a_global_budget(self):
+        """Bodies take memory from --body-budget as their bytes arrive; past it, 503."""
         d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0", "--max-body", "1M", "--body-budget", "2M")
         held = []
+        head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 1000000\r\n\r\n")
         try:
-            for _ in range(2):
+            for _ in range(2):  # two uploads, 900,000 of their 1,000,000 bytes sent
                 s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
-                s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                          b"Content-Length: 1000000\r\n\r\n" + PNG[:100])
+                s.sendall(head + PNG[:100] + bytes(899900))
                 held.append(s)
             self.assertEqual(wait_for(lambda: metric(d, "loupe_buffered_body_bytes"), 2000000), 2000000)
-            third = d.raw(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                          b"Content-Length: 1000000\r\n\r\n")
-            self.assertTrue(third.startswith(b"HTTP/1.1 503"), third)
+            third = d.raw(head + bytes(1000000))
+            self.assertTrue(third.startswith(b"HTTP/1.1 503"), third[:300])
             self.assertIn(b"Retry-After: 1", third)
             self.assertIn(b"--body-budget 2097152 bytes", third)
             self.assertEqual(metric(d, 'loupe_refused_total{reason="body_budget"}'), 1)
+            self.assertEqual(metric(d, "loupe_buffered_body_bytes"), 2000000)  # the refused one holds nothing
             for s in held:
                 s.close()
             held = []
@@ -193,6 +202,43 @@ class Limits(unittest.TestCase):
         finally:
             for s in held:
                 s.close()
+            self.assertEqual(d.stop(), 0)
+
+    def test_declared_bodies_hold_nothing(self):
+        """Headers that promise large bodies and send none take no memory and refuse nobody."""
+        d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0", "--max-body", "1M", "--body-budget", "2M")
+        held = []
+        try:
+            for _ in range(10):
+                s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+                s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                          b"Content-Length: 1000000\r\n\r\n")
+                held.append(s)
+            st, _, body = d.json("POST", "/predict", PNG, {"Content-Type": "image/png"})
+            self.assertEqual(st, 200, body)
+            self.assertEqual(metric(d, "loupe_buffered_body_bytes"), 0)
+            self.assertEqual(metric(d, 'loupe_refused_total{reason="body_budget"}'), 0)
+        finally:
+            for s in held:
+                s.close()
+            self.assertEqual(d.stop(), 0)
+
+    def test_refused_mid_body_gives_its_memory_back(self):
+        """A chunked body past --max-body: 413, and the part already buffered is returned at once."""
+        d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0", "--max-body", "1M")
+        try:
+            with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+                s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                          b"Transfer-Encoding: chunked\r\n\r\n")
+                chunk = b"%x\r\n" % 262144 + bytes(262144) + b"\r\n"
+                for _ in range(3):
+                    s.sendall(chunk)
+                self.assertGreater(wait_for(lambda: metric(d, "loupe_buffered_body_bytes"), 786432), 0)
+                s.sendall(chunk * 2)  # past 1M: refused, and what was kept is dropped
+                self.assertEqual(wait_for(lambda: metric(d, "loupe_buffered_body_bytes"), 0), 0)
+                s.sendall(b"0\r\n\r\n")
+                self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 413"))
+        finally:
             self.assertEqual(d.stop(), 0)
 
     def test_budget_below_max_body_is_refused(self):
@@ -307,12 +353,15 @@ class ApiToken(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0", env={"LOUPE_API_TOKEN": "s3cret-api",
-                                                                   "LOUPE_ADMIN_TOKEN": "s3cret-admin"})
+        cls.empty = tempfile.mkdtemp(prefix="loupe-nostatic-")  # no page: / falls back to a list of the models
+        cls.d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0", "--cors-origin", "https://page.example",
+                          "--static", cls.empty,
+                          env={"LOUPE_API_TOKEN": "s3cret-api", "LOUPE_ADMIN_TOKEN": "s3cret-admin"})
 
     @classmethod
     def tearDownClass(cls):
         rc = cls.d.stop()
+        shutil.rmtree(cls.empty)
         if rc != 0:
             raise AssertionError("loupe serve exited %d\n%s" % (rc, cls.d.read_log()))
 
@@ -320,27 +369,53 @@ class ApiToken(unittest.TestCase):
 
     def test_model_routes_need_the_token(self):
         v2 = json.dumps({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}]})
-        routes = [("GET", "/v1/models", None), ("GET", "/v1/models/alpha", None),
+        routes = [("GET", "/v1/models", None), ("GET", "/v1/models/alpha", None), ("HEAD", "/v1/models/alpha", None),
+                  ("GET", "/v1/models/alpha/", None), ("GET", "/v1/%6dodels/alpha", None),
                   ("GET", "/v1/models/alpha/layers", None), ("POST", "/predict", PNG),
                   ("POST", "/v1/models/alpha/predict", PNG), ("POST", "/v1/models/alpha/saliency", PNG),
-                  ("GET", "/v2/models/alpha", None), ("POST", "/v2/models/alpha/infer", v2)]
+                  ("GET", "/v2/models/alpha", None), ("GET", "/v2/models/alpha/ready", None),
+                  ("POST", "/v2/models/alpha/infer", v2)]
         for method, path, body in routes:
             for headers, why in (({}, "this route needs Authorization: Bearer <token>"),
                                  ({"Authorization": "Bearer wrong"}, "wrong bearer token"),
                                  ({"Authorization": "Bearer s3cret-admin"}, "wrong bearer token"),
                                  ({"Authorization": "s3cret-api"}, "wrong bearer token")):
                 h = dict(headers, **{"Content-Type": "image/png"})
+                if method == "HEAD":
+                    st, hd, _ = self.d.request(method, path, body, h)
+                    self.assertEqual((st, hd.get("www-authenticate")), (401, "Bearer"), path)
+                    continue
                 st, hd, b = self.d.json(method, path, body, h)
                 self.assertEqual(st, 401, (path, headers, b))
                 self.assertEqual(hd.get("content-type"), "application/json")
+                # A page on another origin can read why.
+                self.assertIn("WWW-Authenticate", hd.get("access-control-expose-headers", ""))
                 self.assertEqual(hd.get("www-authenticate"), "Bearer")
                 msg = b["error"] if path.startswith("/v2") else b["error"]["message"]
                 if not path.startswith("/v2"):
                     self.assertEqual(b["error"]["code"], "unauthorized")
                 self.assertTrue(msg.startswith(why), (path, msg))
-            h = dict(self.GOOD, **{"Content-Type": "image/png"})
-            st, _, b = self.d.request(method, path, body, h)
-            self.assertEqual(st, 200, (path, b[:200]))
+            for good in (self.GOOD, {"Authorization": "bearer s3cret-api"}):  # the scheme is case-insensitive
+                h = dict(good, **{"Content-Type": "image/png"})
+                st, _, b = self.d.request(method, path, body, h)
+                self.assertEqual(st, 200, (path, good, b[:200]))
+
+    def test_cnn_routes_need_the_token_before_anything_else(self):
+        """filters and activations are refused for the token first (an MLP would get 422 after it)."""
+        for method, path in (("GET", "/v1/models/alpha/filters/0/0"), ("POST", "/v1/models/alpha/filters/0/0"),
+                             ("POST", "/v1/models/alpha/activations/0")):
+            st, _, b = self.d.json(method, path, PNG, {"Content-Type": "image/png"})
+            self.assertEqual((st, b["error"]["code"]), (401, "unauthorized"), path)
+            st, _, b = self.d.json(method, path, PNG, dict(self.GOOD, **{"Content-Type": "image/png"}))
+            self.assertEqual(st, 422, (path, b))
+
+    def test_root_lists_models_only_with_the_token(self):
+        st, _, page = self.d.request("GET", "/")
+        self.assertEqual(st, 200)
+        self.assertIn(b"listed with the API token", page)
+        self.assertNotIn(b"alpha", page)
+        st, _, page = self.d.request("GET", "/", headers=self.GOOD)
+        self.assertIn(b"/v1/models/alpha", page)
 
     def test_probes_metrics_and_page_stay_open(self):
         for path in ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/v2"):
