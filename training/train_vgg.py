@@ -500,8 +500,9 @@ def load_pretrained(model, path):
 class Dist:
     """Rank, world size and helpers; a single process is world size 1."""
 
-    def __init__(self, rank=0, world=1, local_rank=0):
+    def __init__(self, rank=0, world=1, local_rank=0, local_world=1):
         self.rank, self.world, self.local_rank = rank, world, local_rank
+        self.local_world = local_world  # ranks on this machine
         self.on = world > 1
 
     def all_sum(self, t):
@@ -648,7 +649,8 @@ def setup_device(args, d):
     device = pick_device(args, d)
     cores = args.threads or len(os.sched_getaffinity(0))
     if device.type == "cpu":
-        torch.set_num_threads(max(1, cores // d.world))
+        # The cores are shared by this machine's ranks only.
+        torch.set_num_threads(max(1, cores // d.local_world))
         keep_heap()
         if args.budget_default:
             args.budget_minutes = CPU_BUDGET_MINUTES
@@ -928,19 +930,24 @@ def spawned(rank, args, port):
     """Entry point of a process started by --nproc."""
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                        "RANK": str(rank), "WORLD_SIZE": str(args.nproc),
-                       "LOCAL_RANK": str(rank)})
+                       "LOCAL_RANK": str(rank),
+                       "LOCAL_WORLD_SIZE": str(args.nproc)})
     distributed(args)
 
 
 def distributed(args):
-    """One DDP rank, from the env:// variables."""
+    """One DDP rank, from the env:// variables. torchrun sets all of them;
+    Kubeflow's PyTorchJob starts one process per pod and sets neither
+    LOCAL_RANK nor LOCAL_WORLD_SIZE: that process is alone on its machine
+    (device cuda:0, every core)."""
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", rank))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     dist.init_process_group(backend_for(args), init_method="env://",
                             rank=rank, world_size=world)
     try:
-        run(args, Dist(rank, world, local))
+        run(args, Dist(rank, world, local, local_world))
     finally:
         dist.destroy_process_group()
 
