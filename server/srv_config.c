@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+/* The source tree's copies, used when the binary does not run from an install prefix. */
 #ifndef LOUPE_STATIC_DIR
 #define LOUPE_STATIC_DIR "static"
 #endif
@@ -47,8 +49,8 @@ static const opt_spec opts[] = {
     {"tls-key", "LOUPE_TLS_KEY", OPT_STR, OFF(tls_key), "FILE", "PEM private key of --tls-cert"},
     {"cors-origin", "LOUPE_CORS_ORIGIN", OPT_STR, OFF(cors_origin), "ORIGIN",
      "value of Access-Control-Allow-Origin (default: no CORS headers)"},
-    {"static", "LOUPE_STATIC", OPT_STR, OFF(static_dir), "DIR", "static files served at / (default " LOUPE_STATIC_DIR ")"},
-    {"docs", "LOUPE_DOCS", OPT_STR, OFF(docs_dir), "DIR", "documents served at /docs/ (default " LOUPE_DOCS_DIR ")"},
+    {"static", "LOUPE_STATIC", OPT_STR, OFF(static_dir), "DIR", "static files served at / (default: share/loupe/static of the install prefix, else " LOUPE_STATIC_DIR ")"},
+    {"docs", "LOUPE_DOCS", OPT_STR, OFF(docs_dir), "DIR", "documents served at /docs/ (default: share/loupe/docs of the install prefix, else " LOUPE_DOCS_DIR ")"},
     {"timeout", "LOUPE_TIMEOUT", OPT_UINT, OFF(conn_timeout), "SECONDS", "close idle connections after this (default 30)"},
     {"conn-memory", "LOUPE_CONN_MEMORY", OPT_SIZE, OFF(conn_memory), "BYTES",
      "per-connection memory for headers and reads (default 64K)"},
@@ -156,12 +158,32 @@ static int set_opt(srv_config *cfg, const opt_spec *o, const char *val, const ch
     return -1;
 }
 
+int srv_config_installed_dir(const char *sub, char *out, size_t outlen) {
+    char exe[SRV_CONFIG_PATH_MAX];
+    if (outlen) out[0] = 0;
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0 || (size_t)n >= sizeof exe - 1) return -1;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return -1;
+    *slash = 0; /* exe is now the binary's folder, <prefix>/bin when installed */
+    int len = snprintf(out, outlen, "%s/../share/loupe/%s", exe, sub);
+    struct stat st;
+    if (len < 0 || (size_t)len >= outlen || stat(out, &st) || !S_ISDIR(st.st_mode)) {
+        if (outlen) out[0] = 0;
+        return -1;
+    }
+    return 0;
+}
+
 static void defaults(srv_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     cfg->port = 8080;
     cfg->models_dir = "models";
-    cfg->static_dir = LOUPE_STATIC_DIR;
-    cfg->docs_dir = LOUPE_DOCS_DIR;
+    cfg->static_dir = srv_config_installed_dir("static", cfg->installed_static, sizeof cfg->installed_static)
+                          ? LOUPE_STATIC_DIR : cfg->installed_static;
+    cfg->docs_dir = srv_config_installed_dir("docs", cfg->installed_docs, sizeof cfg->installed_docs)
+                        ? LOUPE_DOCS_DIR : cfg->installed_docs;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->threads = n > 0 ? (unsigned)n : 1;
     cfg->max_body = 8u << 20;

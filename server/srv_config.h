@@ -6,8 +6,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* Longest installed data folder path kept in srv_config (the defaults of --static and --docs). */
+#define SRV_CONFIG_PATH_MAX 4096
+
 /* Set once at start-up, read-only afterwards. Strings point into argv, the
- * environment or string literals; none is owned. */
+ * environment, string literals or the struct's own buffers; none is owned. */
 typedef struct {
     const char *host;          /* address to bind; NULL or "" = all interfaces */
     unsigned port;             /* 0 = any free port (the log line says which) */
@@ -45,12 +48,20 @@ typedef struct {
     int test_hooks;            /* LOUPE_TEST_HOOKS=1: the routes under /v1/test/ (tests only; never in --help) */
     unsigned test_open_delay_ms; /* with test hooks, LOUPE_TEST_OPEN_DELAY_MS: pause between resolving and opening a file */
     unsigned torch_threads;    /* libtorch intra-op threads per call */
+    char installed_static[SRV_CONFIG_PATH_MAX]; /* <prefix>/share/loupe/static when installed, else "" */
+    char installed_docs[SRV_CONFIG_PATH_MAX];   /* <prefix>/share/loupe/docs when installed, else "" */
 } srv_config;
 
 /* Defaults, then environment variables, then flags (flags win).
  * Returns 0, 1 when --help was asked (help printed to out), or -1 with a
  * message in err on a bad flag or value. */
 int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *err, size_t errlen);
+
+/* The installed copy of a data folder ("static", "docs"): <prefix>/share/loupe/<sub> when the
+ * running binary is <prefix>/bin/loupe (found through /proc/self/exe) and that folder exists.
+ * Returns 0 with the path in out, or -1 (out = "") when the binary does not run from an
+ * install prefix (e.g. from the build tree), /proc is not mounted, or the path is too long. */
+int srv_config_installed_dir(const char *sub, char *out, size_t outlen);
 
 /* Print the usage text: every flag with its environment variable and default. */
 void srv_config_usage(FILE *out);
