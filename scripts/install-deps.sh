@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # Install the Debian packages in scripts/packages.txt that are not installed yet.
 # Idempotent: when everything is present it only checks, prints nothing and exits 0.
+#   scripts/install-deps.sh                  every package of the list
+#   scripts/install-deps.sh --only TAG,...   those whose comment carries [TAG] (the Dockerfile's stages)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-mapfile -t wanted < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$here/packages.txt" | grep -v '^$')
+list="$here/packages.txt"
+if [[ ${1:-} == --only && -n ${2:-} ]]; then
+  mapfile -t wanted < <(awk -v tags="$2" '
+    BEGIN { n = split(tags, t, ",") }
+    $1 !~ /^#/ { for (i = 1; i <= n; i++) if (index($0, "#") && index(substr($0, index($0, "#")), "[" t[i] "]")) { print $1; next } }' "$list")
+  ((${#wanted[@]})) || { echo "install-deps: no package tagged ${2} in $list" >&2; exit 2; }
+elif [[ $# -gt 0 ]]; then
+  echo "usage: $0 [--only TAG[,TAG...]]" >&2; exit 2
+else
+  mapfile -t wanted < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$list" | grep -v '^$')
+fi
 
 missing=()
 for p in "${wanted[@]}"; do
