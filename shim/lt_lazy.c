@@ -48,23 +48,30 @@ static int loaded;               /* 1 once every symbol resolved */
 static int want_threads, want_intra, want_inter;
 static char why[512] = "the libtorch shim was not loaded";
 
-/* The shim next to where the build put it, else next to the running binary. */
+/* The shim beside the running binary (installed: <prefix>/lib/loupe; the build tree: ../shim),
+ * else where the build put it. Installed copies come first, so that an installed binary never
+ * loads a build tree's shim that happens to still be there. */
 static void *open_shim(void) {
-    void *h = dlopen(LOUPE_SHIM_SO, RTLD_NOW | RTLD_LOCAL);
-    if (h) return h;
-    snprintf(why, sizeof why, "cannot load the libtorch shim: %s", dlerror());
+    void *h;
+    int failed = 0;
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return NULL;
-    exe[n] = '\0';
-    const char *dir = dirname(exe);
-    const char *tries[] = {"%s/libloupe_shim_torch.so", "%s/../shim/libloupe_shim_torch.so",
-                           "%s/../lib/loupe/libloupe_shim_torch.so"};
-    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
-        char path[PATH_MAX + 64];
-        snprintf(path, sizeof path, tries[i], dir);
-        if ((h = dlopen(path, RTLD_NOW | RTLD_LOCAL))) return h;
+    if (n > 0 && (size_t)n < sizeof exe - 1) {
+        exe[n] = '\0';
+        const char *dir = dirname(exe);
+        const char *tries[] = {"%s/../lib/loupe/libloupe_shim_torch.so", "%s/libloupe_shim_torch.so",
+                               "%s/../shim/libloupe_shim_torch.so"};
+        for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+            char path[PATH_MAX + 64];
+            snprintf(path, sizeof path, tries[i], dir);
+            if (access(path, F_OK)) continue;
+            if ((h = dlopen(path, RTLD_NOW | RTLD_LOCAL))) return h;
+            if (!failed++) snprintf(why, sizeof why, "cannot load the libtorch shim: %s", dlerror());
+        }
     }
+    if ((h = dlopen(LOUPE_SHIM_SO, RTLD_NOW | RTLD_LOCAL))) return h;
+    /* The first shim found and refused says more than the build's path missing. */
+    if (!failed) snprintf(why, sizeof why, "cannot load the libtorch shim: %s", dlerror());
     return NULL;
 }
 

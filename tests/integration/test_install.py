@@ -3,7 +3,7 @@ installed binary serves the installed page and docs (not the source tree's).
 
     LOUPE_BUILD_DIR=build LOUPE_SOURCE_DIR=. /usr/bin/python3 tests/integration/test_install.py [Layout]
 
-P/bin/loupe; P/share/loupe/static (the page), P/share/loupe/docs, P/share/loupe/training/*.py.
+P/bin/loupe; P/lib/loupe/libloupe_shim_torch.so (with libtorch); P/share/loupe/static (the page), P/share/loupe/docs, P/share/loupe/training/*.py.
 No model store needed: the daemon runs with an empty one.
 """
 import filecmp
@@ -54,6 +54,9 @@ class Layout(unittest.TestCase):
         # Only the Python trainers: no C sources, no caches.
         for n in os.listdir(os.path.join(self.share, "training")):
             self.assertTrue(n.endswith(".py"), n)
+        # With libtorch, the shim the binary loads on first use sits in lib/loupe (shim/lt_lazy.c).
+        if os.path.exists(os.path.join(BUILD, "shim", "libloupe_shim_torch.so")):
+            self.assertTrue(os.path.isfile(os.path.join(self.prefix, "lib", "loupe", "libloupe_shim_torch.so")))
         # The executable scripts stay executable.
         self.assertTrue(os.access(os.path.join(self.share, "training", "reproduce.py"), os.X_OK))
 
