@@ -68,11 +68,19 @@ int idx_read(const char *path, int want_dims, idx_array *out, char *err, size_t 
         goto fail;
     }
     size_t total = (size_t)dims[0] * dims[1] * dims[2];
-    data = malloc(total);
-    if (!data) { errbuf_set(err, errlen, "%s: out of memory for %zu bytes", path, total); goto fail; }
-    size_t got = 0;
+    /* The buffer grows with the data read, not with the header's claim: a
+     * 33-byte gzip file declaring 4 GiB of pixels allocated them all first. */
+    size_t got = 0, cap = 0;
     while (got < total) {
-        unsigned chunk = total - got > (1u << 30) ? (1u << 30) : (unsigned)(total - got);
+        if (got == cap) {
+            size_t ncap = cap ? cap * 2 : (size_t)1 << 20;
+            if (ncap > total) ncap = total;
+            uint8_t *nd = realloc(data, ncap);
+            if (!nd) { errbuf_set(err, errlen, "%s: out of memory for %zu bytes", path, ncap); goto fail; }
+            data = nd;
+            cap = ncap;
+        }
+        unsigned chunk = cap - got > (1u << 30) ? (1u << 30) : (unsigned)(cap - got);
         int r = gzread(f, data + got, chunk);
         if (r <= 0) break;
         got += (size_t)r;

@@ -1,8 +1,10 @@
 /* test_idx.c -- the IDX reader: valid files (plain and gzip), and each header or length fault. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -99,6 +101,43 @@ static void test_read_gzip_file(void) {
     CHECK_CONTAINS(err, "cannot open");
 }
 
+/* A gzip file of a few bytes whose header declares 4 GiB of pixels (found by
+ * fuzz_idx): the reader's memory follows the data it reads, not the claim.
+ * Outside the sanitizer builds (their shadow memory needs the address space)
+ * the address space is capped 512 MiB above its use, so a reader that
+ * allocates what the header claims fails with "out of memory" instead. */
+static void test_read_bounded_by_data(void) {
+    uint8_t b[64];
+    uint32_t dims[3] = {256, 4096, 4096};
+    size_t h = put_header(b, 0x803, dims, 3);
+    memset(b + h, 7, 10);
+    char path[] = "/tmp/loupe-idx-XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    gzFile g = gzopen(path, "wb");
+    gzwrite(g, b, (unsigned)(h + 10));
+    gzclose(g);
+    struct rlimit old, lim;
+    int limited = 0;
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    long pages = 0;
+    FILE *st = fopen("/proc/self/statm", "r");
+    if (st && fscanf(st, "%ld", &pages) == 1 && !getrlimit(RLIMIT_AS, &old)) {
+        lim = old;
+        lim.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)512 << 20);
+        limited = (old.rlim_cur == RLIM_INFINITY || lim.rlim_cur < old.rlim_cur) && !setrlimit(RLIMIT_AS, &lim);
+    }
+    if (st) fclose(st);
+#endif
+    idx_array a;
+    char err[300] = "";
+    CHECK(idx_read(path, 3, &a, err, sizeof err) == -1);
+    if (limited) setrlimit(RLIMIT_AS, &old);
+    CHECK_CONTAINS(err, "data is 10 bytes, header says 4294967296");
+    CHECK(a.data == NULL);
+    unlink(path);
+}
+
 /* The Debian dataset itself, when installed: sizes and splits. */
 static void test_fashion_mnist_splits(void) {
     fm_splits d;
@@ -128,6 +167,7 @@ int main(void) {
     RUN(test_parse_valid);
     RUN(test_parse_faults);
     RUN(test_read_gzip_file);
+    RUN(test_read_bounded_by_data);
     RUN(test_fashion_mnist_splits);
     return check_report();
 }
