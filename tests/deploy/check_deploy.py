@@ -4,7 +4,8 @@ Usage: check_deploy.py GROUP   (GROUP: kustomize, schemas, compose, systemd, met
 
   kustomize  `kubectl kustomize` renders every kustomization under deploy/k8s
   schemas    the rendered objects against the Kubernetes OpenAPI schemas (check_k8s.mjs, npm's
-             kubernetes-models; needs LOUPE_NODE_DIR), and the InferenceService and
+             kubernetes-models: types, formats, required fields, and no unknown field; needs
+             LOUPE_NODE_DIR), and the InferenceService and
              PyTorchJob against deploy/schemas/ (python3-jsonschema)
   compose    deploy/compose parsed (python3-yaml): services, ports, the health check through
              `loupe probe`, volumes and mounted files that exist, the stop grace over the drain
@@ -192,16 +193,29 @@ class Schemas(unittest.TestCase):
         self.assertEqual(r.stdout.count("\nok ") + r.stdout.startswith("ok "), len(items))
 
     def test_openapi_check_refuses_a_bad_object(self):
-        """The validator is alive: a string port, a string for resources, are refused."""
+        """The validator is alive: wrong types and misspelt fields, at any depth, are refused."""
         dep = by_kind(render("base"), "Deployment")[0]
-        dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "8080"
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        c["ports"][0]["containerPort"] = "8080"
+        c["readinesProbe"] = c.pop("readinessProbe")
+        c["securityContext"]["capabilities"]["dropp"] = ["ALL"]
         job = by_kind(render("training"), "PyTorchJob")[0]
-        job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["resources"] = "4"
-        items = [{"source": "bad", "doc": dep}, {"source": "bad", "doc": job}]
+        worker = job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]
+        worker["containers"][0]["resources"] = "4"
+        worker["volumes"][0]["persistentVolumeClaim"]["claimname"] = "x"
+        isvc = by_kind(render("kserve"), "InferenceService")[0]
+        isvc["spec"]["predictor"]["containers"][0]["env"][0]["valu"] = "x"
+        items = [{"source": "bad", "doc": d} for d in (dep, job, isvc)]
         r = run_check_k8s(items)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
-        self.assertIn("containerPort", r.stdout)
-        self.assertIn("Worker/template/spec/containers/0/resources", r.stdout)
+        for want in ("containers/0/ports/0/containerPort must be integer",
+                     "containers/0/readinesProbe unknown field",
+                     "capabilities/dropp unknown field",
+                     "Worker/template/spec/containers/0/resources must be object",
+                     "Worker/template/spec/volumes/0/persistentVolumeClaim/claimname unknown field",
+                     "/spec/predictor/containers/0/env/0/valu unknown field"):
+            self.assertIn(want, r.stdout)
+        self.assertEqual(r.stdout.count("FAIL"), 6, r.stdout)
 
     def crd_schema(self, name):
         import jsonschema
