@@ -3,7 +3,10 @@
 #   make test   install what is missing, build (plain, ASan+UBSan, TSan), run every test
 #   make reproduce [ARGS=--quick]   run the seed report's experiments and write reports/<name>/report.md
 #   make fuzz [FUZZ_SECONDS=600]    build the libFuzzer targets with clang (build-fuzz) and fuzz each that long
-.PHONY: all run test test-tsan test-fuzz fuzz deps build build-asan reproduce clean
+#   make install [PREFIX=/usr/local]  bin/loupe, share/loupe/{static,docs,training}
+#   make image [TARGET=default|slim|trainer] [TAG=...]   build the Dockerfile (docker, else podman)
+#   make image-test [TARGET=default]  build the image and run it as a container runtime would (scripts/test-image.sh)
+.PHONY: all run test test-tsan test-fuzz fuzz deps build build-asan reproduce clean install image image-test
 
 JOBS ?= $(shell nproc)
 # Debian's Python, which has torch, sklearn and matplotlib (the python3 first on PATH may not).
@@ -49,6 +52,19 @@ run: build
 
 reproduce: build
 	$(PYTHON) training/reproduce.py --loupe $(BUILD)/cli/loupe $(ARGS)
+
+PREFIX ?= /usr/local
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+# The Dockerfile's targets: default (libtorch), slim (MLPs only), trainer (Python and torch).
+TARGET ?= default
+TAG ?= localhost/loupe:$(TARGET)
+image:
+	@scripts/build-image.sh $(TARGET) $(TAG)
+
+image-test:
+	scripts/test-image.sh $(TARGET) $(TAG)
 
 clean:
 	rm -rf $(BUILD) build-asan build-tsan build-fuzz
