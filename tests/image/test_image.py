@@ -23,7 +23,6 @@ import errno
 import http.client
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -62,7 +61,14 @@ class Rootfs:
         self.tmp = tempfile.mkdtemp(prefix="loupe-image-")
         self.root = os.path.join(self.tmp, "root")
         os.mkdir(self.root)
-        src = sh("podman", "image", "mount", tag)
+        try:
+            self._mount_all()
+        except BaseException:
+            self.close()
+            raise
+
+    def _mount_all(self):
+        src = sh("podman", "image", "mount", self.tag)
         self.mount("--bind", src, self.root)
         sh("mount", "-o", "remount,bind,ro", self.root)
         self.mount("-t", "proc", "proc", self.path("/proc"))
@@ -87,7 +93,12 @@ class Rootfs:
         for m in reversed(self.mounts):
             subprocess.run(["umount", "-l", m], capture_output=True)
         subprocess.run(["podman", "image", "unmount", self.tag], capture_output=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        # rmdir, never a recursive delete: were an unmount to fail, the host's /dev would be under it.
+        for d in (self.root, self.tmp):
+            try:
+                os.rmdir(d)
+            except OSError as e:
+                log("left %s: %s" % (d, e))
 
 
 def ids_of(rootfs, user):
