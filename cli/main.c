@@ -6,6 +6,7 @@
 #include "blas_env.h"
 #include "mlp.h"
 #include "probe.h"
+#include "pyrun.h"
 #include "train_cli.h"
 #include "version.h"
 #ifdef LOUPE_HAVE_SERVER
@@ -23,6 +24,8 @@ static const subcommand subcommands[] = {
     {"train-mlp", train_mlp_main, "train a from-scratch MLP on Fashion-MNIST into a model folder"},
     {"eval", eval_main, "recompute metrics.json of a model folder on the test set"},
     {"split", split_main, "print the train/validation/test indices of a data split as JSON"},
+    {"train-vgg", train_vgg_main, "fine-tune a VGG on Fashion-MNIST (training/train_vgg.py with a Python that has torch)"},
+    {"reproduce", reproduce_main, "run the seed report's experiments into reports/ (training/reproduce.py)"},
     {"probe", probe_main, "GET a URL once, exit 0 on a 2xx answer (health checks without curl)"},
 #ifdef LOUPE_HAVE_SERVER
     {"serve", srv_serve_main, "serve the model store over HTTP"},

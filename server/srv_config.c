@@ -1,5 +1,6 @@
 /* srv_config.c -- flags and environment variables of `loupe serve`, from one table. */
 #include "srv_config.h"
+#include "paths.h"
 #include "errbuf.h"
 
 #include <errno.h>
@@ -14,6 +15,7 @@
 #ifndef LOUPE_STATIC_DIR
 #define LOUPE_STATIC_DIR "static"
 #endif
+#define LOUPE_SAMPLES_DIR "/usr/share/datasets/fashion-mnist" /* the Debian package's */
 #ifndef LOUPE_DOCS_DIR
 #define LOUPE_DOCS_DIR "docs"
 #endif
@@ -71,6 +73,9 @@ static const opt_spec opts[] = {
      "log lines as text, or one JSON object a line for log shippers (default text)"},
     {"reports", "LOUPE_REPORTS", OPT_STR, OFF(reports_dir), "DIR",
      "reproduction reports served at /v1/reports (default ./reports)"},
+    {"samples", "LOUPE_SAMPLES", OPT_STR, OFF(samples_dir), "DIR",
+     "Fashion-MNIST folder whose test set /v1/samples and /v1/models/{m}/mistakes show "
+     "(default " LOUPE_SAMPLES_DIR ")"},
     {"workers", "LOUPE_WORKERS", OPT_UINT, OFF(workers), "N",
      "worker threads of the main lane: decoding, predict, V2 infer (default: the number of cores)"},
     {"queue", "LOUPE_QUEUE", OPT_UINT, OFF(queue), "N",
@@ -87,6 +92,8 @@ static const opt_spec opts[] = {
      "heavy-lane workers: CNN saliency/filters/activations, large decodes, reloads (default: the number of cores)"},
     {"expensive-queue", "LOUPE_EXPENSIVE_QUEUE", OPT_UINT, OFF(expensive_queue), "N",
      "heavy-lane requests that may wait; past it 429 + Retry-After (default 16)"},
+    {"watch", "LOUPE_WATCH", OPT_SECONDS, OFF(watch), "SECONDS",
+     "poll the model store this often and reload what changed; 0 = off, SIGHUP only (default 0)"},
     {"torch-threads", "LOUPE_TORCH_THREADS", OPT_UINT, OFF(torch_threads), "N",
      "libtorch intra-op threads per call (default 1: requests already run in parallel)"},
 };
@@ -158,31 +165,13 @@ static int set_opt(srv_config *cfg, const opt_spec *o, const char *val, const ch
     return -1;
 }
 
-int srv_config_installed_dir(const char *sub, char *out, size_t outlen) {
-    char exe[SRV_CONFIG_PATH_MAX];
-    if (outlen) out[0] = 0;
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0 || (size_t)n >= sizeof exe - 1) return -1;
-    exe[n] = 0;
-    char *slash = strrchr(exe, '/');
-    if (!slash) return -1;
-    *slash = 0; /* exe is now the binary's folder, <prefix>/bin when installed */
-    int len = snprintf(out, outlen, "%s/../share/loupe/%s", exe, sub);
-    struct stat st;
-    if (len < 0 || (size_t)len >= outlen || stat(out, &st) || !S_ISDIR(st.st_mode)) {
-        if (outlen) out[0] = 0;
-        return -1;
-    }
-    return 0;
-}
-
 static void defaults(srv_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     cfg->port = 8080;
     cfg->models_dir = "models";
-    cfg->static_dir = srv_config_installed_dir("static", cfg->installed_static, sizeof cfg->installed_static)
+    cfg->static_dir = paths_installed_dir("static", cfg->installed_static, sizeof cfg->installed_static)
                           ? LOUPE_STATIC_DIR : cfg->installed_static;
-    cfg->docs_dir = srv_config_installed_dir("docs", cfg->installed_docs, sizeof cfg->installed_docs)
+    cfg->docs_dir = paths_installed_dir("docs", cfg->installed_docs, sizeof cfg->installed_docs)
                         ? LOUPE_DOCS_DIR : cfg->installed_docs;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->threads = n > 0 ? (unsigned)n : 1;
@@ -198,6 +187,7 @@ static void defaults(srv_config *cfg) {
     cfg->access_log = 1;
     cfg->log_format = "text";
     cfg->reports_dir = "reports";
+    cfg->samples_dir = LOUPE_SAMPLES_DIR;
     cfg->workers = cfg->threads;
     cfg->queue = 256;
     cfg->max_batch = 32;
@@ -302,6 +292,10 @@ int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *er
     if (cfg->body_budget < cfg->max_body) {
         errbuf_set(err, errlen, "--body-budget (%zu bytes) must be at least --max-body (%zu bytes)", cfg->body_budget,
                    cfg->max_body);
+        return -1;
+    }
+    if (cfg->watch > 0 && cfg->watch < 0.1) {
+        errbuf_set(err, errlen, "--watch is 0 (off) or at least 0.1 seconds, not %g", cfg->watch);
         return -1;
     }
     if (!cfg->tls_cert != !cfg->tls_key) {

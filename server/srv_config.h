@@ -34,9 +34,11 @@ typedef struct {
     size_t body_budget;        /* bytes of request bodies held at once, all connections together */
     double drain_grace;        /* seconds of serving after SIGTERM before closing the door */
     double drain_timeout;      /* seconds to wait for in-flight requests after that */
+    double watch;              /* seconds between polls of the store for changes (--watch); 0 = off */
     int access_log;            /* 1 = one line per request on stderr */
     const char *log_format;    /* "text" or "json" (one JSON object a line) */
     const char *reports_dir;   /* reproduction reports served under /v1/reports */
+    const char *samples_dir;   /* Fashion-MNIST folder: the test set of /v1/samples and .../mistakes */
     unsigned workers;          /* main-lane worker threads: decoding, predict, V2 infer */
     unsigned queue;            /* main-lane requests that may wait; past it 429 */
     unsigned max_batch;        /* images per batched forward pass; 1 = no batching */
@@ -56,12 +58,6 @@ typedef struct {
  * Returns 0, 1 when --help was asked (help printed to out), or -1 with a
  * message in err on a bad flag or value. */
 int srv_config_parse(srv_config *cfg, int argc, char **argv, FILE *out, char *err, size_t errlen);
-
-/* The installed copy of a data folder ("static", "docs"): <prefix>/share/loupe/<sub> when the
- * running binary is <prefix>/bin/loupe (found through /proc/self/exe) and that folder exists.
- * Returns 0 with the path in out, or -1 (out = "") when the binary does not run from an
- * install prefix (e.g. from the build tree), /proc is not mounted, or the path is too long. */
-int srv_config_installed_dir(const char *sub, char *out, size_t outlen);
 
 /* Print the usage text: every flag with its environment variable and default. */
 void srv_config_usage(FILE *out);

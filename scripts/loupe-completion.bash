@@ -1,0 +1,31 @@
+# Bash completion for `loupe`: subcommands, and each subcommand's flags as its own --help lists them
+# (so the completion never drifts from the code). Installed as share/bash-completion/completions/loupe;
+# from a source tree: source scripts/loupe-completion.bash
+_loupe() {
+    local cur prev cmd words
+    cur=${COMP_WORDS[COMP_CWORD]}
+    prev=${COMP_WORDS[COMP_CWORD-1]}
+    cmd=${COMP_WORDS[1]}
+    local loupe=${COMP_WORDS[0]}
+    if [[ $COMP_CWORD -eq 1 ]]; then
+        # The subcommands: the indented first words of `loupe --help`'s command list.
+        words=$("$loupe" --help 2>/dev/null | awk '/^commands:/{on=1; next} on && /^  [a-z]/{print $1}')
+        COMPREPLY=($(compgen -W "$words --help --version" -- "$cur"))
+        return
+    fi
+    case $prev in
+        --models|--static|--docs|--reports|--out|--tls-cert|--tls-key|--data|--samples|--checkpoint)
+            COMPREPLY=($(compgen -f -- "$cur"))
+            compopt -o filenames 2>/dev/null
+            return ;;
+    esac
+    if [[ $cur == -* ]]; then
+        # Every --flag that `loupe CMD --help` mentions.
+        words=$("$loupe" "$cmd" --help 2>&1 | grep -o -- '--[a-z][a-z0-9-]*' | sort -u)
+        COMPREPLY=($(compgen -W "$words" -- "$cur"))
+        return
+    fi
+    COMPREPLY=($(compgen -f -- "$cur"))
+    compopt -o filenames 2>/dev/null
+}
+complete -F _loupe loupe
