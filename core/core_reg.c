@@ -2,6 +2,7 @@
 #include "core_reg.h"
 #include "clock.h"
 #include "core_engine.h"
+#include "core_samples.h"
 #include "errbuf.h"
 
 #include <dirent.h>
@@ -58,6 +59,7 @@ static void model_free(core_model *m) {
     free(m->layers_json);
     free(m->summary_json);
     free(m->detail_json);
+    core_mistakes_free(atomic_load(&m->mistakes));
     free(m);
 }
 

@@ -44,6 +44,8 @@ typedef struct core_model {
     double test_accuracy;     /* fraction in [0,1] from metrics.json, if has_accuracy */
     char *summary_json;       /* entry of GET /v1/models, rendered at load */
     char *detail_json;        /* GET /v1/models/{m}: manifest + metrics + history */
+    /* core_samples.h: the test images this version gets wrong, set once on first use; owned */
+    _Atomic(struct core_mistakes *) mistakes;
     atomic_int refs;
 } core_model;
 

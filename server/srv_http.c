@@ -20,6 +20,7 @@
 
 #include "log.h"
 #include "core_queue.h"
+#include "core_samples.h"
 #include "utf8.h"
 
 /* Bytes of an over-limit body read and dropped before the connection is cut instead. */
@@ -925,11 +926,15 @@ static int start_lanes(srv_ctx *ctx) {
                                cfg->queue_timeout_ms / 1e3, 10, hooks};
     main.hooks.ctx = srv_metrics_lane(ctx->metrics, "main");
     heavy.hooks.ctx = srv_metrics_lane(ctx->metrics, "heavy");
-    ctx->lane_main = core_queue_new(&main);
+    /* The test set is read on its first request, on a lane. */
+    ctx->samples = core_samples_new(cfg->samples_dir);
+    ctx->lane_main = ctx->samples ? core_queue_new(&main) : NULL;
     ctx->lane_heavy = ctx->lane_main ? core_queue_new(&heavy) : NULL;
     if (ctx->lane_heavy) return 0;
     core_queue_free(ctx->lane_main);
     ctx->lane_main = NULL;
+    core_samples_free(ctx->samples);
+    ctx->samples = NULL;
     return -1;
 }
 
@@ -958,6 +963,8 @@ static void free_lanes(srv_ctx *ctx) {
     core_queue_free(ctx->lane_main);
     core_queue_free(ctx->lane_heavy);
     ctx->lane_main = ctx->lane_heavy = NULL;
+    core_samples_free(ctx->samples);
+    ctx->samples = NULL;
 }
 
 int srv_http_start(srv_ctx *ctx, char *err, size_t errlen) {

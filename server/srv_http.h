@@ -29,6 +29,7 @@ struct srv_conn;
 typedef struct srv_ctx {
     const srv_config *cfg;
     core_reg *registry;
+    struct core_samples *samples; /* the test set of /v1/samples and .../mistakes (core_samples.h) */
     srv_metrics *metrics;
     img_limits limits;
     char static_root[PATH_MAX];   /* realpath of cfg->static_dir, "" when missing */

@@ -33,6 +33,8 @@ const srv_route srv_routes[] = {
     {"/v1/admin/reload", SRV_POST, SRV_R_ADMIN, h_reload},
     {"/v2", SRV_GET, SRV_R_V2, srv_h_v2_server},
     {"/v2/health/live", SRV_GET, SRV_R_V2, srv_h_v2_live},
+    {"/v1/models/{m}/mistakes", SRV_GET, SRV_R_AUTH, srv_h_mistakes},
+    {"/v1/samples", SRV_GET, 0, srv_h_samples},
     {"/v2/health/ready", SRV_GET, SRV_R_V2, srv_h_v2_ready},
     {"/v2/models/{m}", SRV_GET, SRV_R_V2 | SRV_R_AUTH, srv_h_v2_model},
     {"/v2/models/{m}/ready", SRV_GET, SRV_R_V2 | SRV_R_AUTH, srv_h_v2_model_ready},

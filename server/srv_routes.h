@@ -48,6 +48,10 @@ void srv_h_layers(srv_req *r);           /* GET /v1/models/{m}/layers */
 void srv_h_filters(srv_req *r);          /* GET|POST /v1/models/{m}/filters/{l}/{f} */
 void srv_h_activations(srv_req *r);      /* POST /v1/models/{m}/activations/{l} */
 
+/* srv_samples.c: the test set's images. */
+void srv_h_samples(srv_req *r);          /* GET /v1/samples?n=&seed=&class= */
+void srv_h_mistakes(srv_req *r);         /* GET /v1/models/{m}/mistakes?n= */
+
 /* srv_routes.c: test-only routes (LOUPE_TEST_HOOKS=1). */
 void srv_h_test_hold(srv_req *r);        /* POST /v1/test/hold?lane=main|heavy: hold a worker */
 void srv_h_test_release(srv_req *r);     /* POST /v1/test/release: let every held worker go */
