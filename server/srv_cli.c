@@ -20,6 +20,7 @@
 #include "lt.h"
 #include "srv_config.h"
 #include "srv_http.h"
+#include "srv_watch.h"
 #include "log.h"
 
 static const char *const *route_labels(void) {
@@ -56,6 +57,41 @@ static void do_reload(srv_ctx *ctx, const char *why) {
     srv_metrics_store_loaded(ctx->metrics, n, report);
     json_decref(report);
     if (n < 0) log_line("reload failed, the old models stay: %s", err);
+}
+
+/* --watch's state: the stamp the last reload saw, and whether the store could
+ * be listed last time (so a missing store is logged once, not every poll). */
+typedef struct {
+    uint64_t stamp;
+    int have;   /* stamp is valid */
+    int failed; /* the last poll could not list the store */
+} watch_state;
+
+/* Take the store's stamp into w before a reload; 0, or -1 when it cannot be listed. */
+static int watch_take(srv_ctx *ctx, watch_state *w) {
+    char err[512];
+    uint64_t s;
+    if (srv_watch_stamp(ctx->cfg->models_dir, &s, err, sizeof err)) {
+        if (!w->failed) log_line("--watch: %s", err);
+        w->failed = 1;
+        w->have = 0;
+        return -1;
+    }
+    if (w->failed) log_line("--watch: the model store can be listed again");
+    w->failed = 0;
+    w->stamp = s;
+    w->have = 1;
+    return 0;
+}
+
+/* One poll of --watch: reload, as SIGHUP does, only when the stamp changed.
+ * The stamp is taken before the reload, so a change made during it shows at
+ * the next poll. */
+static void watch_poll(srv_ctx *ctx, watch_state *w) {
+    uint64_t before = w->stamp;
+    int had = w->have;
+    if (watch_take(ctx, w) || (had && before == w->stamp)) return;
+    do_reload(ctx, "--watch: the store changed");
 }
 
 /* SIGTERM/SIGINT: readiness off at once, serve for the grace period (a second
@@ -181,6 +217,8 @@ int srv_serve_main(int argc, char **argv) {
     }
     /* Every model is warm (batch 1 and the batcher's largest) before it is published. */
     core_reg_set_warmup(ctx->registry, (int)cfg.max_batch);
+    watch_state watch = {0};
+    if (cfg.watch > 0) watch_take(ctx, &watch);
     json_t *report = NULL;
     int n = core_reg_reload(ctx->registry, &report, err, sizeof err);
     if (n < 0) log_line("%s; serving no models until a reload finds some", err);
@@ -197,10 +235,19 @@ int srv_serve_main(int argc, char **argv) {
              cfg.tls_cert ? "https" : "http", cfg.host && *cfg.host ? cfg.host : "0.0.0.0", ctx->port, cfg.threads, cfg.max_body, cfg.workers, cfg.queue,
              cfg.max_batch, cfg.batch_delay_us, cfg.expensive_concurrency, cfg.expensive_queue);
 
+    if (cfg.watch > 0) log_line("--watch: polling %s every %gs", cfg.models_dir, cfg.watch);
     for (;;) {
         int sig;
-        if (sigwait(&set, &sig)) continue;
+        if (cfg.watch > 0) {
+            struct timespec ts = seconds_ts(cfg.watch);
+            sig = sigtimedwait(&set, NULL, &ts);
+            if (sig < 0) {
+                if (errno == EAGAIN) watch_poll(ctx, &watch);
+                continue;
+            }
+        } else if (sigwait(&set, &sig)) continue;
         if (sig == SIGHUP) {
+            if (cfg.watch > 0) watch_take(ctx, &watch);
             do_reload(ctx, "SIGHUP");
             continue;
         }
