@@ -251,6 +251,105 @@
   $('invert').addEventListener('change', analyse);
   $('target').addEventListener('change', (ev) => { state.target = ev.target.value; saliency(state.run); markTarget(); });
 
+  // ==== Test images: samples and the model's mistakes (GET /v1/samples, /v1/models/{m}/mistakes) ====
+
+  // An API error as a sentence in the <p> next to the control that caused it; '' clears it.
+  function galleryError(id, text) {
+    const p = $(id);
+    text = String(text || '').trim();
+    if (text && !/[.!?]$/.test(text)) text += '.';
+    p.textContent = text ? text.charAt(0).toUpperCase() + text.slice(1) : '';
+    p.hidden = !text;
+  }
+
+  // One test image as a button: its alt text says what it shows; a click analyses it.
+  function thumb(s, alt, listId) {
+    const b = el('button', { type: 'button', 'aria-pressed': 'false', 'data-index': String(s.index), title: alt },
+      el('img', { src: 'data:image/png;base64,' + s.image, alt: alt, width: '28', height: '28' }));
+    b.addEventListener('click', () => {
+      for (const o of document.querySelectorAll('.gallery button[aria-pressed="true"]')) o.setAttribute('aria-pressed', 'false');
+      b.setAttribute('aria-pressed', 'true');
+      useSample(s, alt);
+    });
+    return el('li', {}, b);
+  }
+
+  // Make a test image the input, as an upload of its PNG would; Fashion-MNIST is light on dark,
+  // so the image goes as it is (invert: no).
+  async function useSample(s, what) {
+    const bytes = Uint8Array.from(atob(s.image), (c) => c.charCodeAt(0));
+    const blob = new Blob([bytes], { type: 'image/png' });
+    state.source = blob;
+    state.drawn = false;
+    if ('sourceName' in state) state.sourceName = what;
+    $('file').value = '';
+    $('invert').value = 'false';
+    $('input-status').textContent = what;
+    try {
+      const bmp = await createImageBitmap(blob);
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(bmp, 0, 0, 28, 28);
+    } catch (e) { /* the preview only */ }
+    analyse();
+  }
+
+  const sampleAlt = (s) => 'Test image ' + s.index + ': ' + s.class;
+
+  // first: the page's first load: with nothing drawn or uploaded yet, the first sample becomes the input.
+  async function loadSamples(first) {
+    const cls = $('sample-class').value;
+    const seed = first ? 1 : Math.floor(Math.random() * 2 ** 32);
+    const list = $('samples');
+    try {
+      const r = await getJSON('/v1/samples?n=16&seed=' + seed + (cls ? '&class=' + enc(cls) : ''));
+      galleryError('samples-error', '');
+      list.textContent = '';
+      for (const s of r.samples) list.append(thumb(s, sampleAlt(s), 'samples'));
+      if (first && !state.source && !state.drawn && r.samples.length) list.querySelector('button').click();
+    } catch (e) {
+      list.textContent = '';
+      galleryError('samples-error', 'No test images: ' + e.message);
+    }
+  }
+
+  async function loadMistakes() {
+    const list = $('mistakes');
+    if (!state.model) return;
+    const name = state.model.name;
+    const btn = $('show-mistakes');
+    btn.disabled = true;
+    $('mistakes-status').textContent = 'classifying the 10,000 test images…';
+    galleryError('mistakes-error', '');
+    try {
+      const r = await getJSON('/v1/models/' + enc(name) + '/mistakes?n=24');
+      if (!state.model || state.model.name !== name) return;
+      list.textContent = '';
+      for (const m of r.mistakes) {
+        const alt = 'Test image ' + m.index + ': ' + m.class + ', predicted ' + m.predicted_class + ' (' +
+          (100 * m.probability).toFixed(0) + '%)';
+        list.append(thumb(m, alt, 'mistakes'));
+      }
+      $('mistakes-status').textContent = name + ' gets ' + r.wrong + ' of ' + r.total + ' wrong; the first ' + r.count + ':';
+    } catch (e) {
+      $('mistakes-status').textContent = '';
+      galleryError('mistakes-error', 'The mistakes could not be listed: ' + e.message +
+        (e.retryAfter ? ' (try again in ' + e.retryAfter + ' s)' : ''));
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  $('more-samples').addEventListener('click', () => loadSamples(false));
+  $('sample-class').addEventListener('change', () => loadSamples(false));
+  $('show-mistakes').addEventListener('click', loadMistakes);
+  // Another model has other mistakes: the list is asked for again.
+  $('model').addEventListener('change', () => {
+    $('mistakes').textContent = '';
+    $('mistakes-status').textContent = '';
+    galleryError('mistakes-error', '');
+  });
+  loadSamples(true);
+
   // ==== Prediction and saliency ====
 
   function resetResults() {

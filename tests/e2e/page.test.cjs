@@ -57,6 +57,50 @@ async function main() {
       assert.match(await page.textContent('#model-info'), /mlp · relu .* test accuracy \d+\.\d+%/);
     });
 
+    await step('the empty state is a test image: a gallery click (keyboard) predicts it and draws its heatmap', async () => {
+      await page.waitForFunction(() => document.querySelectorAll('#samples button').length === 16);
+      // On load the first sample is the input: not a black canvas and a broken image.
+      await page.waitForSelector('#samples button[aria-pressed="true"]');
+      await page.waitForSelector('#pred-class');
+      assert.ok(await inked(page, '#draw') > 0.05);
+      for (const alt of await page.$$eval('#samples img', (is) => is.map((i) => i.alt)))
+        assert.match(alt, /^Test image \d+: (T-shirt\/top|Trouser|Pullover|Dress|Coat|Sandal|Shirt|Sneaker|Bag|Ankle boot)$/);
+      const thumb = page.locator('#samples button').nth(5);
+      const alt = await thumb.locator('img').getAttribute('alt');
+      const before = await page.getAttribute('#saliency', 'src');
+      await thumb.focus();
+      await page.keyboard.press('Enter');
+      await page.waitForFunction((a) => document.getElementById('input-status').textContent === a, alt);
+      assert.equal(await thumb.getAttribute('aria-pressed'), 'true');
+      // What the API says for that very PNG, sent as the page sends it.
+      const want = await page.evaluate(async (args) => {
+        const src = document.querySelectorAll('#samples img')[5].src;
+        const body = await (await fetch(src)).blob();
+        const r = await fetch('/v1/models/' + args.m + '/predict?invert=false', { method: 'POST', body, headers: { 'Content-Type': 'image/png' } });
+        return (await r.json()).class;
+      }, { m: MODEL });
+      await page.waitForFunction((w) => (document.getElementById('pred-class') || {}).textContent === w, want);
+      await page.waitForFunction((b) => {
+        const i = document.getElementById('saliency');
+        return !i.hidden && i.src !== b && i.complete && i.naturalWidth === 224;
+      }, before);
+    });
+
+    await step('the model\'s mistakes: a click shows the wrong class the list names', async () => {
+      await page.click('#show-mistakes');
+      await page.waitForFunction(() => document.querySelectorAll('#mistakes button').length > 0, null, { timeout: 120000 });
+      assert.match(await page.textContent('#mistakes-status'), /gets \d+ of 10000 wrong/);
+      const img = page.locator('#mistakes img').first();
+      const alt = await img.getAttribute('alt');
+      const m = /^Test image \d+: (.+), predicted (.+) \(\d+%\)$/.exec(alt);
+      assert.ok(m, alt);
+      assert.notEqual(m[1], m[2]);
+      await page.locator('#mistakes button').first().click();
+      await page.waitForFunction((a) => document.getElementById('input-status').textContent === a, alt);
+      await page.waitForFunction((w) => (document.getElementById('pred-class') || {}).textContent === w, m[2]);
+      await page.screenshot({ path: path.join(SHOTS, 'explore-gallery.png'), fullPage: true });
+    });
+
     await step('uploading a PNG shows the prediction, top-k bars and entropy', async () => {
       await page.setInputFiles('#file', UPLOAD);
       await page.waitForSelector('#pred-class');
