@@ -158,62 +158,98 @@ def health_argv(hc):
 require = fx.require
 
 
+class Container:
+    """The image's entrypoint + command, started as a runtime starts it; ready once its HEALTHCHECK passes."""
+
+    def __init__(self, rootfs, run, cfg, hc):
+        self.run = run
+        self.logf = tempfile.TemporaryFile()
+        argv = (cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or [])
+        t0 = time.monotonic()
+        self.proc = run.popen(argv, stdout=self.logf, stderr=self.logf)
+        try:
+            probe = health_argv(hc)
+            deadline = t0 + 120
+            while True:
+                rc, out = run.run(probe, timeout=30)
+                if rc == 0:
+                    break
+                require(self.proc.poll() is None, "the daemon exited %s:\n%s" % (self.proc.returncode, self.log()))
+                require(time.monotonic() < deadline, "HEALTHCHECK never passed: %s" % out)
+                time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
+        self.ready = time.monotonic() - t0
+        log("HEALTHCHECK %s passed %.1f s after the start" % (probe, self.ready))
+
+    def log(self):
+        self.logf.seek(0)
+        return self.logf.read().decode(errors="replace")
+
+    def request(self, method, path, body=None, headers=None):
+        c = http.client.HTTPConnection("127.0.0.1", 8080, timeout=60)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def terminate(self):
+        """SIGTERM straight to the entrypoint: it drains and exits 0."""
+        t1 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(90)
+        require(rc == 0, "exit status %d after SIGTERM" % rc)
+        log("SIGTERM: exit 0 after %.1f s" % (time.monotonic() - t1))
+
+    def stop(self):
+        """Kill what is left; the log's last lines; no write may have met the read-only root."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        text = self.log()
+        log("daemon log:\n" + "\n".join("  | " + line for line in text.splitlines()[-8:]))
+        require("Read-only file system" not in text, "a write outside /tmp and /reports")
+
+
 def check_serving(rootfs, cfg, hc):
     require(cfg.get("Entrypoint") == ["loupe"], "ENTRYPOINT %r" % cfg.get("Entrypoint"))
     require("8080/tcp" in (cfg.get("ExposedPorts") or {}), "EXPOSE %r" % cfg.get("ExposedPorts"))
     run = Runner(rootfs, cfg)
     require(run.uid != 0, "the image runs as root")
     log("user %s (uid %d, gid %d), env %s" % (cfg.get("User"), run.uid, run.gid, sorted(run.env)))
-    rc, out = run.run(["ldd", "/usr/local/bin/loupe"])
-    require(rc == 0 and "not found" not in out, "libraries missing:\n" + out)
+    for lib in ("/usr/local/bin/loupe", "/usr/local/lib/loupe/libloupe_shim_torch.so"):
+        if os.path.exists(rootfs.path(lib)):
+            rc, out = run.run(["ldd", lib])
+            require(rc == 0 and "not found" not in out, "libraries missing:\n" + out)
 
-    argv = (cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or [])
-    logf = tempfile.TemporaryFile()
-    t0 = time.monotonic()
-    proc = run.popen(argv, stdout=logf, stderr=logf)
+    c = Container(rootfs, run, cfg, hc)
     try:
-        # The HEALTHCHECK command, as the runtime runs it, until it passes.
-        probe = health_argv(hc)
-        deadline = t0 + 120
-        while True:
-            rc, out = run.run(probe, timeout=30)
-            if rc == 0:
-                break
-            require(proc.poll() is None, "the daemon exited %s" % proc.returncode)
-            require(time.monotonic() < deadline, "HEALTHCHECK never passed: %s" % out)
-            time.sleep(0.2)
-        ready = time.monotonic() - t0
-        log("HEALTHCHECK %s passed %.1f s after the start" % (probe, ready))
-
         # The serving process is the entrypoint itself, as the image's user.
-        with open("/proc/%d/status" % proc.pid) as f:
+        pid = c.proc.pid
+        with open("/proc/%d/status" % pid) as f:
             status = dict(line.split(":", 1) for line in f if ":" in line)
         # (its name may read "exe": the binary re-executes itself through /proc/self/exe to set BLAS up)
-        exe = os.readlink("/proc/%d/exe" % proc.pid)
-        require(exe == rootfs.path("/usr/local/bin/loupe"), "pid %d runs %s, not loupe" % (proc.pid, exe))
+        exe = os.readlink("/proc/%d/exe" % pid)
+        require(exe == rootfs.path("/usr/local/bin/loupe"), "pid %d runs %s, not loupe" % (pid, exe))
         require(status["Uid"].split()[:2] == [str(run.uid)] * 2, "Uid: " + status["Uid"])
         require(status["Gid"].split()[:2] == [str(run.gid)] * 2, "Gid: " + status["Gid"])
         require(status["Groups"].strip() == "", "supplementary groups: " + status["Groups"])
 
         # The page, from the installed share/loupe/static (found through /proc/self/exe).
-        c = http.client.HTTPConnection("127.0.0.1", 8080, timeout=30)
-        c.request("GET", "/")
-        r = c.getresponse()
-        page = r.read()
-        c.close()
+        st, page = c.request("GET", "/")
         with open(rootfs.path("/usr/local/share/loupe/static/index.html"), "rb") as f:
-            require(r.status == 200 and page == f.read(), "GET /: %d %r" % (r.status, page[:200]))
+            require(st == 200 and page == f.read(), "GET /: %d %r" % (st, page[:200]))
 
         # Fashion-MNIST test images as PNG: the default model gets the first right and most of 100.
         images, labels = fx.test_set()
         right = 0
         for i in range(100):
-            c = http.client.HTTPConnection("127.0.0.1", 8080, timeout=30)
-            c.request("POST", "/predict", body=fx.png_gray(images[i]), headers={"Content-Type": "image/png"})
-            r = c.getresponse()
-            body = json.loads(r.read())
-            c.close()
-            require(r.status == 200, "predict: %d %s" % (r.status, body))
+            st, data = c.request("POST", "/predict", fx.png_gray(images[i]), {"Content-Type": "image/png"})
+            body = json.loads(data)
+            require(st == 200, "predict: %d %s" % (st, body))
             require(body["class"] == fx.CLASSES[body["index"]], body)
             if i == 0:
                 require(body["index"] == labels[0], "first test image: %s, label %d" % (body, labels[0]))
@@ -222,23 +258,44 @@ def check_serving(rootfs, cfg, hc):
             right += body["index"] == labels[i]
         require(right >= 80, "only %d of 100 test images right" % right)
         log("%d of the first 100 test images right" % right)
-
-        # SIGTERM straight to the entrypoint: it drains and exits 0.
-        t1 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(90)
-        require(rc == 0, "exit status %d after SIGTERM" % rc)
-        log("SIGTERM: exit 0 after %.1f s" % (time.monotonic() - t1))
+        c.terminate()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        logf.seek(0)
-        text = logf.read().decode(errors="replace")
-        log("daemon log:\n" + "\n".join("  | " + line for line in text.splitlines()[-8:]))
-    # Nothing failed for want of a writable root (the read-only mount turns any such write into EROFS).
-    require("Read-only file system" not in text, "a write outside /tmp and /reports")
-    return ready
+        c.stop()
+    return c.ready
+
+
+def check_mounted_store(rootfs, cfg, hc, model):
+    """A store mounted over /models (read-only) replaces the image's: here one folder, e.g. a
+    TorchScript CNN for the libtorch image, which must load and predict."""
+    name = os.path.basename(os.path.normpath(model))
+    store = tempfile.mkdtemp(prefix="loupe-image-store-")
+    try:
+        subprocess.run(["cp", "-r", model, os.path.join(store, name)], check=True)
+        subprocess.run(["chmod", "-R", "a+rX", store], check=True)
+        target = rootfs.path("/models")
+        sh("mount", "--bind", store, target)
+        try:
+            sh("mount", "-o", "remount,bind,ro", target)
+            run = Runner(rootfs, cfg)
+            c = Container(rootfs, run, cfg, hc)
+            try:
+                st, data = c.request("GET", "/v1/models")
+                models = json.loads(data)
+                require(st == 200 and [m["name"] for m in models["models"]] == [name], models)
+                images, labels = fx.test_set()
+                st, data = c.request("POST", "/v1/models/%s/predict" % name, fx.png_gray(images[0]),
+                                     {"Content-Type": "image/png"})
+                body = json.loads(data)
+                require(st == 200 and body["class"] == fx.CLASSES[body["index"]], "%d %s" % (st, body))
+                log("mounted store: %s (%s) predicts %s for test image 0" % (
+                    name, models["models"][0].get("kind"), body["class"]))
+                c.terminate()
+            finally:
+                c.stop()
+        finally:
+            subprocess.run(["umount", "-l", target], capture_output=True)
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", store], check=False)
 
 
 def check_trainer(rootfs, cfg):
@@ -259,6 +316,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("tag", help="the image, e.g. localhost/loupe:slim")
     ap.add_argument("--kind", choices=("serve", "trainer"), default="serve", help="what the image does")
+    ap.add_argument("--mount-model", metavar="DIR",
+                    help="also serve this model folder from a store mounted over /models (e.g. a TorchScript CNN)")
     args = ap.parse_args()
     cfg, hc, size = inspect(args.tag)
     log("%s: %.0f MB; User %r Entrypoint %r Cmd %r Healthcheck %r" % (
@@ -268,6 +327,8 @@ def main():
     try:
         if args.kind == "serve":
             check_serving(rootfs, cfg, hc)
+            if args.mount_model:
+                check_mounted_store(rootfs, cfg, hc, args.mount_model)
         else:
             check_trainer(rootfs, cfg)
     finally:
