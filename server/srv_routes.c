@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "srv_reports.h"
+#include "srv_training.h"
 #include "core_reg.h"
 #include "srv_routes.h"
 #include "srv_static.h"
@@ -39,6 +40,7 @@ const srv_route srv_routes[] = {
     {"/v2/models/{m}", SRV_GET, SRV_R_V2 | SRV_R_AUTH, srv_h_v2_model},
     {"/v2/models/{m}/ready", SRV_GET, SRV_R_V2 | SRV_R_AUTH, srv_h_v2_model_ready},
     {"/v2/models/{m}/infer", SRV_POST, SRV_R_V2 | SRV_R_AUTH | SRV_R_BODY, srv_h_v2_infer},
+    {"/v1/training", SRV_GET, SRV_R_AUTH, srv_h_training},
     {"/v1/reports", SRV_GET, 0, srv_h_reports},
     {"/v1/reports/{name}", SRV_GET, 0, srv_h_report},
     {"/v1/reports/{name}/figures/{file}", SRV_GET, 0, srv_h_report_figure},

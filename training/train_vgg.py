@@ -67,6 +67,7 @@ if HERE not in sys.path:
 import export_vgg  # noqa: E402
 import fashion_mnist  # noqa: E402
 import model_folder  # noqa: E402
+import train_status  # noqa: E402
 from vgg import CFGS, HEADS, VGG  # noqa: E402
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -240,6 +241,12 @@ def parse_args(argv=None):
                         "export_vgg.py there (default: on)")
     g.add_argument("--quiet", action="store_true",
                    help="no progress bars")
+    g.add_argument("--status", metavar="FILE",
+                   help="keep this JSON file up to date with the epoch, "
+                        "progress and estimated time left, and remove it at "
+                        "the end; `loupe serve` lists "
+                        "<store>/.training/*.json at GET /v1/training "
+                        "(default: none)")
     args = p.parse_args(argv)
     try:
         resolve(args)
@@ -759,8 +766,9 @@ def epoch_line(row):
                          row["seconds"]))
 
 
-def train_epochs(args, d, device, data, pre, eng):
-    """The epoch loop, to --epochs or the end of --budget-minutes."""
+def train_epochs(args, d, device, data, pre, eng, status=None):
+    """The epoch loop, to --epochs or the end of --budget-minutes; progress
+    into ``status`` (train_status.Status) when given."""
     lead = d.rank == 0
     show = lead and not args.quiet
     train_x, train_y = data["train"]
@@ -801,6 +809,9 @@ def train_epochs(args, d, device, data, pre, eng):
             if progress >= 1.0:
                 done = True
                 break
+            if status:
+                status.update(epoch, progress,
+                              epochs_done=epoch - 1 + b / per_epoch)
             lr = lr_at(args, progress)
             bi = order[b * per_rank:(b + 1) * per_rank]
             if device.type == "cuda":
@@ -823,8 +834,13 @@ def train_epochs(args, d, device, data, pre, eng):
         sync_buffers(eng.model, d)
         if sums[2].item() == 0:
             break
+        t_val = time.time()
         val = (evaluate(eng.net.module if d.on else eng.net, data["val"],
                         pre, d, device) if len(data["val"][1]) else None)
+        if status and val:
+            # The test pass scales with its images; a few seconds to export.
+            status.tail_s = ((time.time() - t_val) * len(data["test"][1])
+                             / max(len(data["val"][1]), 1) + 5.0)
         row = {"epoch": epoch,
                "train_loss": sums[0].item() / sums[2].item(),
                "train_accuracy": sums[1].item() / sums[2].item(),
@@ -899,9 +915,26 @@ def run(args, d):
     torch.manual_seed(args.seed)
     data, pre = prepare_data(args, device)
     eng = build_engine(args, d, device, pre, amp_dtype, scaler)
-    trained = train_epochs(args, d, device, data, pre, eng)
+    status = None
+    if args.status and d.rank == 0:
+        status = train_status.Status(args.status, args.name, args.epochs,
+                                     timed=bool(args.budget_minutes))
+    try:
+        trained = train_epochs(args, d, device, data, pre, eng, status)
+        if status:
+            status.update(trained.epochs, 1.0, "testing", force=True)
+        test = evaluate(eng.model, data["test"], pre, d, device)
+        if status:
+            status.tail_s = 5.0
+            status.update(trained.epochs, 1.0, "exporting", force=True)
+        finish(args, d, device, data, eng, pre, trained, test)
+    finally:
+        if status:
+            status.close()
 
-    test = evaluate(eng.model, data["test"], pre, d, device)
+
+def finish(args, d, device, data, eng, pre, trained, test):
+    """The test metrics and the model folder (rank 0 writes it)."""
     diff = params_digest(eng.model, d, device)
     if d.rank != 0:
         return
