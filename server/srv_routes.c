@@ -13,6 +13,7 @@ static void h_root(srv_req *r);
 static void h_healthz(srv_req *r);
 static void h_readyz(srv_req *r);
 static void h_metrics(srv_req *r);
+static void h_openapi(srv_req *r);
 static void h_models(srv_req *r);
 static void h_model(srv_req *r);
 static void h_reload(srv_req *r);
@@ -23,6 +24,7 @@ const srv_route srv_routes[] = {
     {"/healthz", SRV_GET, 0, h_healthz},
     {"/readyz", SRV_GET, 0, h_readyz},
     {"/metrics", SRV_GET, 0, h_metrics},
+    {"/openapi.json", SRV_GET, 0, h_openapi},
     {"/v1/models", SRV_GET, SRV_R_AUTH, h_models},
     {"/v1/models/{m}", SRV_GET, SRV_R_AUTH, h_model},
     {"/v1/models/{m}/predict", SRV_POST, SRV_R_AUTH | SRV_R_BODY | SRV_R_IMAGE, srv_h_predict},
@@ -154,6 +156,18 @@ static void h_metrics(srv_req *r) {
     size_t len = 0;
     char *text = srv_metrics_render(r->ctx->metrics, &len);
     srv_reply_buf(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+/* The OpenAPI document is docs/openapi.json of --docs (share/loupe/docs when installed):
+ * the one file the tests validate, served as it is. */
+static void h_openapi(srv_req *r) {
+    free(r->path);
+    r->path = strdup("/docs/openapi.json");
+    if (!r->path) {
+        srv_reply_error(r, CORE_E_NOMEM, "out of memory");
+        return;
+    }
+    srv_static_serve(r);
 }
 
 /* ==== Models ==== */

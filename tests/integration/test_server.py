@@ -984,6 +984,9 @@ class Docs(Served):
             self.assertNotIn("access-control-allow-origin", h)  # this daemon has no --cors-origin
         elif ln.endswith("/healthz"):
             self.assertEqual(doc(), {"status": "ok"})
+        elif ln.endswith("/openapi.json"):
+            with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "openapi.json"), encoding="utf-8") as f:
+                self.assertEqual(doc(), json.load(f))
         elif ln.endswith("/readyz"):
             b = doc()
             self.assertEqual((b["status"], b["models"]), ("ready", 3))
