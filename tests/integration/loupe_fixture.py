@@ -19,6 +19,8 @@ import zlib
 
 import numpy as np
 
+import openapi_check
+
 DATA = os.environ.get("LOUPE_DATA", "/usr/share/datasets/fashion-mnist")
 
 
@@ -196,7 +198,10 @@ class Daemon:
             c.request(method, path, body=body, headers=headers or {})
             r = c.getresponse()
             data = r.read()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+            hdrs = {k.lower(): v for k, v in r.getheaders()}
+            # Every answer must be one docs/openapi.json describes (route, status, content type, schema).
+            openapi_check.check(method, path, r.status, hdrs, data)
+            return r.status, hdrs, data
         finally:
             if conn is None:
                 c.close()
