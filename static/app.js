@@ -98,7 +98,8 @@
 
   // ==== Models ====
 
-  async function loadModels() {
+  // keep: the model to select when it is still there (a refresh), else ?model= or the default.
+  async function loadModels(keep) {
     let list;
     try {
       list = await getJSON('/v1/models');
@@ -115,7 +116,7 @@
       sel.append(el('option', { value: '' }, '(none)'));
       return;
     }
-    const want = new URLSearchParams(location.search).get('model');
+    const want = keep || new URLSearchParams(location.search).get('model');
     sel.value = state.models.some((m) => m.name === want) ? want : list.default || state.models[0].name;
     selectModel(sel.value);
   }
@@ -848,6 +849,41 @@
     }
   }
 
+  // ==== Trainings in progress (GET /v1/training) ====
+  // `make run` trains a CNN in the background and the daemon (--watch) serves it once written:
+  // say so, with the time left, and add it to the model list when it appears.
+
+  let training = [];
+  const about = (s) => (s < 60 ? 'less than a minute' : 'about ' + Math.round(s / 60) + ' min');
+
+  async function pollTraining() {
+    let list = [];
+    try {
+      list = (await getJSON('/v1/training')).trainings || [];
+    } catch (e) { /* an older daemon, or no token yet: show nothing */ }
+    const p = $('training-status');
+    p.textContent = list.map((t) => 'Training ' + t.name + '…: ' +
+      (t.phase === 'training' ? 'epoch ' + t.epoch + (t.epochs ? '/' + t.epochs : '') : t.phase) +
+      (t.eta_seconds === null ? '' : ', ready in ' + about(t.eta_seconds))).join(' · ');
+    p.hidden = !list.length;
+    const done = training.filter((n) => !list.some((t) => t.name === n));
+    training = list.map((t) => t.name);
+    if (done.length) awaitModels(done, 30);
+    setTimeout(pollTraining, list.length ? 5000 : 30000);
+  }
+
+  // A finished training's model shows once the daemon has loaded it (a poll and a load later).
+  async function awaitModels(names, tries) {
+    try {
+      const list = await getJSON('/v1/models');
+      if (names.some((n) => (list.models || []).some((m) => m.name === n))) {
+        loadModels(state.model && state.model.name);
+        return;
+      }
+    } catch (e) { /* try again */ }
+    if (tries > 1) setTimeout(() => awaitModels(names, tries - 1), 2000);
+  }
+
   // ==== Start ====
 
   for (const b of document.querySelectorAll('#tabs button')) b.addEventListener('click', () => showTab(b.dataset.tab));
@@ -855,6 +891,7 @@
   window.addEventListener('resize', () => { if (!$('tab-training').hidden && state.detail) loadTraining(); });
   clearCanvas();
   loadModels();
+  pollTraining();
   const first = location.hash.slice(1);
   showTab(['explore', 'training', 'reports'].includes(first) ? first : 'explore');
 })();
