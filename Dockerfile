@@ -72,7 +72,10 @@ CMD ["serve"]
 FROM scratch AS trainer
 COPY --from=trainer-root / /
 COPY --from=build-slim /opt/loupe /usr/local
-ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# HOME on /tmp: torch's and Python's caches under a read-only root.
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME=/tmp \
+    PYTHONUNBUFFERED=1
 WORKDIR /tmp
 USER 10001:10001
 ENTRYPOINT ["/usr/bin/python3", "/usr/local/share/loupe/training/train_vgg.py"]
