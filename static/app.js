@@ -268,7 +268,7 @@
     const b = el('button', { type: 'button', 'aria-pressed': 'false', 'data-index': String(s.index), title: alt },
       el('img', { src: 'data:image/png;base64,' + s.image, alt: alt, width: '28', height: '28' }));
     b.addEventListener('click', () => {
-      for (const o of document.querySelectorAll('.gallery button[aria-pressed="true"]')) o.setAttribute('aria-pressed', 'false');
+      for (const o of document.querySelectorAll('.thumbs button[aria-pressed="true"]')) o.setAttribute('aria-pressed', 'false');
       b.setAttribute('aria-pressed', 'true');
       useSample(s, alt);
     });
