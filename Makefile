@@ -1,5 +1,5 @@
 # Thin wrapper over CMake/CTest: the README's two commands.
-#   make run    install what is missing, build, train the default model if there is none, run it
+#   make run    install what is missing, build, serve the store; train the MLP, then a CNN in the background, if missing
 #   make test   install what is missing, build (plain, ASan+UBSan, TSan), run every test
 #   make reproduce [ARGS=--quick]   run the seed report's experiments and write reports/<name>/report.md
 #   make fuzz [FUZZ_SECONDS=600]    build the libFuzzer targets with clang (build-fuzz) and fuzz each that long
@@ -13,6 +13,8 @@ JOBS ?= $(shell nproc)
 PYTHON ?= /usr/bin/python3
 BUILD ?= build
 CMAKE_FLAGS ?=
+# No "gmake[N]: Entering directory" lines from the sub-makes CMake runs.
+MAKEFLAGS += --no-print-directory
 
 all: build
 
@@ -47,7 +49,11 @@ FUZZ_SECONDS ?= 600
 fuzz: deps
 	JOBS=$(JOBS) FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
-run: build
+# Quiet: the build's output goes to $(BUILD)/build.log (its tail is shown when it fails).
+run: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DLOUPE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	@echo "make run: building in $(BUILD)/ (a few minutes the first time; log: $(BUILD)/build.log)"
+	@cmake --build $(BUILD) -j $(JOBS) >$(BUILD)/build.log 2>&1 || { tail -n 30 $(BUILD)/build.log; exit 1; }
 	@scripts/run-default.sh $(BUILD)
 
 reproduce: build
