@@ -65,7 +65,7 @@ static int parse_class(srv_req *r, int *cls) {
     *cls = -1;
     if (!v) return 0;
     for (int c = 0; c < CORE_SAMPLES_CLASSES; c++) {
-        char num[4];
+        char num[12]; /* "%d" of any int: -Wformat-truncation at -O0 */
         snprintf(num, sizeof num, "%d", c);
         if (!strcmp(v, num) || !strcasecmp(v, core_samples_class_names[c])) {
             *cls = c;
