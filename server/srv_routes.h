@@ -51,6 +51,13 @@ void srv_h_activations(srv_req *r);      /* POST /v1/models/{m}/activations/{l} 
 /* srv_samples.c: the test set's images. */
 void srv_h_samples(srv_req *r);          /* GET /v1/samples?n=&seed=&class= */
 void srv_h_mistakes(srv_req *r);         /* GET /v1/models/{m}/mistakes?n= */
+/* Their query values (pure, for tests and fuzzing); v is NULL when absent.
+ * Each returns 0, or -1 with f (400, the message quoting v).
+ * n: 1..100, default 12. seed: any unsigned 64-bit decimal; *given = 0 when
+ * absent. class: an index 0..9 or a class name (case-insensitive); -1 = any. */
+int srv_samples_parse_n(const char *v, int *n, core_fail *f);
+int srv_samples_parse_seed(const char *v, uint64_t *seed, int *given, core_fail *f);
+int srv_samples_parse_class(const char *v, int *cls, core_fail *f);
 
 /* srv_routes.c: test-only routes (LOUPE_TEST_HOOKS=1). */
 void srv_h_test_hold(srv_req *r);        /* POST /v1/test/hold?lane=main|heavy: hold a worker */

@@ -24,44 +24,35 @@ typedef struct {
 
 /* ==== Parameters ==== */
 
-/* ?n= in 1..SAMPLES_MAX_N (default SAMPLES_DEFAULT_N). Returns 0, or -1 after answering 400. */
-static int parse_n(srv_req *r, int *n) {
-    const char *v = srv_req_query(r, "n");
+int srv_samples_parse_n(const char *v, int *n, core_fail *f) {
     *n = SAMPLES_DEFAULT_N;
     if (!v) return 0;
     char *end;
     errno = 0;
     long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < 1 || x > SAMPLES_MAX_N) {
-        srv_reply_error(r, CORE_E_BAD_PARAMETER, "n must be a whole number from 1 to %d (got '%s')", SAMPLES_MAX_N, v);
-        return -1;
-    }
+    if (!*v || *end || errno || x < 1 || x > SAMPLES_MAX_N)
+        return core_failf(f, CORE_E_BAD_PARAMETER, "n must be a whole number from 1 to %d (got '%s')", SAMPLES_MAX_N,
+                          v);
     *n = (int)x;
     return 0;
 }
 
-/* ?seed= any unsigned 64-bit number; absent: a fresh one (the answer says which). */
-static int parse_seed(srv_req *r, uint64_t *seed) {
-    const char *v = srv_req_query(r, "seed");
-    if (!v) {
-        *seed = (uint64_t)(clock_now() * 1e9) ^ ((uint64_t)(uintptr_t)r << 16);
-        *seed &= (1ull << 53) - 1; /* exact in a JavaScript number, so the page can repeat it */
-        return 0;
-    }
+int srv_samples_parse_seed(const char *v, uint64_t *seed, int *given, core_fail *f) {
+    *given = 0;
+    *seed = 0;
+    if (!v) return 0;
     char *end;
     errno = 0;
     unsigned long long x = strtoull(v, &end, 10);
-    if (!isdigit((unsigned char)v[0]) || *end || errno) {
-        srv_reply_error(r, CORE_E_BAD_PARAMETER, "seed must be a whole number from 0 to 18446744073709551615 (got '%s')", v);
-        return -1;
-    }
+    if (!isdigit((unsigned char)v[0]) || *end || errno)
+        return core_failf(f, CORE_E_BAD_PARAMETER,
+                          "seed must be a whole number from 0 to 18446744073709551615 (got '%s')", v);
     *seed = (uint64_t)x;
+    *given = 1;
     return 0;
 }
 
-/* ?class= an index 0..9 or a class name (case-insensitive); absent: any (-1). */
-static int parse_class(srv_req *r, int *cls) {
-    const char *v = srv_req_query(r, "class");
+int srv_samples_parse_class(const char *v, int *cls, core_fail *f) {
     *cls = -1;
     if (!v) return 0;
     for (int c = 0; c < CORE_SAMPLES_CLASSES; c++) {
@@ -72,9 +63,39 @@ static int parse_class(srv_req *r, int *cls) {
             return 0;
         }
     }
-    srv_reply_error(r, CORE_E_BAD_PARAMETER,
-                    "class must be an index from 0 to 9 or one of the names T-shirt/top, Trouser, Pullover, Dress, "
-                    "Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot (got '%s')", v);
+    return core_failf(f, CORE_E_BAD_PARAMETER,
+                      "class must be an index from 0 to 9 or one of the names T-shirt/top, Trouser, Pullover, Dress, "
+                      "Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot (got '%s')", v);
+}
+
+/* ?n=, ?seed= and ?class= of r (srv_routes.h: srv_samples_parse_*); a seed
+ * that is not given is a fresh one (the answer says which). Returns 0, or
+ * -1 after answering 400. */
+static int parse_n(srv_req *r, int *n) {
+    core_fail f;
+    if (!srv_samples_parse_n(srv_req_query(r, "n"), n, &f)) return 0;
+    srv_reply_error(r, f.kind, "%s", f.msg);
+    return -1;
+}
+
+static int parse_seed(srv_req *r, uint64_t *seed) {
+    core_fail f;
+    int given;
+    if (srv_samples_parse_seed(srv_req_query(r, "seed"), seed, &given, &f)) {
+        srv_reply_error(r, f.kind, "%s", f.msg);
+        return -1;
+    }
+    if (!given) {
+        *seed = (uint64_t)(clock_now() * 1e9) ^ ((uint64_t)(uintptr_t)r << 16);
+        *seed &= (1ull << 53) - 1; /* exact in a JavaScript number, so the page can repeat it */
+    }
+    return 0;
+}
+
+static int parse_class(srv_req *r, int *cls) {
+    core_fail f;
+    if (!srv_samples_parse_class(srv_req_query(r, "class"), cls, &f)) return 0;
+    srv_reply_error(r, f.kind, "%s", f.msg);
     return -1;
 }
 

@@ -6,7 +6,8 @@
  * rest is the query string, split and %-decoded by libmicrohttpd's own
  * MHD_http_unescape as the daemon gets it. Reaches top_k; target, format,
  * overlay, scale; the layer and filter lookup; iterations, every, lr, seed;
- * and invert. A CNN's layers come from the shim, which this build stubs out:
+ * and invert; and the samples routes' n, seed and class
+ * (srv_samples_parse_*), read from the same string. A CNN's layers come from the shim, which this build stubs out:
  * the link wraps lt_model_n_layers and lt_layer_get_info (-Wl,--wrap) with a
  * fake `features` of conv2d, relu, maxpool2d, conv2d. */
 #include "fuzz_common.h"
@@ -18,6 +19,7 @@
 #include "core_input.h"
 #include "core_ops.h"
 #include "lt.h"
+#include "srv_routes.h"
 
 /* ==== A fake CNN's layers ==== */
 
@@ -114,6 +116,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     img_invert inv;
     (void)core_input_parse_invert(query_arg(&q, "invert"), &inv, &f);
+    /* GET /v1/samples and /v1/models/{m}/mistakes read theirs from the same string. */
+    int n, cls, given;
+    uint64_t seed;
+    if (!srv_samples_parse_n(query_arg(&q, "n"), &n, &f) && (n < 1 || n > 100)) __builtin_trap();
+    (void)srv_samples_parse_seed(query_arg(&q, "seed"), &seed, &given, &f);
+    if (!srv_samples_parse_class(query_arg(&q, "class"), &cls, &f) && (cls < -1 || cls > 9)) __builtin_trap();
 done:
     free(layer);
     free(filter);

@@ -126,6 +126,9 @@ def corpus_query():
     put("fuzz_query", "filters_bad", b"\x06\n1\n99\niterations=0&every=9&lr=1e400&seed=-1")
     put("fuzz_query", "activations", b"\x07\n2\n\nformat=png&scale=3")
     put("fuzz_query", "activations_mlp", b"\x03\n0\n\n")
+    put("fuzz_query", "samples", b"\x00\n\nn=12&seed=42&class=Sneaker")
+    put("fuzz_query", "samples_edges", b"\x00\n\nn=100&seed=18446744073709551616&class=9")
+    put("fuzz_query", "samples_bad", b"\x00\n\nn=0x10&seed=-1&class=10")
 
 
 def corpus_safetensors():

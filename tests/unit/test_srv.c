@@ -198,6 +198,28 @@ static void test_v2_parse(void) {
     CHECK_CONTAINS(f.msg, "logits");
 }
 
+static void test_samples_params(void) {
+    core_fail f;
+    int n, cls, given;
+    uint64_t seed;
+    CHECK(srv_samples_parse_n(NULL, &n, &f) == 0 && n == 12);
+    CHECK(srv_samples_parse_n("100", &n, &f) == 0 && n == 100);
+    CHECK(srv_samples_parse_n("101", &n, &f) == -1 && f.kind == CORE_E_BAD_PARAMETER);
+    CHECK_CONTAINS(f.msg, "'101'");
+    CHECK(srv_samples_parse_n("", &n, &f) == -1);
+    CHECK(srv_samples_parse_n("5x", &n, &f) == -1);
+    CHECK(srv_samples_parse_seed(NULL, &seed, &given, &f) == 0 && !given);
+    CHECK(srv_samples_parse_seed("18446744073709551615", &seed, &given, &f) == 0 && given && seed == UINT64_MAX);
+    CHECK(srv_samples_parse_seed("18446744073709551616", &seed, &given, &f) == -1);
+    CHECK(srv_samples_parse_seed("-1", &seed, &given, &f) == -1);
+    CHECK(srv_samples_parse_seed(" 1", &seed, &given, &f) == -1);
+    CHECK(srv_samples_parse_class(NULL, &cls, &f) == 0 && cls == -1);
+    CHECK(srv_samples_parse_class("9", &cls, &f) == 0 && cls == 9);
+    CHECK(srv_samples_parse_class("ankle BOOT", &cls, &f) == 0 && cls == 9);
+    CHECK(srv_samples_parse_class("10", &cls, &f) == -1);
+    CHECK(srv_samples_parse_class("09", &cls, &f) == -1);
+}
+
 int main(void) {
     RUN(test_err_table);
     RUN(test_config);
@@ -205,5 +227,6 @@ int main(void) {
     RUN(test_content_types);
     RUN(test_report_names);
     RUN(test_v2_parse);
+    RUN(test_samples_params);
     return check_report();
 }
