@@ -7,6 +7,7 @@ LOUPE_QUICK=1 (the sanitizer build) checks 500 test images instead of 10,000.
 """
 import base64
 import concurrent.futures as cf
+import io
 import json
 import math
 import os
@@ -928,6 +929,23 @@ class Docs(Served):
             name = ln.split(" -o ")[1].split()[0]
             self.assertEqual((status, out), (200, ""))
             self.assertEqual(png_size(name)[1], (280, 280))  # 28 x --scale 10
+        elif "/v1/samples?" in ln:
+            from PIL import Image  # noqa: E402 (Pillow: only this example decodes PNGs)
+            b = doc()
+            self.assertEqual((b["seed"], b["class"], b["count"]), (7, {"index": 8, "name": "Bag"}, 2))
+            self.assertEqual([s["index"] for s in b["samples"]], [4656, 7281])  # as the example says
+            for s in b["samples"]:
+                self.assertEqual((s["label"], s["class"], int(LABELS[s["index"]])), (8, "Bag", 8))
+                np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(s["image"])))),
+                                              IMAGES[s["index"]])
+        elif "/v1/models/alpha/mistakes?" in ln:
+            b = doc()
+            self.assertEqual((b["model"], b["total"], b["count"], len(b["mistakes"])), ("alpha", 10000, 3, 3))
+            self.assertEqual(b["accuracy"], (b["total"] - b["wrong"]) / b["total"])
+            for m in b["mistakes"]:
+                self.assertEqual((m["label"], m["class"]), (int(LABELS[m["index"]]), fx.CLASSES[m["label"]]))
+                self.assertNotEqual(m["predicted"], m["label"])
+                self.assertEqual(m["predicted_class"], fx.CLASSES[m["predicted"]])
         elif "/v1/admin/reload" in ln:
             b = doc()
             self.assertEqual(sorted(b["loaded"]), models)
