@@ -12,6 +12,9 @@
     detail: null,      // GET /v1/models/{m} of the chosen model (loaded with the Training tab)
     source: null,      // Blob sent to the image routes: the uploaded file or the drawn canvas as PNG
     drawn: false,      // the canvas has strokes (the source is the canvas)
+    sourceName: '',    // the uploaded file's name, for alt texts and errors
+    pred: null,        // the latest prediction of the source
+    anim: null,        // the filter visualisation playing: {frames, i, timer, what, iterations}
     target: '',        // saliency class index as a string, '' = predicted
     urls: {},          // object URLs per <img> id, revoked when replaced
     run: 0,            // sequence number: only the latest analysis writes the page
@@ -62,6 +65,44 @@
     const b = $('banner');
     b.textContent = text || '';
     b.hidden = !text;
+  }
+
+  // An error as a sentence next to the control that caused it; the controls that name the element
+  // in aria-describedby are marked invalid while it shows. '' clears it.
+  function fieldError(id, text) {
+    const p = $(id);
+    p.textContent = text || '';
+    p.hidden = !text;
+    for (const c of document.querySelectorAll('[aria-describedby~="' + id + '"]')) {
+      if (text) c.setAttribute('aria-invalid', 'true');
+      else c.removeAttribute('aria-invalid');
+    }
+  }
+
+  const sentence = (s) => {
+    s = String(s).trim();
+    s = s.charAt(0).toUpperCase() + s.slice(1);
+    return /[.!?]$/.test(s) ? s : s + '.';
+  };
+
+  // What the image routes were given, in words (alt texts, errors).
+  const inputText = () => state.drawn ? 'the drawn image' :
+    state.source instanceof File ? 'the uploaded image ' + state.sourceName :
+    state.sourceName ? state.sourceName.charAt(0).toLowerCase() + state.sourceName.slice(1) : 'the current input';
+
+  // A div that acts as a button: focusable, Enter and Space click it.
+  function pressable(e, label, onPress) {
+    e.setAttribute('role', 'button');
+    e.tabIndex = 0;
+    if (label) e.setAttribute('aria-label', label);
+    e.addEventListener('click', onPress);
+    e.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' || ev.key === ' ') {
+        ev.preventDefault();
+        onPress();
+      }
+    });
+    return e;
   }
 
   function el(tag, attrs, ...kids) {
@@ -202,6 +243,8 @@
   function useCanvas() {
     canvas.toBlob((blob) => {
       state.source = blob;
+      state.sourceName = '';
+      fieldError('input-error', '');
       $('input-status').textContent = 'drawn, 28×28';
       analyse();
     }, 'image/png');
@@ -210,11 +253,12 @@
   async function useFile(file) {
     if (!file) return;
     if (!/^image\/(png|jpeg)$/.test(file.type) && !/\.(png|jpe?g)$/i.test(file.name)) {
-      banner(file.name + ' is not a PNG or JPEG.');
+      fieldError('input-error', file.name + ' is not a PNG or JPEG: choose a PNG or JPEG image.');
       return;
     }
-    banner('');
+    fieldError('input-error', '');
     state.source = file;
+    state.sourceName = file.name;
     state.drawn = false;
     $('input-status').textContent = file.name + ' (' + Math.ceil(file.size / 1024) + ' KB)';
     // Preview: the image fitted into the 28×28 canvas. The server gets the file as it is.
@@ -234,6 +278,8 @@
   $('clear').addEventListener('click', () => {
     clearCanvas();
     state.source = null;
+    state.sourceName = '';
+    fieldError('input-error', '');
     $('file').value = '';
     $('input-status').textContent = '';
     resetResults();
@@ -376,11 +422,13 @@
       const p = await (await api('/v1/models/' + m + '/predict?top_k=' + state.model.classes.length + inv, imageOpts())).json();
       if (run !== state.run) return;
       banner('');
+      fieldError('input-error', '');
       showPrediction(p);
     } catch (e) {
       if (run !== state.run) return;
       resetResults();
       $('prediction').textContent = 'Prediction failed: ' + e.message;
+      fieldError('input-error', sentence('The server could not use ' + inputText() + ': ' + e.message));
       return;
     }
     saliency(run);
@@ -388,6 +436,7 @@
   }
 
   function showPrediction(p) {
+    state.pred = p;
     const box = $('prediction');
     box.className = '';
     box.textContent = '';
@@ -396,11 +445,11 @@
     const bars = $('bars');
     bars.textContent = '';
     for (const t of p.top_k) {
-      const row = el('div', { class: 'bar' + (t.index === p.index ? ' top' : ''), 'data-index': String(t.index), title: 'explain ' + t.class },
+      const row = el('div', { class: 'bar' + (t.index === p.index ? ' top' : ''), 'data-index': String(t.index), title: 'explain ' + t.class, 'aria-label': 'Explain ' + t.class + ', ' + pct(t.probability) },
         el('span', { class: 'name' }, t.class),
         el('span', { class: 'track' }, el('span', { class: 'fill', style: 'display:block;width:' + (100 * t.probability).toFixed(2) + '%' })),
         el('span', { class: 'pct' }, pct(t.probability)));
-      row.addEventListener('click', () => {
+      pressable(row, null, () => {
         state.target = String(t.index);
         $('target').value = state.target;
         markTarget();
@@ -428,6 +477,8 @@
       const blob = await (await api('/v1/models/' + enc(state.model.name) + '/saliency' + q, imageOpts())).blob();
       if (run !== state.run) return;
       setImage('saliency', blob);
+      const cls = state.target !== '' ? state.model.classes[Number(state.target)] : state.pred ? state.pred.class : 'the predicted class';
+      $('saliency').alt = 'Saliency of class ' + cls + ' for ' + inputText() + ' (bright pixels change that score most)';
       $('saliency-empty').hidden = true;
     } catch (e) {
       if (run !== state.run) return;
@@ -450,6 +501,8 @@
     const isCnn = state.model && state.model.kind === 'torchscript';
     card.hidden = !isCnn;
     $('cnn-controls').hidden = true;
+    stopAnim();
+    fieldError('cnn-error', '');
     setImage('filter-img', null);
     setImage('acts-img', null);
     $('filter-cap').textContent = '';
@@ -475,6 +528,8 @@
       const shape = l.channels ? ', ' + l.channels + (l.height ? '×' + l.height + '×' + l.width : ' channels') : '';
       const o = el('option', { value: String(l.index) }, l.index + ': ' + l.name + ' (' + l.type + shape + ')');
       o.dataset.channels = String(l.channels || 1);
+      o.dataset.name = l.name;
+      o.dataset.type = l.type;
       o.dataset.conv = String(l.conv !== false); // older servers list no "conv": let the server decide
       sel.append(o);
     }
@@ -495,16 +550,60 @@
     $('cnn-controls').hidden = false;
   }
 
+  // The layer picked, in words: "layer 3 (features.3, conv2d)".
+  function layerText() {
+    const o = $('layer').selectedOptions[0];
+    return 'layer ' + $('layer').value + (o ? ' (' + o.dataset.name + ', ' + o.dataset.type + ')' : '');
+  }
+
+  // ==== Filter visualisation: the optimised input, played frame by frame ====
+
+  const FILTER_ITERATIONS = 40, FILTER_EVERY = 2, FRAME_MS = 200;
+
+  function stopAnim() {
+    if (state.anim) clearInterval(state.anim.timer);
+    state.anim = null;
+    $('play-filter').hidden = true;
+  }
+
+  function showFrame() {
+    const a = state.anim, fr = a.frames[a.i], img = $('filter-img');
+    img.src = 'data:image/png;base64,' + fr.png;
+    img.alt = a.what + ': the input optimised to excite it, at iteration ' + fr.iteration + ' of ' + a.iterations;
+    $('filter-cap').textContent = a.what + ': the input that excites it most, iteration ' + fr.iteration + ' of ' + a.iterations + '.';
+  }
+
+  function playAnim(on) {
+    const a = state.anim;
+    if (!a) return;
+    clearInterval(a.timer);
+    a.timer = on ? setInterval(() => { a.i = (a.i + 1) % a.frames.length; showFrame(); }, FRAME_MS) : null;
+    $('play-filter').textContent = on ? 'Pause' : 'Play';
+    $('play-filter').title = (on ? 'pause' : 'play') + ' the filter visualisation';
+  }
+
   async function filterViz() {
     const m = enc(state.model.name), l = $('layer').value, f = $('filter').value;
+    const what = 'Filter ' + f + ' of ' + layerText();
+    stopAnim();
+    fieldError('cnn-error', '');
     $('filter-cap').textContent = 'Optimising an input for filter ' + f + ' of layer ' + l + '…';
     $('show-filter').disabled = true;
     try {
-      setImage('filter-img', await (await api('/v1/models/' + m + '/filters/' + enc(l) + '/' + enc(f) + '?scale=4')).blob());
-      $('filter-cap').textContent = 'Filter ' + f + ' of layer ' + l + ': the input that excites it most, as it is optimised (left to right).';
+      const j = await getJSON('/v1/models/' + m + '/filters/' + enc(l) + '/' + enc(f) + '?format=json&scale=4&iterations=' +
+        FILTER_ITERATIONS + '&every=' + FILTER_EVERY);
+      setImage('filter-img', null);
+      state.anim = { frames: j.frames, i: 0, timer: null, what, iterations: j.iterations };
+      $('filter-img').hidden = false;
+      $('play-filter').hidden = false;
+      const still = window.matchMedia && window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+      if (still) state.anim.i = j.frames.length - 1;
+      showFrame();
+      playAnim(!still);
     } catch (e) {
       setImage('filter-img', null);
-      $('filter-cap').textContent = 'Filter visualisation: ' + busyText(e);
+      $('filter-cap').textContent = '';
+      fieldError('cnn-error', sentence(what + ' cannot be visualised: ' + (e.status === 429 ? busyText(e) : e.message)));
     } finally {
       $('show-filter').disabled = $('layer').selectedOptions[0].dataset.conv !== 'true';
     }
@@ -519,15 +618,20 @@
     $('show-acts').disabled = true;
     try {
       setImage('acts-img', await (await api('/v1/models/' + m + '/activations/' + enc(l) + '?scale=2&invert=' + $('invert').value, imageOpts())).blob());
+      const n = $('layer').selectedOptions[0].dataset.channels;
+      $('acts-img').alt = 'Feature maps of ' + layerText() + ' for ' + inputText() + ', ' + n + ' tiles, one per channel';
       $('acts-cap').textContent = 'Feature maps of layer ' + l + ' for the current input, one tile per channel.';
+      fieldError('cnn-error', '');
     } catch (e) {
       setImage('acts-img', null);
-      $('acts-cap').textContent = 'Feature maps: ' + busyText(e);
+      $('acts-cap').textContent = '';
+      fieldError('cnn-error', sentence('The feature maps of ' + layerText() + ' failed: ' + busyText(e)));
     } finally {
       $('show-acts').disabled = false;
     }
   }
   $('show-filter').addEventListener('click', filterViz);
+  $('play-filter').addEventListener('click', () => playAnim(!state.anim.timer));
   $('show-acts').addEventListener('click', activations);
 
   // ==== Charts on <canvas> ====
@@ -753,7 +857,7 @@
     const m = /^!\[([^\]]*)\]\(figures\/([A-Za-z0-9_-][A-Za-z0-9._-]*\.png)\)$/.exec(t);
     if (!m || m[2].includes('..')) return t;
     const src = '/v1/reports/' + enc(report) + '/figures/' + enc(m[2]);
-    return el('a', { href: src, target: '_blank', title: m[2] + ' (full size)' }, el('img', { src, alt: m[1], loading: 'lazy' }));
+    return el('a', { href: src, target: '_blank', title: m[2] + ' (full size)' }, el('img', { src, alt: (m[1] || m[2]) + ', a figure of the report ' + report, loading: 'lazy' }));
   }
 
   function renderMarkdown(md, report) {
@@ -814,7 +918,7 @@
         el('div', { class: 'name' }, r.name, r.quick ? el('span', { class: 'badge' }, 'quick') : null),
         el('div', { class: 'small muted' }, [r.date ? r.date.replace('T', ' ').replace(/\+00:00$/, ' UTC') : 'no date',
           r.commit ? 'commit ' + r.commit : null, r.figures.length + ' figure' + (r.figures.length === 1 ? '' : 's')].filter(Boolean).join(' · ')));
-      li.addEventListener('click', () => showReport(r));
+      pressable(li, null, () => showReport(r));
       ul.append(li);
     }
     for (const s of doc.skipped || []) ul.append(el('li', { class: 'small muted' }, s.name + ': ' + s.error));
@@ -844,7 +948,7 @@
     const rest = r.figures.filter((f) => !shown.has(f));
     if (rest.length) {
       view.append(el('h2', {}, 'Figures'), el('div', { class: 'gallery' }, ...rest.map((f) =>
-        el('figure', {}, el('img', { src: '/v1/reports/' + enc(r.name) + '/figures/' + enc(f), alt: f, loading: 'lazy' }),
+        el('figure', {}, el('img', { src: '/v1/reports/' + enc(r.name) + '/figures/' + enc(f), alt: f + ', a figure of the report ' + r.name, loading: 'lazy' }),
           el('figcaption', { class: 'small muted' }, f)))));
     }
   }
