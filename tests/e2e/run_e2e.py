@@ -1,11 +1,15 @@
 """End-to-end test of the browser page: a tiny trained MLP and a hand-made report behind the real
-daemon, driven by headless Chromium (page.test.cjs, playwright-core).
+daemon, driven by headless Chromium (page.test.cjs, playwright-core); then a tiny VGG trained by
+training/train_vgg.py (about a minute on 2 loaded cores) behind another daemon (cnn.test.cjs:
+layers, the filter animation, feature maps, saliency, keyboard, alt texts, errors by their control).
 
     LOUPE_BIN=build/cli/loupe NODE_PATH=<folder with node_modules/playwright-core> \\
         /usr/bin/python3 tests/e2e/run_e2e.py
 
 CTest runs it after `npm ci` of tests/e2e/package-lock.json in the build folder (tests/e2e/CMakeLists.txt).
-LOUPE_SCREENSHOTS (default: a temporary folder) receives explore.png, training.png and reports.png.
+LOUPE_SCREENSHOTS (default: a temporary folder) receives explore.png, explore-drawn.png,
+explore-cnn.png, training.png and reports.png (`make screenshots` points it at docs/img).
+LOUPE_E2E_CNN=0 leaves out the CNN part (CTest sets it for a build without libtorch).
 Nothing is skipped: a missing chromium, node or playwright-core is a failure.
 """
 import json
@@ -25,6 +29,41 @@ import loupe_fixture as fx  # noqa: E402
 LOUPE = os.environ.get("LOUPE_BIN", os.path.join(ROOT, "build", "cli", "loupe"))
 CHROMIUM = os.environ.get("LOUPE_CHROMIUM", "/usr/bin/chromium")
 MODEL = "mlp-e2e"
+CNN = "cnn-e2e"
+PYTHON = sys.executable
+
+
+# A VGG16-BN at width 1/16 on 32x32, one epoch on 512 images: a real CNN in about a minute
+# (test_cnn.py's tiny model). LOUPE_E2E_CNN_TRAIN replaces these options (make screenshots trains
+# longer, so that its filters show more than noise).
+CNN_TRAIN = ("--width 0.0625 --epochs 1 --train-subset 512 --val-subset 128 --test-subset 128 "
+             "--threads 1 --quiet")
+
+
+def train_cnn(out):
+    opts = (os.environ.get("LOUPE_E2E_CNN_TRAIN") or CNN_TRAIN).split()
+    subprocess.run([PYTHON, os.path.join(ROOT, "training", "train_vgg.py"), "--out", out] + opts,
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def run_cnn_page(node, upload, reports, shots):
+    """cnn.test.cjs against a daemon serving only the tiny CNN; exits on failure."""
+    models = os.path.join(os.path.dirname(upload), "cnn-models")
+    train_cnn(os.path.join(models, CNN))
+    d = fx.Daemon(LOUPE, models, "--reports", reports, "--static", os.path.join(ROOT, "static"),
+                  "--drain-grace", "0")
+    try:
+        with open(upload, "rb") as f:
+            st, _, want = d.json("POST", "/v1/models/%s/predict" % CNN, f.read(), {"Content-Type": "image/png"})
+        fx.require(st == 200, want)
+        env = dict(os.environ, LOUPE_URL="http://127.0.0.1:%d/" % d.port, LOUPE_UPLOAD=upload, LOUPE_CNN=CNN,
+                   LOUPE_CNN_EXPECT_CLASS=want["class"], LOUPE_SCREENSHOTS=shots, LOUPE_CHROMIUM=CHROMIUM)
+        rc = subprocess.run([node, os.path.join(HERE, "cnn.test.cjs")], env=env, timeout=300).returncode
+    finally:
+        drc = d.stop()
+    if rc != 0 or drc != 0:
+        print(d.read_log()[-4000:], file=sys.stderr)
+        sys.exit("e2e: the CNN page test failed (exit %d, daemon %d)" % (rc, drc))
 
 
 def main():
@@ -79,9 +118,14 @@ def main():
         if rc != 0 or drc != 0:
             print(d.read_log()[-4000:], file=sys.stderr)
             sys.exit("e2e: the API-token page test failed (exit %d, daemon %d)" % (rc, drc))
+        if os.environ.get("LOUPE_E2E_CNN", "1") == "1":
+            run_cnn_page(node, upload, reports, shots)
+        else:
+            print("e2e: no CNN part: this build has no libtorch (LOUPE_E2E_CNN=0)")
         print("e2e: ok; screenshots in %s: %s" % (shots, json.dumps(sorted(os.listdir(shots)))))
     finally:
         shutil.rmtree(os.path.join(tmp, "models"), ignore_errors=True)
+        shutil.rmtree(os.path.join(tmp, "cnn-models"), ignore_errors=True)
         if not os.environ.get("LOUPE_SCREENSHOTS"):
             shutil.rmtree(tmp, ignore_errors=True)
 
