@@ -49,7 +49,14 @@ class Served(unittest.TestCase):
         fx.require(rc == 0, "loupe serve exited %d\n%s" % (rc, cls.d.read_log()))
 
     def get(self, path, headers=None):
-        return self.d.json("GET", path, headers=headers)
+        # A first list of mistakes classifies 10,000 images: under ASan on a loaded machine, more
+        # than the fixture's 30 s socket timeout.
+        conn = self.d.conn(timeout=300) if "/mistakes" in path else None
+        try:
+            return self.d.json("GET", path, headers=headers, conn=conn)
+        finally:
+            if conn:
+                conn.close()
 
     def assert_error(self, st, b, status, code):
         self.assertEqual(st, status, b)
