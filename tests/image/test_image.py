@@ -13,7 +13,11 @@ ExposedPorts, Healthcheck) from `podman image inspect` and carries it out itself
 - the HEALTHCHECK command runs the same way until it exits 0 (the time to that is printed);
 - a Fashion-MNIST test image posted to /predict as a PNG gets the right class;
 - the serving process is the entrypoint itself (exec form) and runs as the image's user;
-- SIGTERM: the daemon drains and exits 0.
+- SIGTERM: the daemon drains and exits 0;
+- with --mount-model DIR, a store holding DIR mounted read-only over /models replaces the image's
+  (for the libtorch image: a TorchScript CNN loads and predicts).
+--kind trainer: the entrypoint's --help, torch and torchvision import, and a tiny VGG trained into a
+volume at /models under the read-only root, as the image's user (what a PyTorchJob does).
 
 Run it inside its own network namespace (scripts/test-image.sh does: `unshare --net`), so that the
 image's port 8080 cannot clash with anything else on the machine.
@@ -310,6 +314,21 @@ def check_trainer(rootfs, cfg):
     log("trainer: %s --help ok, torch %s, as uid %d" % (argv[1], out.strip(), run.uid))
     rc, out = run.run(["loupe", "train-mlp", "--help"])
     require(rc == 0, out)
+    # What a PyTorchJob does with it: train (a tiny VGG, one epoch on a subset) into a volume at
+    # /models, under the read-only root (caches on /tmp).
+    target = rootfs.path("/models")
+    sh("mount", "-t", "tmpfs", "-o", "mode=0755,uid=%d,gid=%d,size=256m" % (run.uid, run.gid), "tmpfs", target)
+    try:
+        t0 = time.monotonic()
+        rc, out = run.run(cfg["Entrypoint"] + ["--width", "0.0625", "--epochs", "1", "--train-subset", "256",
+                                               "--val-subset", "64", "--test-subset", "64", "--threads", "1",
+                                               "--quiet", "--out", "/models/tiny-vgg"], timeout=600)
+        require(rc == 0, out)
+        made = sorted(os.listdir(os.path.join(target, "tiny-vgg")))
+        require({"model.json", "model.ts"} <= set(made), made)
+        log("trainer: a tiny VGG trained into /models/tiny-vgg in %.0f s: %s" % (time.monotonic() - t0, made))
+    finally:
+        subprocess.run(["umount", "-l", target], capture_output=True)
 
 
 def main():
