@@ -70,9 +70,16 @@ def _media(ctype):
     return (ctype or "").split(";")[0].strip().lower()
 
 
+_validators = {}
+_ANY = {}
+
+
 def _validate(schema, value, where):
-    resolver = jsonschema.RefResolver.from_schema(document())
-    v = jsonschema.Draft202012Validator(schema, resolver=resolver)
+    # One validator per schema object of the document (they live as long as the cached document).
+    v = _validators.get(id(schema))
+    if v is None:
+        resolver = jsonschema.RefResolver.from_schema(document())
+        v = _validators[id(schema)] = jsonschema.Draft202012Validator(schema, resolver=resolver)
     errors = sorted(v.iter_errors(value), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
@@ -129,5 +136,5 @@ def check(method, path, status, headers, body):
             value = json.loads(body)
         except ValueError as e:
             raise AssertionError("%s: application/json that is not JSON: %s" % (where, e))
-        _validate(entry.get("schema", {}), value, where)
+        _validate(entry.get("schema", _ANY), value, where)
     return t

@@ -7,6 +7,7 @@ P/bin/loupe; P/lib/loupe/libloupe_shim_torch.so (with libtorch); P/share/loupe/s
 No model store needed: the daemon runs with an empty one.
 """
 import filecmp
+import json
 import os
 import shutil
 import subprocess
@@ -72,6 +73,12 @@ class Layout(unittest.TestCase):
         doc = os.path.join(self.share, "docs", "api.md")
         with open(doc, "ab") as f:
             f.write(MARKER)
+        spec = os.path.join(self.share, "docs", "openapi.json")
+        with open(spec, encoding="utf-8") as f:
+            installed = json.load(f)
+        installed["info"]["x-installed-copy"] = True
+        with open(spec, "w", encoding="utf-8") as f:
+            json.dump(installed, f)
         models = os.path.join(self.tmp, "models")
         os.makedirs(models, exist_ok=True)
         # From another folder, so that a relative ./static could not be what is served.
@@ -90,6 +97,8 @@ class Layout(unittest.TestCase):
             st, _, body = d.request("GET", "/docs/api.md")
             self.assertEqual(st, 200)
             self.assertTrue(body.endswith(MARKER))
+            st, _, body = d.request("GET", "/openapi.json")
+            self.assertEqual((st, json.loads(body)), (200, installed))
         finally:
             self.assertEqual(d.stop(), 0)
 
