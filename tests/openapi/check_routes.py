@@ -1,6 +1,7 @@
 """docs/openapi.json against the code and the prose: every route of server/srv_routes.c (the test
 hooks under /v1/test/ aside) and every route of docs/api.md's contents table is in the document
-with its methods, the document has no route the table lacks, and `loupe serve` answers
+with its methods, the document has no route the table lacks, openapi_check refuses answers the
+document does not describe, and `loupe serve` answers
 GET /openapi.json with the file as it is. Exit 0, or 1 with every difference.
 
 Run with /usr/bin/python3; LOUPE_BIN is the loupe binary, LOUPE_SOURCE_DIR the source tree.
@@ -63,6 +64,26 @@ def main():
         t = p if p in paths else openapi_check.template_of(p)
         if t is None or not ms <= paths.get(t, set()):
             bad.append("docs/api.md's contents has %s %s, docs/openapi.json does not" % (sorted(ms), p))
+
+    # The checker the integration tests call refuses what the document does not describe.
+    js = {"content-type": "application/json"}
+    healthz = b'{"status":"ok"}'
+    refused = [("GET", "/healthz", 200, js, b'{"status":"ok","extra":1}', "a field the schema lacks"),
+               ("GET", "/healthz", 418, js, healthz, "a status the route lacks"),
+               ("GET", "/healthz", 200, {"content-type": "text/plain"}, healthz, "another content type"),
+               ("GET", "/v1/nothing", 200, js, healthz, "a route the document lacks"),
+               ("DELETE", "/healthz", 200, js, healthz, "a method the route lacks"),
+               ("POST", "/predict", 429, js, b'{"error":{"code":"too_many_requests","message":"full"}}',
+                "429 without Retry-After"),
+               ("GET", "/v2/models/a", 404, js, b'{"error":{"code":"model_not_found","message":"no"}}',
+                "the /v1 error shape under /v2")]
+    for method, path, status, headers, body, why in refused:
+        try:
+            openapi_check.check(method, path, status, headers, body)
+            bad.append("openapi_check let through %s (%s %s -> %d)" % (why, method, path, status))
+        except AssertionError:
+            pass
+    openapi_check.check("GET", "/healthz", 200, js, healthz)  # and lets the right answer through
 
     # The daemon serves the file itself, at /openapi.json and under /docs/.
     with open(openapi_check.DOC, "rb") as f:
