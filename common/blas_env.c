@@ -1,8 +1,10 @@
 /* blas_env.c -- choose OpenBLAS's kernel from CPUID and re-exec once so it takes effect. */
 #define _GNU_SOURCE
 #include "blas_env.h"
+#include "paths.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <unistd.h>
@@ -30,7 +32,10 @@ void blas_env_setup(char **argv) {
     if (now && !strcasecmp(now, core)) return;
     setenv("OPENBLAS_CORETYPE", core, 1);
     setenv(REEXEC_MARK, "1", 1);
-    execv("/proc/self/exe", argv);
+    /* The binary's real path, not /proc/self/exe: the process's name (ps, pkill) comes
+     * from the path exec'd, and would read "exe". */
+    char self[PATH_MAX];
+    execv(paths_self_exe(self, sizeof self) ? "/proc/self/exe" : self, argv);
     /* Still here: the exec failed; run on with the kernel already loaded. */
 }
 
