@@ -1,6 +1,6 @@
 # Thin wrapper over CMake/CTest: the README's two commands.
 #   make run    install what is missing, build, serve the store; train the MLP, then a CNN in the background, if missing
-#   make test   install what is missing, build (plain, ASan+UBSan, TSan), run every test
+#   make test   install what is missing, build (plain, ASan+UBSan, TSan, fuzz), run every test, build and run the slim image
 #   make reproduce [ARGS=--quick]   run the seed report's experiments and write reports/<name>/report.md
 #   make fuzz [FUZZ_SECONDS=600]    build the libFuzzer targets with clang (build-fuzz) and fuzz each that long
 #   make install [PREFIX=/usr/local]  bin/loupe, share/loupe/{static,docs,training}
@@ -35,6 +35,7 @@ test: build build-asan
 	  ctest --output-on-failure -j $(JOBS) -L sanitize
 	JOBS=$(JOBS) scripts/test-tsan.sh $(BUILD)
 	JOBS=$(JOBS) scripts/test-fuzz.sh
+	scripts/test-image.sh slim
 
 # ThreadSanitizer over the work queue and the daemon's concurrent paths (needs the main tests' store).
 test-tsan: build
