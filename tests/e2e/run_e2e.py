@@ -8,7 +8,8 @@ layers, the filter animation, feature maps, saliency, keyboard, alt texts, error
 
 CTest runs it after `npm ci` of tests/e2e/package-lock.json in the build folder (tests/e2e/CMakeLists.txt).
 LOUPE_SCREENSHOTS (default: a temporary folder) receives explore.png, explore-drawn.png,
-explore-cnn.png, training.png and reports.png (`make screenshots` points it at docs/img).
+explore-gallery.png, explore-cnn.png, training.png and reports.png (`make screenshots` copies the
+README's four to docs/img).
 LOUPE_E2E_CNN=0 leaves out the CNN part (CTest sets it for a build without libtorch).
 Nothing is skipped: a missing chromium, node or playwright-core is a failure.
 """
