@@ -4,9 +4,10 @@
 #   make reproduce [ARGS=--quick]   run the seed report's experiments and write reports/<name>/report.md
 #   make fuzz [FUZZ_SECONDS=600]    build the libFuzzer targets with clang (build-fuzz) and fuzz each that long
 #   make install [PREFIX=/usr/local]  bin/loupe, share/loupe/{static,docs,training}
+#   make screenshots                the page's screenshots (tiny MLP and CNN) into docs/img/ for the README
 #   make image [TARGET=default|slim|trainer] [TAG=...]   build the Dockerfile (docker, else podman)
 #   make image-test [TARGET=default]  build the image and run it as a container runtime would (scripts/test-image.sh)
-.PHONY: all run test test-tsan test-fuzz fuzz deps build build-asan reproduce clean install image image-test
+.PHONY: all run test test-tsan test-fuzz fuzz deps build build-asan reproduce clean install image image-test screenshots
 
 JOBS ?= $(shell nproc)
 # Debian's Python, which has torch, sklearn and matplotlib (the python3 first on PATH may not).
@@ -59,6 +60,17 @@ run: deps
 
 reproduce: build
 	$(PYTHON) training/reproduce.py --loupe $(BUILD)/cli/loupe $(ARGS)
+
+# The e2e test's run (tests/e2e/run_e2e.py) with a CNN trained longer than the test's (a few
+# minutes), so that its filters show more than noise; the screenshots the README shows are copied
+# to docs/img/. `make test` never writes into the source tree.
+SCREENSHOT_CNN ?= --width 0.125 --epochs 1 --train-subset 4000 --val-subset 500 --test-subset 1000 --quiet
+screenshots: build
+	@cd $(BUILD) && ctest -R e2e_npm_ci --output-on-failure >/dev/null
+	@rm -rf $(BUILD)/screenshots && mkdir -p docs/img
+	LOUPE_BIN=$(abspath $(BUILD))/cli/loupe NODE_PATH=$(abspath $(BUILD))/tests/e2e/node_modules \
+	  LOUPE_SCREENSHOTS=$(abspath $(BUILD))/screenshots LOUPE_E2E_CNN_TRAIN="$(SCREENSHOT_CNN)" $(PYTHON) tests/e2e/run_e2e.py
+	cp $(addprefix $(BUILD)/screenshots/,explore.png explore-cnn.png training.png reports.png) docs/img/
 
 PREFIX ?= /usr/local
 install: build
