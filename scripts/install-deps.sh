@@ -21,6 +21,8 @@ missing=()
 for p in "${wanted[@]}"; do
   # NodeSource's nodejs bundles npm (and conflicts with Debian's npm package).
   [[ $p == npm ]] && command -v npm >/dev/null && continue
+  # A kubectl from another package (Kubernetes' own apt repository) is as good, and conflicts with it.
+  [[ $p == kubernetes-client ]] && command -v kubectl >/dev/null && continue
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [[ $status == "install ok installed" ]] || missing+=("$p")
 done
