@@ -965,7 +965,7 @@
     try {
       list = (await getJSON('/v1/training')).trainings || [];
     } catch (e) { /* an older daemon, or no token yet: show nothing */ }
-    const p = $('training-status');
+    const p = $('train-progress');
     p.textContent = list.map((t) => 'Training ' + t.name + '…: ' +
       (t.phase === 'training' ? 'epoch ' + t.epoch + (t.epochs ? '/' + t.epochs : '') : t.phase) +
       (t.eta_seconds === null ? '' : ', ready in ' + about(t.eta_seconds))).join(' · ');
