@@ -50,11 +50,26 @@ async function main() {
     const problems = watch(page, () => false);
     page.setDefaultTimeout(20000);
 
+    // A training in progress, as train_vgg.py --status writes it into the store (<store>/.training/).
+    const statusDir = path.join(env('LOUPE_MODELS'), '.training');
+    const statusFile = path.join(statusDir, 'vgg-e2e.json');
+    fs.mkdirSync(statusDir, { recursive: true });
+    const now = Date.now() / 1000;
+    fs.writeFileSync(statusFile, JSON.stringify({ name: 'vgg-e2e', phase: 'training', epoch: 2, epochs: 8,
+      progress: 0.25, eta_seconds: 240, started: now - 60, updated: now, pid: process.pid }));
+
     await step('the page loads and lists the model', async () => {
       await page.goto(URL_);
       assert.equal(await page.title(), 'Loupe');
       await page.waitForFunction((m) => document.getElementById('model').value === m, MODEL);
       assert.match(await page.textContent('#model-info'), /mlp · relu .* test accuracy \d+\.\d+%/);
+    });
+
+    await step('a training in progress shows in the header, and goes when it ends', async () => {
+      await page.waitForSelector('#train-progress:not([hidden])');
+      assert.equal(await page.textContent('#train-progress'), 'Training vgg-e2e…: epoch 2/8, ready in about 4 min');
+      fs.unlinkSync(statusFile);  // the trainer removes its file when it ends
+      await page.waitForSelector('#train-progress', { state: 'hidden', timeout: 15000 });
     });
 
     await step('the empty state is a test image: a gallery click (keyboard) predicts it and draws its heatmap', async () => {

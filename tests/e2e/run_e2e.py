@@ -97,7 +97,7 @@ def main():
             fx.require(st == 200, want)
             env = dict(os.environ, LOUPE_URL="http://127.0.0.1:%d/" % d.port, LOUPE_UPLOAD=upload,
                        LOUPE_MODEL=MODEL, LOUPE_EXPECT_CLASS=want["class"], LOUPE_SCREENSHOTS=shots,
-                       LOUPE_CHROMIUM=CHROMIUM)
+                       LOUPE_CHROMIUM=CHROMIUM, LOUPE_MODELS=models)
             rc = subprocess.run([node, os.path.join(HERE, "page.test.cjs")], env=env, timeout=300).returncode
         finally:
             drc = d.stop()
