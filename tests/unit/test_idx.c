@@ -117,9 +117,10 @@ static void test_read_bounded_by_data(void) {
     gzFile g = gzopen(path, "wb");
     gzwrite(g, b, (unsigned)(h + 10));
     gzclose(g);
-    struct rlimit old, lim;
+    struct rlimit old;
     int limited = 0;
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    struct rlimit lim; /* under a sanitizer, whose shadow memory needs the address space, no limit */
     long pages = 0;
     FILE *st = fopen("/proc/self/statm", "r");
     if (st && fscanf(st, "%ld", &pages) == 1 && !getrlimit(RLIMIT_AS, &old)) {
