@@ -69,10 +69,13 @@ class Held(unittest.TestCase):
         self.fail("gave up waiting for " + what + "\n" + self.d.read_log()[-3000:])
 
     def hold(self, lane="main", n=1):
-        """Hold n workers of lane; returns the futures of the held requests."""
-        before = self.gauge("loupe_queue_running", lane)
+        """Hold n workers of lane (idle until then: each test holds first); returns the futures of the held requests."""
+        # The previous test's last job may still be counted as running just after its client got the
+        # answer (the worker counts it done after it answers): a count taken then would never be reached.
+        self.wait_for("an idle %s lane" % lane, lambda: self.gauge("loupe_queue_running", lane) == 0
+                      and self.gauge("loupe_queue_queued", lane) == 0)
         futs = [self.pool.submit(self.d.request, "POST", "/v1/test/hold?lane=" + lane) for _ in range(n)]
-        self.wait_for("%d held %s worker(s)" % (n, lane), lambda: self.gauge("loupe_queue_running", lane) >= before + n)
+        self.wait_for("%d held %s worker(s)" % (n, lane), lambda: self.gauge("loupe_queue_running", lane) >= n)
         return futs
 
     def release(self, futs):
