@@ -1,7 +1,7 @@
 // The page with a real CNN (a tiny VGG trained by run_e2e.py), driven from the keyboard where a
 // user could: the layer picker, the filter visualisation's animation, the feature-map grid,
 // saliency, alt texts, and API errors shown as sentences next to the control that caused them.
-// Environment: LOUPE_URL, LOUPE_UPLOAD (a PNG), LOUPE_CNN (the model), LOUPE_CNN_EXPECT_CLASS
+// Environment: LOUPE_URL, LOUPE_UPLOAD (a PNG), LOUPE_CNN (the model), LOUPE_EXPECT_CLASS
 // (what the API predicts for that PNG), LOUPE_SCREENSHOTS, LOUPE_CHROMIUM; NODE_PATH finds playwright-core.
 'use strict';
 
@@ -15,7 +15,7 @@ const env = (k) => {
   return process.env[k];
 };
 const URL_ = env('LOUPE_URL'), UPLOAD = env('LOUPE_UPLOAD'), CNN = env('LOUPE_CNN');
-const EXPECT = env('LOUPE_CNN_EXPECT_CLASS'), SHOTS = env('LOUPE_SCREENSHOTS');
+const EXPECT = env('LOUPE_EXPECT_CLASS'), SHOTS = env('LOUPE_SCREENSHOTS');
 
 async function step(name, fn) {
   process.stdout.write('  ' + name + ' ... ');

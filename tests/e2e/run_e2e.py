@@ -47,24 +47,33 @@ def train_cnn(out):
                    check=True, stdout=subprocess.DEVNULL)
 
 
-def run_cnn_page(node, upload, reports, shots):
-    """cnn.test.cjs against a daemon serving only the tiny CNN; exits on failure."""
-    models = os.path.join(os.path.dirname(upload), "cnn-models")
-    train_cnn(os.path.join(models, CNN))
-    d = fx.Daemon(LOUPE, models, "--reports", reports, "--static", os.path.join(ROOT, "static"),
-                  "--drain-grace", "0")
+def run_page(node, script, what, models, daemon_args=(), daemon_env=None, upload=None, model=None, env=None,
+             timeout=300):
+    """One page test (a .cjs script) against a daemon serving models; exits on failure. With upload
+    and model, the script gets in LOUPE_EXPECT_CLASS what the API predicts for that upload."""
+    d = fx.Daemon(LOUPE, models, "--static", os.path.join(ROOT, "static"), "--drain-grace", "0", *daemon_args,
+                  env=daemon_env)
     try:
-        with open(upload, "rb") as f:
-            st, _, want = d.json("POST", "/v1/models/%s/predict" % CNN, f.read(), {"Content-Type": "image/png"})
-        fx.require(st == 200, want)
-        env = dict(os.environ, LOUPE_URL="http://127.0.0.1:%d/" % d.port, LOUPE_UPLOAD=upload, LOUPE_CNN=CNN,
-                   LOUPE_CNN_EXPECT_CLASS=want["class"], LOUPE_SCREENSHOTS=shots, LOUPE_CHROMIUM=CHROMIUM)
-        rc = subprocess.run([node, os.path.join(HERE, "cnn.test.cjs")], env=env, timeout=300).returncode
+        e = dict(os.environ, LOUPE_URL="http://127.0.0.1:%d/" % d.port, LOUPE_CHROMIUM=CHROMIUM, **(env or {}))
+        if upload:
+            with open(upload, "rb") as f:
+                st, _, want = d.json("POST", "/v1/models/%s/predict" % model, f.read(), {"Content-Type": "image/png"})
+            fx.require(st == 200, want)
+            e["LOUPE_EXPECT_CLASS"] = want["class"]
+        rc = subprocess.run([node, os.path.join(HERE, script)], env=e, timeout=timeout).returncode
     finally:
         drc = d.stop()
     if rc != 0 or drc != 0:
         print(d.read_log()[-4000:], file=sys.stderr)
-        sys.exit("e2e: the CNN page test failed (exit %d, daemon %d)" % (rc, drc))
+        sys.exit("e2e: %s failed (exit %d, daemon %d)" % (what, rc, drc))
+
+
+def run_cnn_page(node, upload, reports, shots):
+    """cnn.test.cjs against a daemon serving only the tiny CNN; exits on failure."""
+    models = os.path.join(os.path.dirname(upload), "cnn-models")
+    train_cnn(os.path.join(models, CNN))
+    run_page(node, "cnn.test.cjs", "the CNN page test", models, ("--reports", reports), upload=upload, model=CNN,
+             env={"LOUPE_UPLOAD": upload, "LOUPE_CNN": CNN, "LOUPE_SCREENSHOTS": shots})
 
 
 def main():
@@ -89,36 +98,12 @@ def main():
         upload = os.path.join(tmp, "boot.png")
         with open(upload, "wb") as f:
             f.write(fx.png_gray(np.kron(images[0], np.ones((4, 4), np.uint8))))
-        d = fx.Daemon(LOUPE, models, "--reports", reports, "--static", os.path.join(ROOT, "static"),
-                      "--drain-grace", "0")
-        try:
-            with open(upload, "rb") as f:
-                st, _, want = d.json("POST", "/v1/models/%s/predict" % MODEL, f.read(), {"Content-Type": "image/png"})
-            fx.require(st == 200, want)
-            env = dict(os.environ, LOUPE_URL="http://127.0.0.1:%d/" % d.port, LOUPE_UPLOAD=upload,
-                       LOUPE_MODEL=MODEL, LOUPE_EXPECT_CLASS=want["class"], LOUPE_SCREENSHOTS=shots,
-                       LOUPE_CHROMIUM=CHROMIUM, LOUPE_MODELS=models)
-            rc = subprocess.run([node, os.path.join(HERE, "page.test.cjs")], env=env, timeout=300).returncode
-        finally:
-            drc = d.stop()
-        if drc != 0:
-            print(d.read_log(), file=sys.stderr)
-            sys.exit("e2e: loupe serve exited %d" % drc)
-        if rc != 0:
-            print(d.read_log()[-4000:], file=sys.stderr)
-            sys.exit("e2e: the page test failed (exit %d)" % rc)
+        run_page(node, "page.test.cjs", "the page test", models, ("--reports", reports), upload=upload, model=MODEL,
+                 env={"LOUPE_UPLOAD": upload, "LOUPE_MODEL": MODEL, "LOUPE_SCREENSHOTS": shots,
+                      "LOUPE_MODELS": models})
         # The page with --api-token: it asks for the token, then works.
-        d = fx.Daemon(LOUPE, models, "--static", os.path.join(ROOT, "static"), "--drain-grace", "0",
-                      env={"LOUPE_API_TOKEN": "e2e-token"})
-        try:
-            env = dict(os.environ, LOUPE_URL="http://127.0.0.1:%d/" % d.port, LOUPE_MODEL=MODEL,
-                       LOUPE_TOKEN="e2e-token", LOUPE_CHROMIUM=CHROMIUM)
-            rc = subprocess.run([node, os.path.join(HERE, "token.test.cjs")], env=env, timeout=120).returncode
-        finally:
-            drc = d.stop()
-        if rc != 0 or drc != 0:
-            print(d.read_log()[-4000:], file=sys.stderr)
-            sys.exit("e2e: the API-token page test failed (exit %d, daemon %d)" % (rc, drc))
+        run_page(node, "token.test.cjs", "the API-token page test", models, daemon_env={"LOUPE_API_TOKEN": "e2e-token"},
+                 env={"LOUPE_MODEL": MODEL, "LOUPE_TOKEN": "e2e-token"}, timeout=120)
         if os.environ.get("LOUPE_E2E_CNN", "1") == "1":
             run_cnn_page(node, upload, reports, shots)
         else:
