@@ -57,20 +57,27 @@ def until(cond, timeout=WAIT):
     raise AssertionError("not within %.0f s" % timeout)
 
 
-class Watch(unittest.TestCase):
+class StoreDaemon(unittest.TestCase):
+    """A daemon (with args) on a temporary store that holds one MLP, "base"."""
+    args = ()
+
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="loupe-watch-")
+        cls.tmp = tempfile.mkdtemp(prefix="loupe-%s-" % cls.__name__.lower())
         cls.store = os.path.join(cls.tmp, "models")
         os.makedirs(cls.store)
         write_mlp(cls.store, "base", 1)
-        cls.d = fx.Daemon(LOUPE, cls.store, "--watch", "1", "--drain-grace", "0")
+        cls.d = fx.Daemon(LOUPE, cls.store, *cls.args, "--drain-grace", "0")
 
     @classmethod
     def tearDownClass(cls):
         rc = cls.d.stop()
         shutil.rmtree(cls.tmp, ignore_errors=True)
         fx.require(rc == 0, "loupe serve exited %d" % rc)
+
+
+class Watch(StoreDaemon):
+    args = ("--watch", "1")
 
     def models(self):
         st, _, b = self.d.json("GET", "/v1/models")
@@ -144,21 +151,7 @@ class Watch(unittest.TestCase):
         until(lambda: self.models() == ["base"])
 
 
-class Training(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="loupe-training-")
-        cls.store = os.path.join(cls.tmp, "models")
-        os.makedirs(cls.store)
-        write_mlp(cls.store, "base", 1)
-        cls.d = fx.Daemon(LOUPE, cls.store, "--drain-grace", "0")
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.d.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-        fx.require(rc == 0, "loupe serve exited %d" % rc)
-
+class Training(StoreDaemon):
     def trainings(self):
         st, _, b = self.d.json("GET", "/v1/training")
         self.assertEqual(st, 200, b)
