@@ -31,7 +31,8 @@ static const subcommand subcommands[] = {
     {"serve", srv_serve_main, "serve the model store over HTTP"},
     {"predict", cli_predict_main, "classify an image file with a model folder (JSON as the API)"},
     {"saliency", cli_saliency_main, "saliency map of an image file (PNG or JSON as the API)"},
-    {"visualize", cli_visualize_main, "filter visualization of a CNN as a PNG strip (or JSON)"},
+    {"visualize", cli_visualize_main, "filter or class visualization as a PNG strip (or JSON)"},
+    {"explain", cli_explain_main, "attribution map of an image by a method (gradient, gradcam, ...; PNG or JSON)"},
 #endif
 };
 #define N_SUBCOMMANDS (sizeof subcommands / sizeof subcommands[0])

@@ -15,7 +15,7 @@
 #include "core_ops.h"
 #include "core_input.h"
 
-#define MAX_ARGS 16
+#define MAX_ARGS 24
 #define MAX_IMAGE_FILE (256u << 20)
 
 /* One subcommand: its operation and the flags it takes (each the API's query key). */
@@ -29,9 +29,13 @@ typedef struct {
 static const char *const predict_flags[] = {"top-k=top_k", "invert=invert", "json=format:json", NULL};
 static const char *const saliency_flags[] = {"target=target", "scale=scale", "overlay=overlay:1", "invert=invert",
                                              "json=format:json", NULL};
-static const char *const visualize_flags[] = {"layer=layer", "filter=filter", "iterations=iterations",
-                                              "every=every", "lr=lr", "seed=seed", "scale=scale", "invert=invert",
-                                              "json=format:json", NULL};
+static const char *const visualize_flags[] = {"layer=layer", "filter=filter", "class=class", "l2=l2",
+                                              "iterations=iterations", "every=every", "lr=lr", "seed=seed",
+                                              "scale=scale", "invert=invert", "json=format:json", NULL};
+static const char *const explain_flags[] = {"method=method", "target=target", "samples=samples", "noise=noise",
+                                            "seed=seed", "steps=steps", "baseline=baseline", "layer=layer",
+                                            "window=window", "stride=stride", "scale=scale", "overlay=overlay:1",
+                                            "invert=invert", "json=format:json", NULL};
 
 static const offline_cmd cmds[] = {
     {"predict", CORE_OP_PREDICT,
@@ -46,12 +50,24 @@ static const offline_cmd cmds[] = {
      "the PNG heatmap or the JSON of POST /v1/models/{m}/saliency.\n",
      saliency_flags},
     {"visualize", CORE_OP_FILTERS,
-     "usage: loupe visualize MODEL_DIR --layer L --filter F [--image IMG] [--iterations N] [--every K]\n"
-     "                       [--lr R] [--seed S] [--scale N] --out STRIP.png | --json [--out FILE.json]\n\n"
-     "Activation maximisation of filter F of convolution L of a CNN's `features`, from a seeded random\n"
-     "image (or from IMG): a PNG strip of the frames or the JSON of /v1/models/{m}/filters/{l}/{f}.\n"
+     "usage: loupe visualize MODEL_DIR (--layer L --filter F | --class C [--l2 X]) [--image IMG]\n"
+     "                       [--iterations N] [--every K] [--lr R] [--seed S] [--scale N]\n"
+     "                       --out STRIP.png | --json [--out FILE.json]\n\n"
+     "Activation maximisation of filter F of convolution L of a CNN's `features`, or class model\n"
+     "visualisation of class C (index or name; a CNN or an MLP: the image raises C's score, with an L2\n"
+     "penalty X on it, default 0.01), from a seeded random image (or from IMG): a PNG strip of the frames\n"
+     "or the JSON of /v1/models/{m}/filters/{l}/{f} or /v1/models/{m}/classes/{c}/visualize.\n"
      "Defaults: 30 iterations, a frame every 5, lr 0.1, seed 0; at most 200 iterations.\n",
      visualize_flags},
+    {"explain", CORE_OP_EXPLAIN,
+     "usage: loupe explain MODEL_DIR IMAGE [--method M] [--target T] [--samples N] [--noise S] [--seed S]\n"
+     "                     [--steps N] [--baseline black|zero] [--layer L] [--window N] [--stride N]\n"
+     "                     [--scale N] [--overlay] [--invert auto|true|false]\n"
+     "                     [--out FILE.png | --json [--out FILE.json]]\n\n"
+     "Attribution of IMAGE's class T (default the predicted class) by method M: gradient (default),\n"
+     "input_x_gradient, smoothgrad, integrated_gradients, guided_backprop, gradcam, guided_gradcam,\n"
+     "occlusion. Writes the PNG heatmap or the JSON of POST /v1/models/{m}/explain (docs/api.md).\n",
+     explain_flags},
 };
 
 typedef struct {
@@ -195,15 +211,22 @@ static int run_cmd(const offline_cmd *cmd, int argc, char **argv) {
     core_out out = {0};
     core_fail f;
     if (parse_args(cmd, argc, argv, &args, keybuf, pos, &npos, &out_path, &image, &threads)) goto done;
+    core_op op = cmd->op;
+    if (op == CORE_OP_FILTERS && arg_get(&args, "class")) op = CORE_OP_CLASSVIZ;
     int want_pos = cmd->op == CORE_OP_FILTERS ? 1 : 2;
     if (npos != want_pos) {
         fprintf(stderr, "loupe %s: %s\n%s", cmd->name, npos < want_pos ? "missing arguments" : "too many arguments",
                 cmd->usage);
         goto done;
     }
-    if (cmd->op == CORE_OP_FILTERS) {
+    if (op == CORE_OP_CLASSVIZ) {
+        if (arg_get(&args, "layer") || arg_get(&args, "filter")) {
+            fprintf(stderr, "loupe visualize: --class does not go with --layer or --filter\n%s", cmd->usage);
+            goto done;
+        }
+    } else if (cmd->op == CORE_OP_FILTERS) {
         if (!arg_get(&args, "layer") || !arg_get(&args, "filter")) {
-            fprintf(stderr, "loupe visualize: --layer and --filter are required\n%s", cmd->usage);
+            fprintf(stderr, "loupe visualize: --layer and --filter (or --class) are required\n%s", cmd->usage);
             goto done;
         }
     } else {
@@ -231,7 +254,8 @@ static int run_cmd(const offline_cmd *cmd, int argc, char **argv) {
     }
     double t0 = clock_now();
     core_opts o;
-    if (core_opts_parse(m, cmd->op, arg_get(&args, "layer"), arg_get(&args, "filter"), arg_get, &args, &o, &f)) {
+    const char *path_arg = op == CORE_OP_CLASSVIZ ? arg_get(&args, "class") : arg_get(&args, "layer");
+    if (core_opts_parse(m, op, path_arg, arg_get(&args, "filter"), arg_get, &args, &o, &f)) {
         fprintf(stderr, "loupe %s: %s\n", cmd->name, f.msg);
         rc = 2;
         goto done;
@@ -255,7 +279,7 @@ static int run_cmd(const offline_cmd *cmd, int argc, char **argv) {
             goto done;
         }
     }
-    if (core_op_run(m, cmd->op, &o, image ? &in : NULL, t0, &out, &f)) {
+    if (core_op_run(m, op, &o, image ? &in : NULL, t0, &out, &f)) {
         fprintf(stderr, "loupe %s: %s\n", cmd->name, f.msg);
         rc = core_err_is_input(f.kind) ? 2 : 1;
         goto done;
@@ -285,4 +309,8 @@ int cli_saliency_main(int argc, char **argv) {
 
 int cli_visualize_main(int argc, char **argv) {
     return run_cmd(&cmds[2], argc, argv);
+}
+
+int cli_explain_main(int argc, char **argv) {
+    return run_cmd(&cmds[3], argc, argv);
 }

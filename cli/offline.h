@@ -8,5 +8,6 @@
 int cli_predict_main(int argc, char **argv);
 int cli_saliency_main(int argc, char **argv);
 int cli_visualize_main(int argc, char **argv);
+int cli_explain_main(int argc, char **argv);
 
 #endif

@@ -38,7 +38,42 @@ static int mlp_grad(const core_model *m, const float *x, int target, float *grad
     return rc;
 }
 
-const core_engine core_engine_mlp = {"mlp", 0, MLP_CHUNK, 0, mlp_fwd, mlp_grad};
+/* Rows one at a time (an MLP's input gradient is cheap next to a CNN's); the
+ * targets of target < 0 from one forward pass of all rows first. */
+static int mlp_explain(const core_model *m, const float *x, int n, int target, int guided, float *grad,
+                       float *logits, int *targets, char *err, size_t errlen) {
+    int k = m->n_classes, nin = mlp_n_inputs(m->net), rc = -1;
+    float *z = logits ? logits : malloc((size_t)n * k * sizeof *z);
+    mlp_scratch *s = mlp_scratch_new(m->net, n);
+    if (!z || !s) {
+        errbuf_set(err, errlen, "out of memory for a batch of %d", n);
+        goto done;
+    }
+    if (mlp_forward(m->net, s, x, n, z)) {
+        errbuf_set(err, errlen, "the MLP refused a batch of %d", n);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        int t = target;
+        if (t < 0) {
+            t = 0;
+            for (int j = 1; j < k; j++)
+                if (z[(size_t)i * k + j] > z[(size_t)i * k + t]) t = j;
+        }
+        if (targets) targets[i] = t;
+        if (grad && mlp_input_grad_ex(m->net, s, x + (size_t)i * nin, t, guided, grad + (size_t)i * nin, NULL)) {
+            errbuf_set(err, errlen, guided ? "guided backprop needs a relu network" : "the gradient pass failed");
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    if (z != logits) free(z);
+    mlp_scratch_free(s);
+    return rc;
+}
+
+const core_engine core_engine_mlp = {"mlp", 0, MLP_CHUNK, 0, mlp_fwd, mlp_grad, mlp_explain};
 
 /* ==== TorchScript ==== */
 
@@ -55,14 +90,37 @@ static int torch_grad(const core_model *m, const float *x, int target, float *gr
     return lt_input_grad(m->cnn, x, target, grad, logits, err, errlen) ? -1 : 0;
 }
 
-const core_engine core_engine_torch = {"torchscript", 1, TORCH_CHUNK, 1, torch_fwd, torch_grad};
+static int torch_explain(const core_model *m, const float *x, int n, int target, int guided, float *grad,
+                         float *logits, int *targets, char *err, size_t errlen) {
+    return lt_explain_pass(m->cnn, x, n, target, guided, grad, logits, targets, err, errlen) ? -1 : 0;
+}
+
+const core_engine core_engine_torch = {"torchscript", 1, TORCH_CHUNK, 1, torch_fwd, torch_grad, torch_explain};
 
 /* ==== Dispatch ==== */
+
+int core_model_chunk(const core_model *m) {
+    return m->chunk > 0 && m->chunk < m->engine->chunk ? m->chunk : m->engine->chunk;
+}
+
+int core_explain_pass(const core_model *m, const float *x, int n, int target, int guided, float *grad, float *logits,
+                      int *targets, core_fail *f) {
+    size_t nin = (size_t)m->channels * m->height * m->width, k = (size_t)m->n_classes;
+    int chunk = core_model_chunk(m);
+    char err[256] = "";
+    for (int b = 0; b < n; b += chunk) {
+        int nb = n - b < chunk ? n - b : chunk;
+        if (m->engine->explain(m, x + b * nin, nb, target, guided, grad ? grad + b * nin : NULL,
+                               logits ? logits + b * k : NULL, targets ? targets + b : NULL, err, sizeof err))
+            return core_failf(f, CORE_E_INTERNAL, "the %s pass failed: %s", grad ? "gradient" : "forward", err);
+    }
+    return 0;
+}
 
 int core_forward(const core_model *m, const float *x, int n, float *logits, core_fail *f) {
     const core_engine *e = m->engine;
     int nin = m->channels * m->height * m->width, k = m->n_classes;
-    int chunk = m->chunk > 0 && m->chunk < e->chunk ? m->chunk : e->chunk;
+    int chunk = core_model_chunk(m);
     char err[256] = "";
     for (int b = 0; b < n; b += chunk) {
         int nb = n - b < chunk ? n - b : chunk;

@@ -21,6 +21,12 @@ typedef struct core_engine {
     /* grad [C*H*W] = d logit[target] / d x for one x; logits [K] of the same pass (may be NULL). */
     int (*input_grad)(const struct core_model *m, const float *x, int target, float *grad, float *logits, char *err,
                       size_t errlen);
+    /* The explanation passes, batched: logits [n, K] (may be NULL) and, when
+     * grad is not NULL, grad [n, C*H*W] = d logit[t_i] / d x_i, t_i = target
+     * or row i's own argmax when target < 0 (written to targets, may be NULL);
+     * guided: guided backprop (the caller checked the model allows it). */
+    int (*explain)(const struct core_model *m, const float *x, int n, int target, int guided, float *grad,
+                   float *logits, int *targets, char *err, size_t errlen);
 } core_engine;
 
 extern const core_engine core_engine_mlp;
@@ -32,6 +38,12 @@ extern const core_engine core_engine_torch;
 int core_forward(const struct core_model *m, const float *x, int n, float *logits, core_fail *f);
 /* The input gradient of class target for one input x. Returns 0 or -1 with f. */
 int core_input_grad(const struct core_model *m, const float *x, int target, float *grad, float *logits, core_fail *f);
+/* The engine's explain pass over n inputs in calls of at most the model's
+ * chunk. Returns 0, or -1 with f (500). */
+int core_explain_pass(const struct core_model *m, const float *x, int n, int target, int guided, float *grad,
+                      float *logits, int *targets, core_fail *f);
+/* Images per engine call for m (the warm-up's choice, else the engine's). */
+int core_model_chunk(const struct core_model *m);
 /* Forward passes of zeros at batch 1 and max_batch (twice each: libtorch
  * optimises a TorchScript graph on its first runs). For an engine with
  * tune_chunk it also times batches of 1, 2, 4, ... up to max_batch and sets

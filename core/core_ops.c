@@ -16,16 +16,17 @@
 #include "mlp.h"
 #include "clock.h"
 #include "core_engine.h"
+#include "core_ops_util.h"
 
 #define DEFAULT_TOP_K 5
 /* Largest PNG an option may ask for, in pixels. */
-#define MAX_PNG_PIXELS (16u << 20)
+#define MAX_PNG_PIXELS CORE_MAX_PNG_PIXELS
 
 
 /* ==== Options ==== */
 
 /* A non-negative decimal integer up to 1e6; -1 when s is not one. */
-static long parse_uint(const char *s) {
+long core_parse_uint(const char *s) {
     if (!s || !*s) return -1;
     long v = 0;
     for (; *s; s++) {
@@ -35,7 +36,7 @@ static long parse_uint(const char *s) {
     return v;
 }
 
-static int parse_bool(const char *s, int *out) {
+int core_parse_bool(const char *s, int *out) {
     if (!s || !strcasecmp(s, "0") || !strcasecmp(s, "false") || !strcasecmp(s, "no")) *out = 0;
     else if (!*s || !strcasecmp(s, "1") || !strcasecmp(s, "true") || !strcasecmp(s, "yes")) *out = 1;
     else return -1;
@@ -43,8 +44,8 @@ static int parse_bool(const char *s, int *out) {
 }
 
 /* A class by index ("3") or by name ("Sneaker", case-insensitive); -1 if neither. */
-static int parse_target(const core_model *m, const char *s) {
-    long v = parse_uint(s);
+int core_parse_target(const core_model *m, const char *s) {
+    long v = core_parse_uint(s);
     if (v >= 0) return v < m->n_classes ? (int)v : -1;
     for (int i = 0; i < m->n_classes; i++)
         if (!strcasecmp(m->classes[i], s)) return i;
@@ -64,26 +65,26 @@ static void conv_list(const core_model *m, char *buf, size_t len) {
 }
 
 int core_op_expensive(const core_model *m, core_op op) {
-    return core_model_has_layers(m) && op != CORE_OP_PREDICT;
+    return op == CORE_OP_EXPLAIN || op == CORE_OP_CLASSVIZ || (core_model_has_layers(m) && op != CORE_OP_PREDICT);
 }
 
 /* format, scale (all PNG-or-JSON operations). */
-static int parse_output(core_arg_fn arg, void *ctx, core_opts *o, core_fail *f) {
+int core_parse_output(core_arg_fn arg, void *ctx, core_opts *o, core_fail *f) {
     const char *fq = arg(ctx, "format"), *sq = arg(ctx, "scale");
     if (fq && strcasecmp(fq, "png") && strcasecmp(fq, "json"))
         return core_failf(f, CORE_E_BAD_PARAMETER, "format must be png or json, not '%s'", fq);
     o->as_json = fq && !strcasecmp(fq, "json");
     long scale = 1;
-    if (sq && ((scale = parse_uint(sq)) < 1 || scale > CORE_MAX_SCALE))
+    if (sq && ((scale = core_parse_uint(sq)) < 1 || scale > CORE_MAX_SCALE))
         return core_failf(f, CORE_E_BAD_PARAMETER, "scale must be a whole number in [1,%d], not '%s'", CORE_MAX_SCALE, sq);
     o->scale = (int)scale;
     return 0;
 }
 
 /* The {l} of a CNN route: 404 unless it names a layer of `features`. */
-static int parse_layer(const core_model *m, const char *s, lt_layer_info *li, core_opts *o, core_fail *f) {
+int core_parse_layer(const core_model *m, const char *s, lt_layer_info *li, core_opts *o, core_fail *f) {
     int nl = lt_model_n_layers(m->cnn);
-    long v = parse_uint(s);
+    long v = core_parse_uint(s);
     if (v < 0 || v >= nl || lt_layer_get_info(m->cnn, (int)v, li, NULL, 0))
         return core_failf(f, CORE_E_NOT_FOUND, "model '%s' has no layer '%s' (layers 0..%d; GET /v1/models/%s/layers)",
                     m->name, s ? s : "", nl - 1, m->name);
@@ -91,11 +92,11 @@ static int parse_layer(const core_model *m, const char *s, lt_layer_info *li, co
     return 0;
 }
 
-static int parse_viz(core_arg_fn arg, void *ctx, core_opts *o, core_fail *f) {
+int core_parse_viz(core_arg_fn arg, void *ctx, core_opts *o, core_fail *f) {
     const char *iq = arg(ctx, "iterations"), *eq = arg(ctx, "every"), *lq = arg(ctx, "lr"), *sq = arg(ctx, "seed");
     o->viz = lt_viz_default_params();
     if (iq) {
-        long v = parse_uint(iq);
+        long v = core_parse_uint(iq);
         if (v < 1 || v > CORE_VIZ_MAX_ITERATIONS)
             return core_failf(f, CORE_E_BAD_PARAMETER, "iterations must be a whole number in [1,%d], not '%s'",
                         CORE_VIZ_MAX_ITERATIONS, iq);
@@ -103,7 +104,7 @@ static int parse_viz(core_arg_fn arg, void *ctx, core_opts *o, core_fail *f) {
     }
     if (!eq && o->viz.every > o->viz.iterations) o->viz.every = o->viz.iterations;
     if (eq) {
-        long v = parse_uint(eq);
+        long v = core_parse_uint(eq);
         if (v < 1 || v > o->viz.iterations)
             return core_failf(f, CORE_E_BAD_PARAMETER, "every must be a whole number in [1,%d] (at most iterations), not '%s'",
                         o->viz.iterations, eq);
@@ -137,26 +138,27 @@ int core_opts_parse(const core_model *m, core_op op, const char *layer, const ch
     o->scale = 1;
     if (op == CORE_OP_PREDICT) {
         const char *tk = arg(ctx, "top_k");
-        long k = tk ? parse_uint(tk) : DEFAULT_TOP_K;
+        long k = tk ? core_parse_uint(tk) : DEFAULT_TOP_K;
         if (k < 1) return core_failf(f, CORE_E_BAD_PARAMETER, "top_k must be a whole number >= 1, not '%s'", tk);
         o->top_k = k > m->n_classes ? m->n_classes : (int)k;
         return 0;
     }
     if (op == CORE_OP_SALIENCY) {
         const char *tq = arg(ctx, "target"), *oq = arg(ctx, "overlay");
-        if (tq && (o->target = parse_target(m, tq)) < 0)
+        if (tq && (o->target = core_parse_target(m, tq)) < 0)
             return core_failf(f, CORE_E_BAD_PARAMETER, "target '%s' is neither a class index in [0,%d] nor a class name", tq,
                         m->n_classes - 1);
-        if (parse_output(arg, ctx, o, f)) return -1;
-        if (parse_bool(oq, &o->overlay))
+        if (core_parse_output(arg, ctx, o, f)) return -1;
+        if (core_parse_bool(oq, &o->overlay))
             return core_failf(f, CORE_E_BAD_PARAMETER, "overlay must be 0 or 1, not '%s'", oq);
         return 0;
     }
+    if (op == CORE_OP_EXPLAIN || op == CORE_OP_CLASSVIZ) return core_explain_opts(m, op, layer, arg, ctx, o, f);
     if (!core_model_has_layers(m))
         return core_failf(f, CORE_E_UNPROCESSABLE, "model '%s' is an MLP: %s need a CNN (kind \"torchscript\")", m->name,
                     op == CORE_OP_FILTERS ? "filter visualizations" : "feature maps");
     lt_layer_info li;
-    if (parse_layer(m, layer, &li, o, f) || parse_output(arg, ctx, o, f)) return -1;
+    if (core_parse_layer(m, layer, &li, o, f) || core_parse_output(arg, ctx, o, f)) return -1;
     if (op == CORE_OP_ACTIVATIONS) return 0;
     if (!li.is_conv) {
         char convs[256];
@@ -164,12 +166,12 @@ int core_opts_parse(const core_model *m, core_op op, const char *layer, const ch
         return core_failf(f, CORE_E_BAD_PARAMETER, "layer %d is %s, not a convolution; the convolutions are %s", o->layer,
                     li.type, convs);
     }
-    long fv = parse_uint(filter);
+    long fv = core_parse_uint(filter);
     if (fv < 0 || fv >= li.channels)
         return core_failf(f, CORE_E_NOT_FOUND, "layer %d has no filter '%s' (filters 0..%d)", o->layer, filter ? filter : "",
                     li.channels - 1);
     o->filter = (int)fv;
-    return parse_viz(arg, ctx, o, f);
+    return core_parse_viz(arg, ctx, o, f);
 }
 
 /* ==== Encoding ==== */
@@ -189,7 +191,7 @@ char *core_base64_encode(const unsigned char *d, size_t n) {
     return out;
 }
 
-static int out_json(json_t *doc, core_out *out, core_fail *f) {
+int core_out_json(json_t *doc, core_out *out, core_fail *f) {
     /* 9 significant digits: enough for any float32 to round-trip. */
     char *s = doc ? json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(doc);
@@ -201,7 +203,7 @@ static int out_json(json_t *doc, core_out *out, core_fail *f) {
 }
 
 /* rgb [h, w, 3] to a PNG in *out (rgb is not freed). */
-static int out_png(const uint8_t *rgb, int w, int h, core_out *out, core_fail *f) {
+int core_out_png(const uint8_t *rgb, int w, int h, core_out *out, core_fail *f) {
     uint8_t *png = NULL;
     size_t len = 0;
     if (img_encode_png(rgb, w, h, 3, &png, &len)) return core_failf(f, CORE_E_NOMEM, "PNG encoding failed");
@@ -213,7 +215,7 @@ static int out_png(const uint8_t *rgb, int w, int h, core_out *out, core_fail *f
 
 /* Pixels [C, h, w] in [0,1] (C 1 gray, 3 RGB; others show channel 0) into
  * rgb [rows, stride] at (x0, y0), each pixel a scale x scale block. */
-static void blit(const float *px, int c, int w, int h, int scale, uint8_t *rgb, size_t stride, int x0, int y0) {
+void core_blit(const float *px, int c, int w, int h, int scale, uint8_t *rgb, size_t stride, int x0, int y0) {
     size_t plane = (size_t)w * h;
     for (int y = 0; y < h * scale; y++)
         for (int x = 0; x < w * scale; x++) {
@@ -228,13 +230,13 @@ static void blit(const float *px, int c, int w, int h, int scale, uint8_t *rgb, 
 }
 
 /* A PNG of one image [C, h, w] in [0,1], enlarged by scale, base64 for JSON. */
-static char *png_b64(const float *px, int c, int w, int h, int scale) {
+char *core_png_b64(const float *px, int c, int w, int h, int scale) {
     size_t ow = (size_t)w * scale, oh = (size_t)h * scale;
     uint8_t *rgb = malloc(ow * oh * 3), *png = NULL;
     size_t len = 0;
     char *b64 = NULL;
     if (rgb) {
-        blit(px, c, w, h, scale, rgb, ow * 3, 0, 0);
+        core_blit(px, c, w, h, scale, rgb, ow * 3, 0, 0);
         if (!img_encode_png(rgb, (int)ow, (int)oh, 3, &png, &len)) b64 = core_base64_encode(png, len);
     }
     free(rgb);
@@ -244,7 +246,7 @@ static char *png_b64(const float *px, int c, int w, int h, int scale) {
 
 /* ==== Forward and gradient, either engine ==== */
 
-static int argmax(const float *v, int n) {
+int core_argmax(const float *v, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
         if (v[i] > v[best]) best = i;
@@ -283,7 +285,7 @@ int core_predict_answer(const core_model *m, const core_opts *o, const core_inpu
     double h = 0;
     for (int i = 0; i < k; i++)
         if (p[i] > 0) h -= (double)p[i] * log((double)p[i]);
-    int best = argmax(p, k);
+    int best = core_argmax(p, k);
     json_t *top = json_array(), *probs = json_array();
     for (int i = 0; top && i < o->top_k; i++)
         json_array_append_new(top, json_pack("{s:s, s:i, s:f}", "class", m->classes[order[i]], "index", order[i],
@@ -294,7 +296,7 @@ int core_predict_answer(const core_model *m, const core_opts *o, const core_inpu
                             "entropy_nats", h, "entropy_bits", h / log(2.0), "top_k", top, "probabilities", probs,
                             "inverted", in->inverted, "batch", batch, "timing_ms", "decode", in->decode_ms,
                             "inference", infer_s * 1e3, "total", (clock_now() - t0) * 1e3);
-    rc = out_json(doc, out, f);
+    rc = core_out_json(doc, out, f);
 done:
     free(p);
     free(order);
@@ -323,7 +325,7 @@ static int cmp_float(const void *a, const void *b) {
  * interpolation, as numpy's default) as the top; values above it clip. An
  * all-zero map stays all zero. Returns the raw value that maps to 1 (0 for
  * all zero), or -1 on allocation failure. */
-static double normalise_p99(float *g, int n) {
+double core_normalise_p99(float *g, int n) {
     float *sorted = malloc((size_t)n * sizeof *sorted);
     if (!sorted) return -1;
     for (int i = 0; i < n; i++) {
@@ -358,12 +360,12 @@ static int run_saliency(const core_model *m, const core_opts *o, const core_inpu
     int target = o->target;
     if (target < 0) {
         if (core_forward(m, in->x, 1, logits, f)) goto done;
-        target = argmax(logits, k);
+        target = core_argmax(logits, k);
     }
     if (core_input_grad(m, in->x, target, grad, logits, f)) goto done;
     ti = clock_now() - ti;
     out->infer_s = ti;
-    int pred = argmax(logits, k);
+    int pred = core_argmax(logits, k);
     mlp_softmax(logits, k, logits);
     /* One value per pixel: |gradient| summed over the input's channels. */
     for (size_t i = 0; i < plane; i++) {
@@ -371,24 +373,13 @@ static int run_saliency(const core_model *m, const core_opts *o, const core_inpu
         for (int ch = 0; ch < c; ch++) s += fabsf(grad[(size_t)ch * plane + i]);
         map[i] = s;
     }
-    double top = normalise_p99(map, (int)plane);
+    double top = core_normalise_p99(map, (int)plane);
     if (top < 0) {
         core_failf(f, CORE_E_NOMEM, "out of memory");
         goto done;
     }
     if (!o->as_json) {
-        size_t ow = (size_t)w * o->scale, oh = (size_t)h * o->scale;
-        if (ow * oh > MAX_PNG_PIXELS) {
-            core_failf(f, CORE_E_BAD_PARAMETER, "scale %d makes a %zux%zu image; at most %u pixels", o->scale, ow, oh,
-                 MAX_PNG_PIXELS);
-            goto done;
-        }
-        if (!(rgb = malloc(ow * oh * 3))) {
-            core_failf(f, CORE_E_NOMEM, "out of memory");
-            goto done;
-        }
-        img_heatmap(map, o->overlay ? in->pixels : NULL, w, h, o->scale, 0.5f, rgb);
-        rc = out_png(rgb, (int)ow, (int)oh, out, f);
+        rc = core_heatmap_png(map, o, in, w, h, out, f);
         goto done;
     }
     json_t *rows = json_array();
@@ -403,11 +394,25 @@ static int run_saliency(const core_model *m, const core_opts *o, const core_inpu
                             "height", h, "saliency", rows, "gradient_at_top", top, "inverted", in->inverted,
                             "timing_ms", "decode", in->decode_ms, "inference", ti * 1e3, "total",
                             (clock_now() - t0) * 1e3);
-    rc = out_json(doc, out, f);
+    rc = core_out_json(doc, out, f);
 done:
     free(logits);
     free(grad);
     free(map);
+    free(rgb);
+    return rc;
+}
+
+int core_heatmap_png(const float *map, const core_opts *o, const core_input *in, int w, int h, core_out *out,
+                     core_fail *f) {
+    size_t ow = (size_t)w * o->scale, oh = (size_t)h * o->scale;
+    if (ow * oh > MAX_PNG_PIXELS)
+        return core_failf(f, CORE_E_BAD_PARAMETER, "scale %d makes a %zux%zu image; at most %u pixels", o->scale, ow,
+                          oh, MAX_PNG_PIXELS);
+    uint8_t *rgb = malloc(ow * oh * 3);
+    if (!rgb) return core_failf(f, CORE_E_NOMEM, "out of memory");
+    img_heatmap(map, o->overlay ? in->pixels : NULL, w, h, o->scale, 0.5f, rgb);
+    int rc = core_out_png(rgb, (int)ow, (int)oh, out, f);
     free(rgb);
     return rc;
 }
@@ -454,13 +459,13 @@ static int run_filters(const core_model *m, const core_opts *o, const core_input
             core_failf(f, CORE_E_NOMEM, "out of memory");
             goto done;
         }
-        for (int i = 0; i < n; i++) blit(frames + (size_t)i * per, c, w, h, o->scale, rgb, ow * 3, i * w * o->scale, 0);
-        rc = out_png(rgb, (int)ow, (int)oh, out, f);
+        for (int i = 0; i < n; i++) core_blit(frames + (size_t)i * per, c, w, h, o->scale, rgb, ow * 3, i * w * o->scale, 0);
+        rc = core_out_png(rgb, (int)ow, (int)oh, out, f);
         goto done;
     }
     json_t *list = json_array(), *tr = json_array();
     for (int i = 0; list && i < n; i++) {
-        char *b64 = png_b64(frames + (size_t)i * per, c, w, h, o->scale);
+        char *b64 = core_png_b64(frames + (size_t)i * per, c, w, h, o->scale);
         if (!b64) {
             json_decref(list);
             list = NULL;
@@ -476,7 +481,7 @@ static int run_filters(const core_model *m, const core_opts *o, const core_input
                             (double)o->viz.lr, "seed", (json_int_t)o->viz.seed, "width", w * o->scale, "height",
                             h * o->scale, "frames", list, "mean_activation", tr, "timing_ms", "decode",
                             in ? in->decode_ms : 0.0, "inference", ti * 1e3, "total", (clock_now() - t0) * 1e3);
-    rc = out_json(doc, out, f);
+    rc = core_out_json(doc, out, f);
 done:
     free(frames);
     free(trace);
@@ -517,7 +522,7 @@ static int run_activations(const core_model *m, const core_opts *o, const core_i
         json_t *doc = json_pack("{s:s, s:o, s:o, s:b, s:{s:f, s:f, s:f}}", "model", m->name, "layer",
                                 layer_doc(m, o->layer), "activations", maps, "inverted", in->inverted, "timing_ms",
                                 "decode", in->decode_ms, "inference", ti * 1e3, "total", (clock_now() - t0) * 1e3);
-        rc = out_json(doc, out, f);
+        rc = core_out_json(doc, out, f);
         goto done;
     }
     /* A grid of tiles, one per channel, each normalised to its own [min, max],
@@ -548,7 +553,7 @@ static int run_activations(const core_model *m, const core_opts *o, const core_i
         size_t x0 = (size_t)(ch % cols) * (tw + 1), y0 = (size_t)(ch / cols) * (th + 1);
         for (int y = 0; y < th; y++) memcpy(rgb + ((y0 + y) * gw + x0) * 3, t8 + (size_t)y * tw * 3, (size_t)tw * 3);
     }
-    rc = out_png(rgb, (int)gw, (int)gh, out, f);
+    rc = core_out_png(rgb, (int)gw, (int)gh, out, f);
 done:
     free(a);
     free(rgb);
@@ -563,6 +568,8 @@ int core_op_run(const core_model *m, core_op op, const core_opts *o, const core_
     case CORE_OP_PREDICT: return run_predict(m, o, in, t0, out, f);
     case CORE_OP_SALIENCY: return run_saliency(m, o, in, t0, out, f);
     case CORE_OP_FILTERS: return run_filters(m, o, in, t0, out, f);
+    case CORE_OP_EXPLAIN: return core_run_explain(m, o, in, t0, out, f);
+    case CORE_OP_CLASSVIZ: return core_run_classviz(m, o, in, t0, out, f);
     case CORE_OP_ACTIVATIONS:
         if (!core_model_has_layers(m))
             return core_failf(f, CORE_E_UNPROCESSABLE, "model '%s' is an MLP: no feature maps", m->name);
@@ -575,5 +582,5 @@ int core_op_layers(const core_model *m, core_out *out, core_fail *f) {
     json_error_t je;
     json_t *layers = m->layers_json ? json_loads(m->layers_json, 0, &je) : json_array();
     json_t *doc = layers ? json_pack("{s:s, s:s, s:o}", "model", m->name, "kind", m->kind, "layers", layers) : NULL;
-    return out_json(doc, out, f);
+    return core_out_json(doc, out, f);
 }

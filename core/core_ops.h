@@ -3,6 +3,7 @@
 #define LOUPE_CORE_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lt.h"
 #include "core_reg.h"
@@ -18,8 +19,32 @@ typedef enum {
     CORE_OP_PREDICT,      /* top-k classes as JSON */
     CORE_OP_SALIENCY,     /* |d score / d input| as a PNG heatmap or JSON */
     CORE_OP_FILTERS,      /* activation maximisation frames as a PNG strip or JSON */
-    CORE_OP_ACTIVATIONS   /* feature maps of one layer as a PNG grid or JSON */
+    CORE_OP_ACTIVATIONS,  /* feature maps of one layer as a PNG grid or JSON */
+    CORE_OP_EXPLAIN,      /* an attribution method (core_method) as a PNG heatmap or JSON */
+    CORE_OP_CLASSVIZ      /* class model visualisation: frames of an image raising a class's score */
 } core_op;
+
+/* The attribution methods of CORE_OP_EXPLAIN (docs/api.md, docs/explanations.md). */
+typedef enum {
+    CORE_M_GRADIENT,             /* d score / d x */
+    CORE_M_INPUT_X_GRADIENT,     /* x * d score / d x */
+    CORE_M_SMOOTHGRAD,           /* the mean gradient over noisy copies of x */
+    CORE_M_INTEGRATED_GRADIENTS, /* (x - x0) * the mean gradient on the path from x0 to x */
+    CORE_M_GUIDED_BACKPROP,      /* the gradient through guided ReLUs */
+    CORE_M_GRADCAM,              /* Grad-CAM of one layer of `features`, resized */
+    CORE_M_GUIDED_GRADCAM,       /* guided backprop times Grad-CAM */
+    CORE_M_OCCLUSION,            /* the score's drop when a window is filled with x0 */
+    CORE_M_COUNT
+} core_method;
+
+/* "gradient", "input_x_gradient", ... ; the parser returns the method or -1. */
+const char *core_method_name(core_method m);
+int core_method_parse(const char *name);
+
+#define CORE_MAX_SAMPLES 1024   /* smoothgrad draws */
+#define CORE_MAX_STEPS 1024     /* integrated gradients steps */
+#define CORE_MAX_NOISE 10.0     /* smoothgrad noise, a fraction of the input's range */
+#define CORE_MAX_L2 100.0       /* class visualisation L2 penalty */
 
 /* A response body: malloc'd, owned by the caller. */
 typedef struct {
@@ -37,14 +62,27 @@ typedef struct {
     int overlay;        /* saliency PNG: blend over the input */
     int scale;          /* PNG enlargement, 1..CORE_MAX_SCALE */
     int layer, filter;  /* filters, activations: index in `features`; filter in the layer */
-    lt_viz_params viz;  /* filters: iterations, every, lr, seed */
+    lt_viz_params viz;  /* filters, class visualisation: iterations, every, lr, seed */
+    /* explain */
+    core_method method;
+    int samples;        /* smoothgrad draws */
+    float noise;        /* smoothgrad: sigma = noise * (max - min of x) */
+    uint64_t seed;      /* smoothgrad */
+    int steps;          /* integrated gradients */
+    int baseline_zero;  /* integrated gradients: 1 zero tensor, 0 black (the preprocessed all-zero image) */
+    int window, stride; /* occlusion */
+    int cam_layer;      /* gradcam, guided_gradcam: index in `features` */
+    /* class visualisation */
+    int klass;          /* the class whose score is raised */
+    float l2;           /* L2 penalty on the image */
 } core_opts;
 
 /* Where option values come from (a query string, the CLI's flags): the value of key, or NULL. */
 typedef const char *(*core_arg_fn)(void *ctx, const char *key);
 
 /* 1 when op on m is one of the expensive kinds that go through the
- * concurrency limit (saliency on a CNN, filters, activations). */
+ * concurrency limit (saliency on a CNN, filters, activations; explanations
+ * and class visualisations of any model). */
 int core_op_expensive(const core_model *m, core_op op);
 
 /* Read and check op's options for m: query keys top_k; target, format,

@@ -498,8 +498,14 @@ int mlp_forward(const mlp *net, mlp_scratch *s, const float *x, int n, float *lo
 
 int mlp_input_grad(const mlp *net, mlp_scratch *s, const float *x, int target,
                    float *grad, float *logits) {
+    return mlp_input_grad_ex(net, s, x, target, 0, grad, logits);
+}
+
+int mlp_input_grad_ex(const mlp *net, mlp_scratch *s, const float *x, int target, int guided,
+                      float *grad, float *logits) {
     int L = net->n_layers;
     if (!scratch_fits(net, s, 1) || target < 0 || target >= net->sizes[L]) return -1;
+    if (guided && net->act != MLP_ACT_RELU) return -1;
     forward_all(net, s, x, 1, NULL); /* every layer's output kept in s->a[1..L] */
     if (logits) memcpy(logits, s->a[L], (size_t)net->sizes[L] * sizeof(float));
     /* d score_target / d z_L is one-hot at target. */
@@ -513,6 +519,8 @@ int mlp_input_grad(const mlp *net, mlp_scratch *s, const float *x, int target,
                 net->w[i], net->sizes[i], 0.0f, dst, net->sizes[i]);
         if (i > 0) {
             act_backward(net->act, s->a[i], dst, (size_t)net->sizes[i]);
+            if (guided) /* guided backprop: only positive gradients pass a relu */
+                for (int j = 0; j < net->sizes[i]; j++) dst[j] = dst[j] > 0.0f ? dst[j] : 0.0f;
             float *t = delta; delta = prev; prev = t;
         }
     }

@@ -149,6 +149,12 @@ int mlp_input_grad(const mlp *net, mlp_scratch *s,
                    float *grad,      /* [in] */
                    float *logits);   /* [out], may be NULL */
 
+/* The same; guided = 1 makes it guided backprop (Springenberg et al. 2015):
+ * each relu's backward pass lets through only positive gradients where its
+ * input was positive. Returns -1 also for guided on a network that is not relu. */
+int mlp_input_grad_ex(const mlp *net, mlp_scratch *s, const float *x, int target, int guided,
+                      float *grad, float *logits);
+
 /* ==== Training ==== */
 
 typedef struct {

@@ -258,6 +258,16 @@ void srv_h_filters(srv_req *r) {
     if (m) handle(r, m, CORE_OP_FILTERS, -1);
 }
 
+void srv_h_explain(srv_req *r) {
+    core_model *m = srv_route_model(r);
+    if (m) handle(r, m, CORE_OP_EXPLAIN, 1);
+}
+
+void srv_h_classviz(srv_req *r) {
+    core_model *m = srv_route_model(r);
+    if (m) handle(r, m, CORE_OP_CLASSVIZ, -1);
+}
+
 void srv_h_activations(srv_req *r) {
     core_model *m = srv_route_model(r);
     if (m) handle(r, m, CORE_OP_ACTIVATIONS, 1);

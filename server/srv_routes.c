@@ -33,6 +33,8 @@ const srv_route srv_routes[] = {
     {"/v1/models/{m}/layers", SRV_GET, SRV_R_AUTH, srv_h_layers},
     {"/v1/models/{m}/filters/{l}/{f}", SRV_GET | SRV_POST, SRV_R_AUTH | SRV_R_BODY | SRV_R_IMAGE, srv_h_filters},
     {"/v1/models/{m}/activations/{l}", SRV_POST, SRV_R_AUTH | SRV_R_BODY | SRV_R_IMAGE, srv_h_activations},
+    {"/v1/models/{m}/explain", SRV_POST, SRV_R_AUTH | SRV_R_BODY | SRV_R_IMAGE, srv_h_explain},
+    {"/v1/models/{m}/classes/{c}/visualize", SRV_GET | SRV_POST, SRV_R_AUTH | SRV_R_BODY | SRV_R_IMAGE, srv_h_classviz},
     {"/v1/models/{m}/mistakes", SRV_GET, SRV_R_AUTH, srv_h_mistakes},
     {"/v1/samples", SRV_GET, 0, srv_h_samples},
     {"/v1/admin/reload", SRV_POST, SRV_R_ADMIN, h_reload},

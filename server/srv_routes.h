@@ -47,6 +47,8 @@ void srv_h_saliency(srv_req *r);         /* POST /v1/models/{m}/saliency */
 void srv_h_layers(srv_req *r);           /* GET /v1/models/{m}/layers */
 void srv_h_filters(srv_req *r);          /* GET|POST /v1/models/{m}/filters/{l}/{f} */
 void srv_h_activations(srv_req *r);      /* POST /v1/models/{m}/activations/{l} */
+void srv_h_explain(srv_req *r);          /* POST /v1/models/{m}/explain?method=M */
+void srv_h_classviz(srv_req *r);         /* GET|POST /v1/models/{m}/classes/{c}/visualize */
 
 /* srv_samples.c: the test set's images. */
 void srv_h_samples(srv_req *r);          /* GET /v1/samples?n=&seed=&class= */

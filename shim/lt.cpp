@@ -26,12 +26,32 @@
 #include <string>
 #include <vector>
 
+// One module of the model as the explanation passes run it: natively with
+// the ATen calls its forward makes where its kind is known (no interpreter
+// between layers; a ReLU can be made guided), else through its own forward.
+struct lt_step {
+    enum Kind { MODULE, CONV, BN, RELU, MAXPOOL, ADAPTIVE_AVG, LINEAR, IDENTITY, FLATTEN } kind = MODULE;
+    torch::jit::Module mod;   // the module itself (MODULE, and the fallback)
+    torch::Tensor w, b;       // CONV, LINEAR: weight and bias (b may be undefined)
+    torch::Tensor mean, var;  // BN: running statistics; w, b: its affine (may be undefined)
+    double eps = 1e-5;
+    std::vector<int64_t> stride, padding, dilation, kernel, out_size;
+    int64_t groups = 1;
+    bool ceil_mode = false;
+};
+
 struct lt_model {
     torch::jit::Module module;              // the whole classifier, eval mode
     std::vector<torch::jit::Module> layers; // children of `features`, in order
     std::vector<lt_layer_info> info;        // one per layer, for one image
     lt_model_params params;
     int n_classes;
+    // The explanation passes: `features` then the head, step by step.
+    std::vector<lt_step> feat;              // one per layer of `features`
+    std::vector<lt_step> head;              // avgpool, flatten, classifier's children
+    bool splits = false;                    // head(features(x)) == module(x), checked at load
+    bool native = false;                    // the steps run natively (else each module's forward)
+    std::string split_why;                  // why not, when !splits
 };
 
 namespace {
@@ -214,6 +234,254 @@ torch::Tensor to_pixels(const lt_model *m, const torch::Tensor &x)
     return (x * std + mean).clamp(0.0, 1.0);
 }
 
+
+/* ==== The explanation passes: the model as its steps ==== */
+
+// ReLU whose backward lets through only positive gradients where its input
+// was positive (guided backprop, Springenberg et al. 2015).
+struct GuidedRelu : public torch::autograd::Function<GuidedRelu> {
+    static torch::Tensor forward(torch::autograd::AutogradContext *ctx, torch::Tensor x)
+    {
+        torch::Tensor y = torch::relu(x);
+        ctx->save_for_backward({y});
+        return y;
+    }
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
+                                                   torch::autograd::variable_list g)
+    {
+        torch::Tensor y = ctx->get_saved_variables()[0];
+        return {g[0].clamp_min(0) * (y > 0).to(g[0].scalar_type())};
+    }
+};
+
+std::string type_name(const torch::jit::Module &mod)
+{
+    auto t = mod.type()->name();
+    return t ? lower(t->name()) : "module";
+}
+
+// An int or a tuple/list of ints as `n` values; false for anything else.
+bool ints_of(const c10::optional<c10::IValue> &v, size_t n, std::vector<int64_t> &out)
+{
+    out.clear();
+    if (!v)
+        return false;
+    if (v->isInt()) {
+        out.assign(n, v->toInt());
+        return true;
+    }
+    std::vector<c10::IValue> items;
+    if (v->isTuple())
+        items = v->toTupleRef().elements().vec();
+    else if (v->isIntList())
+        for (int64_t i : v->toIntVector())
+            items.emplace_back(i);
+    else
+        return false;
+    for (const c10::IValue &i : items) {
+        if (!i.isInt())
+            return false;
+        out.push_back(i.toInt());
+    }
+    return out.size() == n;
+}
+
+c10::optional<c10::IValue> constant(const torch::jit::Module &mod, const char *name)
+{
+    return mod.type()->findConstant(name);
+}
+
+torch::Tensor tensor_attr(const torch::jit::Module &mod, const char *name)
+{
+    if (!mod.hasattr(name))
+        return torch::Tensor();
+    c10::IValue v = mod.attr(name);
+    return v.isTensor() ? v.toTensor() : torch::Tensor();
+}
+
+// One step for `mod`: native when its kind and settings are the plain ones.
+lt_step make_step(const torch::jit::Module &mod)
+{
+    lt_step s;
+    s.mod = mod;
+    std::string t = type_name(mod);
+    if (t == "relu") {
+        s.kind = lt_step::RELU;
+    } else if (t == "dropout" || t == "dropout2d" || t == "identity") {
+        s.kind = lt_step::IDENTITY; // eval mode
+    } else if (t == "conv2d") {
+        auto mode = constant(mod, "padding_mode");
+        s.w = tensor_attr(mod, "weight");
+        s.b = tensor_attr(mod, "bias");
+        auto g = constant(mod, "groups");
+        if (mode && mode->isString() && mode->toStringRef() == "zeros" && s.w.defined() && s.w.dim() == 4 &&
+            ints_of(constant(mod, "stride"), 2, s.stride) && ints_of(constant(mod, "padding"), 2, s.padding) &&
+            ints_of(constant(mod, "dilation"), 2, s.dilation) && g && g->isInt()) {
+            s.groups = g->toInt();
+            s.kind = lt_step::CONV;
+        }
+    } else if (t == "batchnorm2d") {
+        s.mean = tensor_attr(mod, "running_mean");
+        s.var = tensor_attr(mod, "running_var");
+        s.w = tensor_attr(mod, "weight");
+        s.b = tensor_attr(mod, "bias");
+        auto eps = constant(mod, "eps");
+        if (s.mean.defined() && s.var.defined() && eps && eps->isDouble()) {
+            s.eps = eps->toDouble();
+            s.kind = lt_step::BN;
+        }
+    } else if (t == "maxpool2d") {
+        auto ri = constant(mod, "return_indices"), cm = constant(mod, "ceil_mode");
+        auto st = constant(mod, "stride");
+        bool ok = ints_of(constant(mod, "kernel_size"), 2, s.kernel) &&
+                  ints_of(constant(mod, "padding"), 2, s.padding) &&
+                  ints_of(constant(mod, "dilation"), 2, s.dilation) && ri && ri->isBool() && !ri->toBool() &&
+                  cm && cm->isBool();
+        if (ok && st && st->isNone())
+            s.stride = s.kernel;
+        else
+            ok = ok && ints_of(st, 2, s.stride);
+        if (ok) {
+            s.ceil_mode = cm->toBool();
+            s.kind = lt_step::MAXPOOL;
+        }
+    } else if (t == "adaptiveavgpool2d") {
+        if (ints_of(constant(mod, "output_size"), 2, s.out_size))
+            s.kind = lt_step::ADAPTIVE_AVG;
+    } else if (t == "linear") {
+        s.w = tensor_attr(mod, "weight");
+        s.b = tensor_attr(mod, "bias");
+        if (s.w.defined() && s.w.dim() == 2)
+            s.kind = lt_step::LINEAR;
+    }
+    return s;
+}
+
+// The steps of a Sequential (its children, nested ones flattened), or the module as one step.
+void append_steps(const torch::jit::Module &mod, std::vector<lt_step> &out)
+{
+    if (type_name(mod) != "sequential") {
+        out.push_back(make_step(mod));
+        return;
+    }
+    for (const auto &child : mod.named_children())
+        append_steps(child.value, out);
+}
+
+torch::Tensor run_step(const lt_step &s, const torch::Tensor &x, bool native, bool guided)
+{
+    if (s.kind == lt_step::RELU)
+        return guided ? GuidedRelu::apply(x) : torch::relu(x);
+    if (s.kind == lt_step::IDENTITY)
+        return x;
+    if (!native || s.kind == lt_step::MODULE) {
+        torch::jit::Module mod = s.mod; // a handle; shares the object
+        return mod.forward({x}).toTensor();
+    }
+    switch (s.kind) {
+    case lt_step::CONV:
+        return torch::conv2d(x, s.w, s.b, s.stride, s.padding, s.dilation, s.groups);
+    case lt_step::BN:
+        return torch::batch_norm(x, s.w, s.b, s.mean, s.var, false, 0.0, s.eps, false);
+    case lt_step::MAXPOOL:
+        return torch::max_pool2d(x, s.kernel, s.stride, s.padding, s.dilation, s.ceil_mode);
+    case lt_step::ADAPTIVE_AVG:
+        return torch::adaptive_avg_pool2d(x, s.out_size);
+    case lt_step::LINEAR:
+        return torch::linear(x, s.w, s.b);
+    case lt_step::FLATTEN:
+        return torch::flatten(x, 1);
+    default:
+        throw std::logic_error("unhandled step");
+    }
+}
+
+// steps[from..to] on x. BatchNorm stays apart from its convolution: folding
+// it in changes the rounding, and with it which element wins a max-pool
+// window of near-equal values, which moves gradients far past 1e-4.
+torch::Tensor run_steps(const lt_model *m, const std::vector<lt_step> &steps, torch::Tensor x, size_t from,
+                        size_t to, bool guided)
+{
+    for (size_t i = from; i <= to && i < steps.size(); i++)
+        x = run_step(steps[i], x, m->native, guided);
+    return x;
+}
+
+torch::Tensor run_head(const lt_model *m, torch::Tensor y, bool guided)
+{
+    return m->head.empty() ? y : run_steps(m, m->head, y, 0, m->head.size() - 1, guided);
+}
+
+torch::Tensor run_plan(const lt_model *m, const torch::Tensor &x, bool guided)
+{
+    return run_head(m, run_steps(m, m->feat, x, 0, m->feat.size() - 1, guided), guided);
+}
+
+// Build the steps and check them against the whole model on a seeded probe:
+// natively first, then module by module; sets splits, native, split_why.
+void build_plan(lt_model *m)
+{
+    m->splits = m->native = false;
+    m->feat.clear();
+    m->head.clear();
+    if (!m->module.hasattr("classifier") || !m->module.attr("classifier").isModule()) {
+        m->split_why = "the model has no `classifier` submodule to split it at a layer";
+        return;
+    }
+    for (const torch::jit::Module &l : m->layers)
+        m->feat.push_back(make_step(l));
+    if (m->module.hasattr("avgpool") && m->module.attr("avgpool").isModule()) {
+        m->head.push_back(make_step(m->module.attr("avgpool").toModule()));
+        lt_step flat;
+        flat.kind = lt_step::FLATTEN;
+        m->head.push_back(flat);
+    }
+    append_steps(m->module.attr("classifier").toModule(), m->head);
+
+    torch::NoGradGuard no_grad;
+    const lt_model_params &p = m->params;
+    torch::Tensor x = torch::empty({2, p.channels, p.height, p.width});
+    float *v = x.data_ptr<float>();
+    uint64_t state = 12345;
+    for (int64_t i = 0; i < x.numel(); i++)
+        v[i] = static_cast<float>((splitmix64(&state) >> 11) * (4.0 / 9007199254740992.0) - 2.0);
+    torch::Tensor ref = logits_of(m, x);
+    double scale = std::max(1.0, ref.abs().max().item<double>()), diff = 0;
+    for (int native = 1; native >= 0; native--) {
+        m->native = native;
+        try {
+            torch::Tensor got = run_plan(m, x, false);
+            if (got.sizes() != ref.sizes()) {
+                m->split_why = "head(features(x)) has shape " + c10::str(got.sizes()) + ", the model's output " +
+                               c10::str(ref.sizes());
+                continue;
+            }
+            diff = (got - ref).abs().max().item<double>();
+            if (diff <= 1e-4 * scale) {
+                m->splits = true;
+                m->split_why.clear();
+                return;
+            }
+            char buf[160];
+            std::snprintf(buf, sizeof buf, "head(features(x)) differs from the model's output by %.3g on a probe",
+                          diff);
+            m->split_why = buf;
+        } catch (const std::exception &e) {
+            m->split_why = "head(features(x)) fails: " + short_message(e.what());
+        }
+    }
+    m->native = false;
+}
+
+int check_n(int n, char *err, size_t err_len)
+{
+    if (n < 1 || n > kMaxBatch) {
+        set_err(err, err_len, "batch size %d not in [1, %d]", n, kMaxBatch);
+        return LT_EINVAL;
+    }
+    return LT_OK;
+}
+
 } // namespace
 
 /* ==== Parameters and threads ==== */
@@ -359,6 +627,7 @@ extern "C" lt_model *lt_model_load(const char *path,
             return LT_ELOAD;
         }
         m->n_classes = static_cast<int>(out.size(1));
+        build_plan(m.get());
         return LT_OK;
     });
     if (rc != LT_OK)
@@ -562,6 +831,134 @@ extern "C" int lt_filter_viz(lt_model *model, int layer, int filter,
             trace[p.iterations] = run_features(model, img.detach(), layer)
                                       .select(1, filter).mean().item<float>();
         }
+        return LT_OK;
+    });
+}
+
+/* ==== Explanations ==== */
+
+extern "C" int lt_model_splits(const lt_model *model, char *why, size_t why_len)
+{
+    if (model == nullptr) {
+        set_err(why, why_len, "no model");
+        return 0;
+    }
+    if (!model->splits)
+        set_err(why, why_len, "%s", model->split_why.c_str());
+    return model->splits ? 1 : 0;
+}
+
+extern "C" int lt_cam_default_layer(const lt_model *model)
+{
+    if (model == nullptr)
+        return -1;
+    int last_conv = -1, n = static_cast<int>(model->info.size());
+    for (int i = 0; i < n; i++)
+        if (model->info[i].is_conv)
+            last_conv = i;
+    if (last_conv < 0)
+        return -1;
+    for (int i = last_conv + 1; i < n; i++)
+        if (std::strcmp(model->info[i].type, "relu") == 0)
+            return i;
+    return last_conv;
+}
+
+extern "C" int lt_explain_pass(lt_model *model, const float *input, int n, int target, int guided, float *grad,
+                               float *logits, int *targets, char *err, size_t err_len)
+{
+    if (model == nullptr || input == nullptr) {
+        set_err(err, err_len, "lt_explain_pass: NULL argument");
+        return LT_EINVAL;
+    }
+    if (check_n(n, err, err_len) != LT_OK)
+        return LT_EINVAL;
+    if (target >= model->n_classes) {
+        set_err(err, err_len, "target class %d does not exist (valid: 0..%d)", target, model->n_classes - 1);
+        return LT_EINVAL;
+    }
+    if (guided && !model->splits) {
+        set_err(err, err_len, "guided backprop needs the model split at its layers: %s", model->split_why.c_str());
+        return LT_EINVAL;
+    }
+    return guarded("lt_explain_pass", err, err_len, [&]() {
+        torch::Tensor x = input_tensor(model, input, n);
+        torch::Tensor out, g;
+        if (grad == nullptr) {
+            torch::NoGradGuard no_grad;
+            out = model->splits ? run_plan(model, x, false) : logits_of(model, x);
+        } else {
+            torch::AutoGradMode grad_mode(true);
+            x.requires_grad_(true);
+            out = model->splits ? run_plan(model, x, guided != 0) : logits_of(model, x);
+        }
+        if (out.dim() != 2 || out.size(0) != n || out.size(1) != model->n_classes)
+            throw std::runtime_error("the model answered shape " + c10::str(out.sizes()));
+        torch::Tensor t = target >= 0 ? torch::full({n}, static_cast<int64_t>(target), torch::kLong)
+                                      : out.detach().argmax(1);
+        if (grad != nullptr) {
+            torch::Tensor score = out.gather(1, t.view({n, 1})).sum();
+            g = torch::autograd::grad({score}, {x})[0];
+            copy_out(g, grad, static_cast<size_t>(n) * static_cast<size_t>(image_numel(model->params)));
+        }
+        if (logits != nullptr)
+            copy_out(out, logits, static_cast<size_t>(n) * model->n_classes);
+        if (targets != nullptr)
+            for (int i = 0; i < n; i++)
+                targets[i] = static_cast<int>(t[i].item<int64_t>());
+        return LT_OK;
+    });
+}
+
+extern "C" int lt_gradcam(lt_model *model, const float *input, int layer, int target, float *layer_map,
+                          size_t layer_map_len, float *cam, float *logits, int *target_out, char *err,
+                          size_t err_len)
+{
+    if (model == nullptr || input == nullptr || layer_map == nullptr || cam == nullptr) {
+        set_err(err, err_len, "lt_gradcam: NULL argument");
+        return LT_EINVAL;
+    }
+    lt_layer_info li;
+    int rc = lt_layer_get_info(model, layer, &li, err, err_len);
+    if (rc != LT_OK)
+        return rc;
+    if (target >= model->n_classes) {
+        set_err(err, err_len, "target class %d does not exist (valid: 0..%d)", target, model->n_classes - 1);
+        return LT_EINVAL;
+    }
+    if (!model->splits) {
+        set_err(err, err_len, "Grad-CAM needs the model split at a layer: %s", model->split_why.c_str());
+        return LT_EINVAL;
+    }
+    size_t need = static_cast<size_t>(li.height) * li.width;
+    if (layer_map_len < need) {
+        set_err(err, err_len, "layer map buffer holds %zu floats, layer %d needs %zu", layer_map_len, layer, need);
+        return LT_EINVAL;
+    }
+    return guarded("lt_gradcam", err, err_len, [&]() {
+        const lt_model_params &p = model->params;
+        torch::Tensor a;
+        {
+            torch::NoGradGuard no_grad;
+            a = run_steps(model, model->feat, input_tensor(model, input, 1), 0, static_cast<size_t>(layer), false);
+        }
+        torch::AutoGradMode grad_mode(true);
+        a = a.detach().requires_grad_(true);
+        torch::Tensor y = run_steps(model, model->feat, a, static_cast<size_t>(layer) + 1, model->feat.size() - 1,
+                                    false);
+        torch::Tensor out = run_head(model, y, false);
+        int t = target >= 0 ? target : static_cast<int>(out.detach().argmax(1)[0].item<int64_t>());
+        torch::Tensor da = torch::autograd::grad({out.select(1, t).sum()}, {a})[0];
+        torch::NoGradGuard no_grad;
+        torch::Tensor w = da.mean({2, 3}, true);
+        torch::Tensor lm = torch::relu((w * a.detach()).sum(1, true));
+        torch::Tensor up = torch::upsample_bilinear2d(lm, {p.height, p.width}, false);
+        copy_out(lm, layer_map, need);
+        copy_out(up, cam, static_cast<size_t>(p.height) * p.width);
+        if (logits != nullptr)
+            copy_out(out, logits, static_cast<size_t>(model->n_classes));
+        if (target_out != nullptr)
+            *target_out = t;
         return LT_OK;
     });
 }

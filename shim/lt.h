@@ -150,6 +150,52 @@ int lt_filter_viz(lt_model *model, int layer, int filter, const float *start,
                   const lt_viz_params *params, float *frames,
                   size_t frames_len, float *trace, char *err, size_t err_len);
 
+/* ==== Explanations ==== */
+
+/*
+ * 1 when the model is its `features` followed by a head: its output equals
+ * head(features(x)), head being classifier(flatten(avgpool(y))) when it has
+ * an `avgpool` submodule, else classifier(y) (checked at load on a seeded
+ * random probe). Grad-CAM and guided backprop need it; when it is 0, `why`
+ * says what failed.
+ */
+int lt_model_splits(const lt_model *model, char *why, size_t why_len);
+
+/* Grad-CAM's default layer: the first ReLU after the last Conv2d of
+ * `features`; -1 when `features` has no convolution. */
+int lt_cam_default_layer(const lt_model *model);
+
+/*
+ * Logits and input gradients of n inputs in one batched pass.
+ * input:   [n, C, H, W] normalised
+ * target:  the class whose logit is differentiated, or < 0 for each row's
+ *          own predicted class (the argmax of that row's logits)
+ * guided:  1: guided backprop: every ReLU of `features` and of the head lets
+ *          back only positive gradients where its input was positive (needs
+ *          lt_model_splits); 0: the plain gradient
+ * grad:    [n, C, H, W] d logits[i][t_i] / d input[i]; NULL: logits only,
+ *          without autograd
+ * logits:  [n, K] (may be NULL); targets: [n] the t_i used (may be NULL)
+ * A model that splits runs as its layers, with the ATen calls its modules
+ * make (no interpreter between them): the same values as the whole model.
+ */
+int lt_explain_pass(lt_model *model, const float *input, int n, int target,
+                    int guided, float *grad, float *logits, int *targets,
+                    char *err, size_t err_len);
+
+/*
+ * Grad-CAM (Selvaraju 2017) of one input at layer `layer` of `features`:
+ * A = that layer's output [k, h, w], w_k = the spatial mean of
+ * d score / d A_k, layer_map = ReLU(sum_k w_k A_k) [h, w] (`layer_map_len`
+ * floats available), cam = layer_map resized to the input's H x W as
+ * torch's bilinear interpolate with align_corners=False does [H, W].
+ * target < 0: the predicted class; the class used goes to *target_out and
+ * the logits [K] to `logits` (both may be NULL). Needs lt_model_splits.
+ */
+int lt_gradcam(lt_model *model, const float *input, int layer, int target,
+               float *layer_map, size_t layer_map_len, float *cam,
+               float *logits, int *target_out, char *err, size_t err_len);
+
 #ifdef __cplusplus
 }
 #endif

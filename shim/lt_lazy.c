@@ -35,7 +35,15 @@
     X(int, lt_viz_n_frames, (const lt_viz_params *p), (p))                                     \
     X(int, lt_filter_viz, (lt_model *m, int l, int f, const float *s, const lt_viz_params *p, \
                            float *fr, size_t fl, float *tr, char *e, size_t el),               \
-      (m, l, f, s, p, fr, fl, tr, e, el))
+      (m, l, f, s, p, fr, fl, tr, e, el))                                                   \
+    X(int, lt_model_splits, (const lt_model *m, char *e, size_t el), (m, e, el))              \
+    X(int, lt_cam_default_layer, (const lt_model *m), (m))                                     \
+    X(int, lt_explain_pass, (lt_model *m, const float *x, int n, int t, int gd, float *g,      \
+                             float *o, int *ts, char *e, size_t el),                           \
+      (m, x, n, t, gd, g, o, ts, e, el))                                                       \
+    X(int, lt_gradcam, (lt_model *m, const float *x, int l, int t, float *lm, size_t lml,      \
+                        float *c, float *o, int *to, char *e, size_t el),                      \
+      (m, x, l, t, lm, lml, c, o, to, e, el))
 
 #define DECLARE(ret, name, params, args) static ret(*p_##name) params;
 LT_FUNCTIONS(DECLARE)
@@ -150,4 +158,16 @@ int lt_viz_n_frames(const lt_viz_params *p) { return ready(NULL, 0) ? p_lt_viz_n
 int lt_filter_viz(lt_model *m, int l, int f, const float *s, const lt_viz_params *p, float *fr, size_t fl,
                   float *tr, char *e, size_t el) {
     return ready(e, el) ? p_lt_filter_viz(m, l, f, s, p, fr, fl, tr, e, el) : LT_ENOTORCH;
+}
+int lt_model_splits(const lt_model *m, char *e, size_t el) {
+    return ready(e, el) ? p_lt_model_splits(m, e, el) : 0;
+}
+int lt_cam_default_layer(const lt_model *m) { return ready(NULL, 0) ? p_lt_cam_default_layer(m) : -1; }
+int lt_explain_pass(lt_model *m, const float *x, int n, int t, int gd, float *g, float *o, int *ts, char *e,
+                    size_t el) {
+    return ready(e, el) ? p_lt_explain_pass(m, x, n, t, gd, g, o, ts, e, el) : LT_ENOTORCH;
+}
+int lt_gradcam(lt_model *m, const float *x, int l, int t, float *lm, size_t lml, float *c, float *o, int *to,
+               char *e, size_t el) {
+    return ready(e, el) ? p_lt_gradcam(m, x, l, t, lm, lml, c, o, to, e, el) : LT_ENOTORCH;
 }

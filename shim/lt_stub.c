@@ -151,3 +151,49 @@ int lt_filter_viz(lt_model *model, int layer, int filter, const float *start,
     stub_err(err, err_len);
     return LT_ENOTORCH;
 }
+
+int lt_model_splits(const lt_model *model, char *why, size_t why_len)
+{
+    (void)model;
+    stub_err(why, why_len);
+    return 0;
+}
+
+int lt_cam_default_layer(const lt_model *model)
+{
+    (void)model;
+    return -1;
+}
+
+int lt_explain_pass(lt_model *model, const float *input, int n, int target,
+                    int guided, float *grad, float *logits, int *targets,
+                    char *err, size_t err_len)
+{
+    (void)model;
+    (void)input;
+    (void)n;
+    (void)target;
+    (void)guided;
+    (void)grad;
+    (void)logits;
+    (void)targets;
+    stub_err(err, err_len);
+    return LT_ENOTORCH;
+}
+
+int lt_gradcam(lt_model *model, const float *input, int layer, int target,
+               float *layer_map, size_t layer_map_len, float *cam,
+               float *logits, int *target_out, char *err, size_t err_len)
+{
+    (void)model;
+    (void)input;
+    (void)layer;
+    (void)target;
+    (void)layer_map;
+    (void)layer_map_len;
+    (void)cam;
+    (void)logits;
+    (void)target_out;
+    stub_err(err, err_len);
+    return LT_ENOTORCH;
+}

@@ -49,7 +49,7 @@ int __wrap_lt_layer_get_info(const lt_model *model, int layer, lt_layer_info *in
     return LT_OK;
 }
 
-static const core_engine fake_cnn_engine = {"torchscript", 1, 16, 0, NULL, NULL};
+static const core_engine fake_cnn_engine = {"torchscript", 1, 16, 0, NULL, NULL, NULL};
 static char fake_cnn_handle; /* a non-NULL lt_model* the wrapped functions recognise */
 
 /* ==== The query string ==== */
