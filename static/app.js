@@ -79,6 +79,9 @@
     }
   }
 
+  // A message ended with a full stop, its words as they are (a server's message may begin with a name).
+  const period = (s) => (s = String(s).trim(), /[.!?]$/.test(s) ? s : s + '.');
+
   const sentence = (s) => {
     s = String(s).trim();
     s = s.charAt(0).toUpperCase() + s.slice(1);
@@ -149,6 +152,7 @@
       return;
     }
     state.models = list.models || [];
+    unavailable = {}; // a reload may have replaced a model
     const sel = $('model');
     sel.textContent = '';
     for (const m of state.models) sel.append(el('option', { value: m.name }, m.name));
@@ -183,6 +187,13 @@
     t.append(el('option', { value: '' }, 'the predicted class'));
     (state.model.classes || []).forEach((c, i) => t.append(el('option', { value: String(i) }, c)));
     state.target = '';
+    // Occlusion's window fits the input; the stride may reach across it.
+    $('p-window').max = String(Math.min(inp.height || 28, inp.width || 28));
+    $('p-stride').max = String(Math.max(inp.height || 28, inp.width || 28));
+    if (whyNot($('method').value)) $('method').value = 'gradient';
+    refreshMethods();
+    showParams();
+    fieldError('params-error', '');
     setupCnn();
     if (!$('tab-training').hidden) loadTraining();
     analyse();
@@ -296,7 +307,7 @@
   window.addEventListener('dragover', (ev) => ev.preventDefault());
   window.addEventListener('drop', (ev) => ev.preventDefault());
   $('invert').addEventListener('change', analyse);
-  $('target').addEventListener('change', (ev) => { state.target = ev.target.value; saliency(state.run); markTarget(); });
+  $('target').addEventListener('change', (ev) => { state.target = ev.target.value; saliency(state.run); runCompare(); markTarget(); });
 
   // ==== Test images: samples and the model's mistakes (GET /v1/samples, /v1/models/{m}/mistakes) ====
 
@@ -407,6 +418,7 @@
     setImage('saliency', null);
     $('saliency-empty').hidden = false;
     setImage('acts-img', null);
+    stopCompare(state.source ? '' : 'Draw or upload an image first.');
   }
 
   function imageOpts() {
@@ -432,6 +444,7 @@
       return;
     }
     saliency(run);
+    runCompare();
     if (!$('cnn-controls').hidden && $('acts-img').src) activations();
   }
 
@@ -454,6 +467,7 @@
         $('target').value = state.target;
         markTarget();
         saliency(state.run);
+        runCompare();
       });
       bars.append(row);
     }
@@ -470,23 +484,329 @@
     for (const b of document.querySelectorAll('.bar')) b.classList.toggle('target', b.dataset.index === state.target);
   }
 
-  async function saliency(run) {
-    if (!state.model || !state.source) return;
-    const q = '?format=png&overlay=1&scale=8&invert=' + $('invert').value + (state.target !== '' ? '&target=' + state.target : '');
-    try {
-      const blob = await (await api('/v1/models/' + enc(state.model.name) + '/saliency' + q, imageOpts())).blob();
-      if (run !== state.run) return;
-      setImage('saliency', blob);
-      const cls = state.target !== '' ? state.model.classes[Number(state.target)] : state.pred ? state.pred.class : 'the predicted class';
-      $('saliency').alt = 'Saliency of class ' + cls + ' for ' + inputText() + ' (bright pixels change that score most)';
-      $('saliency-empty').hidden = true;
-    } catch (e) {
-      if (run !== state.run) return;
-      setImage('saliency', null);
-      $('saliency-empty').hidden = false;
-      $('saliency-empty').textContent = 'Saliency failed: ' + e.message;
+  // ==== Explanation methods (POST /v1/models/{m}/saliency and /explain?method=M) ====
+
+  // The methods of the explain route, in the order the picker and the compare view show them.
+  // note + ' over the preprocessed H×W input: ' + reading makes the sentence under the heatmap.
+  const METHODS = [
+    { id: 'gradient', name: 'Gradient', note: 'Vanilla-backprop saliency',
+      reading: 'bright pixels change the class score most' },
+    { id: 'input_x_gradient', name: 'Input × gradient', note: 'Input × gradient',
+      reading: 'bright pixels have large values where the score is steep' },
+    { id: 'smoothgrad', name: 'SmoothGrad', note: 'SmoothGrad (the gradient averaged over noisy copies)',
+      reading: 'bright pixels change the score most, noise aside' },
+    { id: 'integrated_gradients', name: 'Integrated gradients', note: 'Integrated gradients (the gradient along a path from the baseline)',
+      reading: 'bright pixels account for most of the score\'s change from the baseline' },
+    { id: 'guided_backprop', name: 'Guided backprop', note: 'Guided backprop (only positive gradients through each ReLU)',
+      reading: 'bright pixels excite the class' },
+    { id: 'gradcam', name: 'Grad-CAM', note: 'Grad-CAM (a layer\'s feature maps weighted by their gradients)',
+      reading: 'bright regions support the class' },
+    { id: 'guided_gradcam', name: 'Guided Grad-CAM', note: 'Guided Grad-CAM (guided backprop times Grad-CAM)',
+      reading: 'bright pixels excite the class inside the regions that support it' },
+    { id: 'occlusion', name: 'Occlusion', note: 'Occlusion (the score\'s drop when a window is filled with black)',
+      reading: 'bright pixels lower the score most when hidden' },
+  ];
+  const METHOD = Object.fromEntries(METHODS.map((m) => [m.id, m]));
+  const LAYERED = ['gradcam', 'guided_gradcam'];
+
+  // What the server answered 422 for, per model and method: its reason. The server alone knows
+  // which models split for Grad-CAM or have ReLUs, so the page learns it from the answers and
+  // then disables those methods with the server's words.
+  let unavailable = {};
+  const whyNot = (method) => state.model && (unavailable[state.model.name] || {})[method];
+
+  function learnUnavailable(method, message) {
+    const m = state.model.name;
+    unavailable[m] = Object.assign(unavailable[m] || {}, { [method]: message });
+    refreshMethods();
+  }
+
+  // The picker's options: those the server refused for this model disabled, and the reasons
+  // said under the picker (its aria-describedby).
+  function refreshMethods() {
+    const why = [];
+    for (const o of $('method').options) {
+      const reason = whyNot(o.value);
+      o.disabled = !!reason && o.value !== $('method').value;
+      o.textContent = METHOD[o.value].label + (reason ? ' (not available)' : '');
+      if (reason) why.push(METHOD[o.value].name + ': ' + period(reason));
+    }
+    $('method-why').textContent = why.length ? 'Not available for ' + state.model.name + '. ' + why.join(' ') : '';
+    $('method-why').hidden = !why.length;
+  }
+  for (const o of $('method').options) METHOD[o.value].label = o.textContent;
+
+  // The parameter fields the chosen method takes are shown; the others are hidden.
+  function showParams() {
+    const method = $('method').value;
+    let any = false;
+    for (const l of $('method-params').querySelectorAll('label')) {
+      l.hidden = !l.dataset.for.split(' ').includes(method);
+      any = any || !l.hidden;
+    }
+    $('method-params').hidden = !any;
+    const m = METHOD[method];
+    $('method-note').textContent = m.note;
+    $('method-reading').textContent = m.reading;
+  }
+
+  // The query of a method's own parameters from the fields (empty fields: the server's defaults);
+  // layer: the Grad-CAM layer index as a string, '' for the server's default.
+  function methodParams(method, fields, layer) {
+    const q = [];
+    const put = (k, id) => { const v = $(id).value.trim(); if (fields && v !== '') q.push(k + '=' + enc(v)); };
+    if (method === 'smoothgrad') { put('samples', 'p-samples'); put('noise', 'p-noise'); }
+    if (method === 'integrated_gradients') { put('steps', 'p-steps'); put('baseline', 'p-baseline'); }
+    if (method === 'occlusion') { put('window', 'p-window'); put('stride', 'p-stride'); }
+    if (LAYERED.includes(method) && layer) q.push('layer=' + enc(layer));
+    return q.length ? '&' + q.join('&') : '';
+  }
+
+  const targetClass = () => state.target !== '' ? state.model.classes[Number(state.target)] :
+    state.pred ? state.pred.class : 'the predicted class';
+
+  // api() for the heavy lane: a 429 is asked again after its Retry-After (at most `tries` times),
+  // onWait(seconds) telling the user meanwhile; alive() false stops asking. Then errors as api's.
+  async function apiRetry(path, opts, onWait, alive, tries = 5) {
+    for (let i = 1; ; i++) {
+      try {
+        return await api(path, opts);
+      } catch (e) {
+        if (e.status !== 429 || i >= tries || !alive()) throw e;
+        const s = Math.min(30, Math.max(1, Number(e.retryAfter) || 1));
+        onWait(s);
+        await new Promise((r) => setTimeout(r, s * 1000));
+        if (!alive()) throw e;
+      }
     }
   }
+
+  // An API error of an explanation, in words.
+  function explainError(name, e) {
+    if (e.status === 422) return name + ' is not available for ' + state.model.name + ': ' + e.message;
+    return name + ' failed: ' + busyText(e);
+  }
+
+  // The heatmap of the chosen method for the current input and target. Gradient is the saliency
+  // route (the cheap lane for an MLP); the other methods are the explain route.
+  let salSeq = 0;
+  async function saliency(run) {
+    if (!state.model || !state.source) return;
+    const seq = ++salSeq;
+    const alive = () => run === state.run && seq === salSeq;
+    const method = $('method').value, m = METHOD[method], model = state.model.name;
+    const q = 'format=png&overlay=1&scale=8&invert=' + $('invert').value + (state.target !== '' ? '&target=' + state.target : '');
+    const path = '/v1/models/' + enc(model) + (method === 'gradient' ? '/saliency?' + q :
+      '/explain?method=' + method + '&' + q + methodParams(method, true, $('p-layer').value));
+    const empty = $('saliency-empty');
+    $('sal-card').querySelector('.saliency-box').setAttribute('aria-busy', 'true');
+    try {
+      const r = await apiRetry(path, imageOpts(), (s) => {
+        empty.hidden = false;
+        empty.textContent = 'The server is busy with other explanations; asking again in ' + s + ' s…';
+      }, alive);
+      const blob = await r.blob();
+      if (!alive()) return;
+      setImage('saliency', blob);
+      const cls = targetClass();
+      const layer = LAYERED.includes(method) && $('p-layer').value !== '' ? ', layer ' + $('p-layer').value : '';
+      $('saliency').alt = method === 'gradient' ?
+        'Saliency of class ' + cls + ' for ' + inputText() + ' (bright pixels change that score most)' :
+        m.name + ' of class ' + cls + ' for ' + inputText() + layer + ' (' + m.reading.replace('the class', 'that class') + ')';
+      empty.hidden = true;
+      fieldError('params-error', '');
+    } catch (e) {
+      if (!alive()) return;
+      setImage('saliency', null);
+      empty.hidden = false;
+      empty.textContent = method === 'gradient' && e.status !== 429 ? 'Saliency failed: ' + e.message : sentence(explainError(m.name, e));
+      if (e.status === 422) learnUnavailable(method, e.message);
+      if (e.status === 400 && method !== 'gradient') paramsError(m.name, e.message);
+    } finally {
+      if (alive()) $('sal-card').querySelector('.saliency-box').removeAttribute('aria-busy');
+    }
+  }
+
+  // A parameter the server refused: the message next to the fields, the field it names invalid.
+  function paramsError(name, message) {
+    fieldError('params-error', sentence(name + ': ' + message));
+    const shown = [...$('method-params').querySelectorAll('label:not([hidden]) [aria-describedby]')];
+    const named = shown.filter((f) => new RegExp('\\b' + f.id.slice(2) + '\\b').test(message));
+    for (const f of $('method-params').querySelectorAll('[aria-describedby]')) {
+      if (!(named.length ? named : shown).includes(f)) f.removeAttribute('aria-invalid');
+    }
+  }
+
+  // Grad-CAM's layer pickers, from GET /v1/models/{m}/layers: every module of `features`; the
+  // first option sends no layer (the server's default), named as the contract defines it: the
+  // first ReLU after the last Conv2d. A pick still in the new list is kept.
+  function fillCamLayers(layers) {
+    let conv = -1;
+    layers.forEach((l, i) => { if (l.type === 'conv2d') conv = i; });
+    const def = conv < 0 ? null : layers.slice(conv + 1).find((l) => l.type === 'relu');
+    for (const id of ['p-layer', 'compare-layer']) {
+      const sel = $(id), keep = sel.value;
+      sel.textContent = '';
+      sel.append(el('option', { value: '' }, def ? 'default: ' + def.index + ' (' + def.name + ', relu)' : 'the server\'s default'));
+      for (const l of layers) {
+        const shape = l.channels ? ', ' + l.channels + (l.height ? '×' + l.height + '×' + l.width : '') : '';
+        sel.append(el('option', { value: String(l.index) }, l.index + ': ' + l.name + ' (' + l.type + shape + ')'));
+      }
+      sel.value = layers.some((l) => String(l.index) === keep) ? keep : '';
+      sel.disabled = !layers.length;
+      sel.title = layers.length ? '' : state.model.name + ' lists no layers';
+    }
+  }
+
+  // ==== Compare: every method side by side ====
+
+  // The server's colour map (img_colormap in core/img.c): ten stops over [0,1], linear between.
+  const CMAP = [[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142],
+    [31, 158, 137], [53, 183, 121], [109, 205, 89], [180, 222, 44], [253, 231, 37]];
+
+  // A JSON answer's map ([H][W] in [0,1]) as a PNG data URL of H×W pixels, coloured as the
+  // server colours its PNGs; the page enlarges it without smoothing.
+  function mapPng(map) {
+    const h = map.length, w = h ? map[0].length : 0;
+    const c = document.createElement('canvas');
+    c.width = w;
+    c.height = h;
+    const g = c.getContext('2d'), im = g.createImageData(w, h);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        let v = map[y][x];
+        v = v > 0 ? Math.min(v, 1) : 0;
+        const t = v * 9, i = Math.min(8, Math.floor(t)), f = t - i, o = 4 * (y * w + x);
+        for (let k = 0; k < 3; k++) im.data[o + k] = Math.round(CMAP[i][k] + (CMAP[i + 1][k] - CMAP[i][k]) * f);
+        im.data[o + 3] = 255;
+      }
+    }
+    g.putImageData(im, 0, 0);
+    return c.toDataURL('image/png');
+  }
+
+  // The parameters an answer says it used, in words.
+  function paramsText(j) {
+    const p = j.params || {};
+    const parts = [];
+    if (p.samples !== undefined) parts.push(p.samples + ' draws, noise ' + Number(Number(p.noise).toPrecision(6)));
+    if (p.steps !== undefined) parts.push(p.steps + ' steps from ' + p.baseline);
+    if (typeof j.convergence_delta === 'number') parts.push('Δ ' + j.convergence_delta.toPrecision(2));
+    if (j.layer) parts.push('layer ' + j.layer.index + ' (' + j.layer.type + ', ' + j.layer.height + '×' + j.layer.width + ')');
+    else if (p.layer !== undefined) parts.push('layer ' + p.layer);
+    if (p.window !== undefined) parts.push('window ' + p.window + ', stride ' + p.stride);
+    return parts.join(' · ');
+  }
+
+  const compare = { on: false, seq: 0, complete: false };
+
+  // One tile per method: a placeholder with a status until the map arrives.
+  function compareTile(m) {
+    const box = el('div', { class: 'pending' }, 'waiting');
+    const meta = el('span', { class: 'meta' });
+    const li = el('li', { 'data-method': m.id }, el('figure', {}, box, el('figcaption', {}, el('span', { class: 'name' }, m.name), meta)));
+    return li;
+  }
+
+  function tileStatus(li, text, bad) {
+    const fig = li.querySelector('figure');
+    const old = fig.firstChild;
+    const box = el('div', { class: 'pending' + (bad ? ' unavailable' : '') }, text);
+    fig.replaceChild(box, old);
+    li.querySelector('.meta').textContent = '';
+  }
+
+  // only: the methods to ask again (a Grad-CAM layer change), when the last full run ended;
+  // otherwise every method, one request after the other (the heavy lane has few workers).
+  async function runCompare(only) {
+    if (!compare.on) return;
+    const grid = $('compare-grid'), status = $('compare-status');
+    if (!state.model || !state.source) {
+      grid.textContent = '';
+      status.textContent = 'Draw or upload an image first.';
+      return;
+    }
+    const seq = ++compare.seq;
+    const alive = () => compare.on && seq === compare.seq;
+    const partial = only && compare.complete && grid.children.length === METHODS.length;
+    compare.complete = false;
+    const methods = partial ? METHODS.filter((m) => only.includes(m.id)) : METHODS;
+    if (!partial) {
+      grid.textContent = '';
+      for (const m of METHODS) grid.append(compareTile(m));
+    }
+    const model = state.model.name, cls = targetClass(), what = inputText(), opts = imageOpts();
+    const layer = $('compare-layer').value;
+    const q = 'format=json&invert=' + $('invert').value + (state.target !== '' ? '&target=' + state.target : '');
+    grid.setAttribute('aria-busy', 'true');
+    let served = 0, failed = 0, ms = 0;
+    for (const m of methods) {
+      const li = grid.querySelector('li[data-method="' + m.id + '"]');
+      tileStatus(li, 'computing…');
+      status.textContent = 'Explaining class ' + cls + ': ' + m.name + ' (' + (methods.indexOf(m) + 1) + ' of ' + methods.length + ')…';
+      try {
+        const r = await apiRetry('/v1/models/' + enc(model) + '/explain?method=' + m.id + '&' + q + methodParams(m.id, false, layer),
+          opts, (s) => tileStatus(li, 'the server is busy: asking again in ' + s + ' s'), alive);
+        const j = await r.json();
+        if (!alive()) return;
+        const fig = li.querySelector('figure');
+        fig.replaceChild(el('img', { src: mapPng(j.map), width: String(j.width), height: String(j.height),
+          alt: m.name + ' of class ' + j.target.class + ' for ' + what + (j.layer ? ', layer ' + j.layer.index : '') +
+            ': ' + m.reading.replace('the class', 'that class') }), fig.firstChild);
+        const t = j.timing_ms || {};
+        li.querySelector('.meta').textContent = [typeof t.total === 'number' ? t.total.toFixed(1) + ' ms' : null, paramsText(j)].filter(Boolean).join(' · ');
+        served++;
+        ms += t.total || 0;
+      } catch (e) {
+        if (!alive()) return;
+        failed++;
+        if (e.status === 422) learnUnavailable(m.id, e.message);
+        tileStatus(li, e.status === 422 ? 'Not available: ' + period(e.message) : sentence(explainError(m.name, e)), true);
+      }
+    }
+    compare.complete = true;
+    grid.removeAttribute('aria-busy');
+    status.textContent = (partial ? methods.map((m) => m.name).join(' and ') : 'All ' + METHODS.length + ' methods') +
+      ' for class ' + cls + ': ' + served + ' shown in ' + ms.toFixed(1) + ' ms of server time' +
+      (failed ? ', ' + failed + ' not shown' : '') + '.';
+  }
+
+  // No input to explain (cleared, or the server refused it): the tiles go, the view stays on.
+  function stopCompare(text) {
+    if (!compare.on) return;
+    compare.seq++;
+    compare.complete = false;
+    $('compare-grid').textContent = '';
+    $('compare-grid').removeAttribute('aria-busy');
+    $('compare-status').textContent = text;
+  }
+
+  function setCompare(on) {
+    compare.on = on;
+    compare.seq++;
+    compare.complete = false;
+    $('compare').setAttribute('aria-pressed', String(on));
+    if (on) {
+      runCompare();
+    } else {
+      $('compare-grid').textContent = '';
+      $('compare-grid').removeAttribute('aria-busy');
+      $('compare-status').textContent = '';
+    }
+  }
+
+  $('compare').addEventListener('click', () => setCompare(!compare.on));
+  $('compare-layer').addEventListener('change', () => runCompare(LAYERED));
+  $('method').addEventListener('change', () => {
+    refreshMethods();
+    showParams();
+    fieldError('params-error', '');
+    saliency(state.run);
+  });
+  for (const id of ['p-samples', 'p-noise', 'p-steps', 'p-baseline', 'p-layer', 'p-window', 'p-stride']) {
+    $(id).addEventListener('change', () => saliency(state.run));
+  }
+  showParams();
 
   // ==== CNN layers (torchscript models) ====
 
@@ -507,6 +827,7 @@
     setImage('acts-img', null);
     $('filter-cap').textContent = '';
     $('acts-cap').textContent = '';
+    fillCamLayers([]);
     if (!isCnn) return;
     const name = state.model.name;
     $('cnn-status').textContent = 'Loading the layers…';
@@ -518,6 +839,7 @@
       return;
     }
     if (state.model.name !== name) return;
+    fillCamLayers(layers);
     if (!layers.length) {
       $('cnn-status').textContent = 'This model lists no visualisable layers.';
       return;

@@ -1,16 +1,20 @@
 """End-to-end test of the browser page: a tiny trained MLP and a hand-made report behind the real
 daemon, driven by headless Chromium (page.test.cjs, playwright-core); then a tiny VGG trained by
 training/train_vgg.py (about a minute on 2 loaded cores) behind another daemon (cnn.test.cjs:
-layers, the filter animation, feature maps, saliency, keyboard, alt texts, errors by their control).
+layers, the filter animation, feature maps, saliency, keyboard, alt texts, errors by their control);
+then the explanation methods with that CNN and the MLP behind one daemon (explain.test.cjs: the
+method picker, Grad-CAM's layer, the compare view, Grad-CAM refused for the MLP).
 
     LOUPE_BIN=build/cli/loupe NODE_PATH=<folder with node_modules/playwright-core> \\
         /usr/bin/python3 tests/e2e/run_e2e.py
 
 CTest runs it after `npm ci` of tests/e2e/package-lock.json in the build folder (tests/e2e/CMakeLists.txt).
 LOUPE_SCREENSHOTS (default: a temporary folder) receives explore.png, explore-drawn.png,
-explore-gallery.png, explore-cnn.png, training.png and reports.png (`make screenshots` copies the
-README's four to docs/img).
-LOUPE_E2E_CNN=0 leaves out the CNN part (CTest sets it for a build without libtorch).
+explore-gallery.png, explore-cnn.png, explore-compare.png (the compare view's card), training.png
+and reports.png (`make screenshots` copies the README's to docs/img).
+LOUPE_E2E_CNN=0 leaves out the CNN parts (CTest sets it for a build without libtorch).
+LOUPE_E2E_ONLY=explain (a comma-separated list of page, token, cnn, explain) runs only those page
+tests, for work on one of them; the default runs them all.
 Nothing is skipped: a missing chromium, node or playwright-core is a failure.
 """
 import json
@@ -31,6 +35,7 @@ LOUPE = os.environ.get("LOUPE_BIN", os.path.join(ROOT, "build", "cli", "loupe"))
 CHROMIUM = os.environ.get("LOUPE_CHROMIUM", "/usr/bin/chromium")
 MODEL = "mlp-e2e"
 CNN = "cnn-e2e"
+TANH = "mlp-tanh-e2e"
 PYTHON = sys.executable
 
 
@@ -68,12 +73,22 @@ def run_page(node, script, what, models, daemon_args=(), daemon_env=None, upload
         sys.exit("e2e: %s failed (exit %d, daemon %d)" % (what, rc, drc))
 
 
-def run_cnn_page(node, upload, reports, shots):
-    """cnn.test.cjs against a daemon serving only the tiny CNN; exits on failure."""
+def run_cnn_pages(node, upload, reports, shots, mlp, only):
+    """cnn.test.cjs against a daemon serving only the tiny CNN, then explain.test.cjs against one
+    serving the CNN, the MLP folder mlp (a copy) and a tanh MLP; exits on failure."""
     models = os.path.join(os.path.dirname(upload), "cnn-models")
     train_cnn(os.path.join(models, CNN))
-    run_page(node, "cnn.test.cjs", "the CNN page test", models, ("--reports", reports), upload=upload, model=CNN,
-             env={"LOUPE_UPLOAD": upload, "LOUPE_CNN": CNN, "LOUPE_SCREENSHOTS": shots})
+    if "cnn" in only:
+        run_page(node, "cnn.test.cjs", "the CNN page test", models, ("--reports", reports), upload=upload, model=CNN,
+                 env={"LOUPE_UPLOAD": upload, "LOUPE_CNN": CNN, "LOUPE_SCREENSHOTS": shots})
+    if "explain" in only:
+        shutil.copytree(mlp, os.path.join(models, MODEL))
+        # A tanh MLP, for which guided backprop is not defined: small, trained in a second.
+        subprocess.run([LOUPE, "train-mlp", "--epochs", "1", "--train-limit", "1000", "--hidden", "32", "--activation",
+                        "tanh", "--out", os.path.join(models, TANH)], check=True, stdout=subprocess.DEVNULL)
+        run_page(node, "explain.test.cjs", "the explanation page test", models, upload=upload, model=CNN,
+                 env={"LOUPE_UPLOAD": upload, "LOUPE_CNN": CNN, "LOUPE_MODEL": MODEL, "LOUPE_TANH": TANH,
+                      "LOUPE_SCREENSHOTS": shots})
 
 
 def main():
@@ -83,6 +98,7 @@ def main():
     node = shutil.which("node")
     if not node:
         sys.exit("e2e: node not found (Debian package nodejs)")
+    only = set((os.environ.get("LOUPE_E2E_ONLY") or "page,token,cnn,explain").split(","))
     tmp = tempfile.mkdtemp(prefix="loupe-e2e-")
     shots = os.environ.get("LOUPE_SCREENSHOTS") or os.path.join(tmp, "screenshots")
     os.makedirs(shots, exist_ok=True)
@@ -98,14 +114,18 @@ def main():
         upload = os.path.join(tmp, "boot.png")
         with open(upload, "wb") as f:
             f.write(fx.png_gray(np.kron(images[0], np.ones((4, 4), np.uint8))))
-        run_page(node, "page.test.cjs", "the page test", models, ("--reports", reports), upload=upload, model=MODEL,
-                 env={"LOUPE_UPLOAD": upload, "LOUPE_MODEL": MODEL, "LOUPE_SCREENSHOTS": shots,
-                      "LOUPE_MODELS": models})
+        if "page" in only:
+            run_page(node, "page.test.cjs", "the page test", models, ("--reports", reports), upload=upload, model=MODEL,
+                     env={"LOUPE_UPLOAD": upload, "LOUPE_MODEL": MODEL, "LOUPE_SCREENSHOTS": shots,
+                          "LOUPE_MODELS": models})
         # The page with --api-token: it asks for the token, then works.
-        run_page(node, "token.test.cjs", "the API-token page test", models, daemon_env={"LOUPE_API_TOKEN": "e2e-token"},
-                 env={"LOUPE_MODEL": MODEL, "LOUPE_TOKEN": "e2e-token"}, timeout=120)
+        if "token" in only:
+            run_page(node, "token.test.cjs", "the API-token page test", models,
+                     daemon_env={"LOUPE_API_TOKEN": "e2e-token"},
+                     env={"LOUPE_MODEL": MODEL, "LOUPE_TOKEN": "e2e-token"}, timeout=120)
         if os.environ.get("LOUPE_E2E_CNN", "1") == "1":
-            run_cnn_page(node, upload, reports, shots)
+            if only & {"cnn", "explain"}:
+                run_cnn_pages(node, upload, reports, shots, os.path.join(models, MODEL), only)
         else:
             print("e2e: no CNN part: this build has no libtorch (LOUPE_E2E_CNN=0)")
         print("e2e: ok; screenshots in %s: %s" % (shots, json.dumps(sorted(os.listdir(shots)))))
