@@ -25,19 +25,6 @@ static int mlp_fwd(const core_model *m, const float *x, int n, float *logits, ch
     return rc;
 }
 
-static int mlp_grad(const core_model *m, const float *x, int target, float *grad, float *logits, char *err,
-                    size_t errlen) {
-    mlp_scratch *s = mlp_scratch_new(m->net, 1);
-    if (!s) {
-        errbuf_set(err, errlen, "out of memory for the gradient pass");
-        return -1;
-    }
-    int rc = mlp_input_grad(m->net, s, x, target, grad, logits);
-    mlp_scratch_free(s);
-    if (rc) errbuf_set(err, errlen, "the gradient pass failed");
-    return rc;
-}
-
 /* Rows one at a time (an MLP's input gradient is cheap next to a CNN's); the
  * targets of target < 0 from one forward pass of all rows first. */
 static int mlp_explain(const core_model *m, const float *x, int n, int target, int guided, float *grad,
@@ -73,7 +60,7 @@ done:
     return rc;
 }
 
-const core_engine core_engine_mlp = {"mlp", 0, MLP_CHUNK, 0, mlp_fwd, mlp_grad, mlp_explain};
+const core_engine core_engine_mlp = {"mlp", 0, MLP_CHUNK, 0, mlp_fwd, mlp_explain};
 
 /* ==== TorchScript ==== */
 
@@ -85,17 +72,12 @@ static int torch_fwd(const core_model *m, const float *x, int n, float *logits, 
     return lt_forward(m->cnn, x, n, logits, err, errlen) ? -1 : 0;
 }
 
-static int torch_grad(const core_model *m, const float *x, int target, float *grad, float *logits, char *err,
-                      size_t errlen) {
-    return lt_input_grad(m->cnn, x, target, grad, logits, err, errlen) ? -1 : 0;
-}
-
 static int torch_explain(const core_model *m, const float *x, int n, int target, int guided, float *grad,
                          float *logits, int *targets, char *err, size_t errlen) {
     return lt_explain_pass(m->cnn, x, n, target, guided, grad, logits, targets, err, errlen) ? -1 : 0;
 }
 
-const core_engine core_engine_torch = {"torchscript", 1, TORCH_CHUNK, 1, torch_fwd, torch_grad, torch_explain};
+const core_engine core_engine_torch = {"torchscript", 1, TORCH_CHUNK, 1, torch_fwd, torch_explain};
 
 /* ==== Dispatch ==== */
 
@@ -127,13 +109,6 @@ int core_forward(const core_model *m, const float *x, int n, float *logits, core
         if (e->forward(m, x + (size_t)b * nin, nb, logits + (size_t)b * k, err, sizeof err))
             return core_failf(f, CORE_E_INTERNAL, "the forward pass failed: %s", err);
     }
-    return 0;
-}
-
-int core_input_grad(const core_model *m, const float *x, int target, float *grad, float *logits, core_fail *f) {
-    char err[256] = "";
-    if (m->engine->input_grad(m, x, target, grad, logits, err, sizeof err))
-        return core_failf(f, CORE_E_INTERNAL, "the gradient pass failed: %s", err);
     return 0;
 }
 

@@ -18,9 +18,6 @@ typedef struct core_engine {
     int tune_chunk;     /* 1: the warm-up times batch sizes and keeps the cheapest per image */
     /* logits [n, K] of x [n, C*H*W]; 0, or -1 with a message in err. */
     int (*forward)(const struct core_model *m, const float *x, int n, float *logits, char *err, size_t errlen);
-    /* grad [C*H*W] = d logit[target] / d x for one x; logits [K] of the same pass (may be NULL). */
-    int (*input_grad)(const struct core_model *m, const float *x, int target, float *grad, float *logits, char *err,
-                      size_t errlen);
     /* The explanation passes, batched: logits [n, K] (may be NULL) and, when
      * grad is not NULL, grad [n, C*H*W] = d logit[t_i] / d x_i, t_i = target
      * or row i's own argmax when target < 0 (written to targets, may be NULL);
@@ -36,8 +33,6 @@ extern const core_engine core_engine_torch;
  * (core_model.chunk when the warm-up chose one, else the engine's).
  * Returns 0, or -1 with f (500: the pass failed; out of memory). */
 int core_forward(const struct core_model *m, const float *x, int n, float *logits, core_fail *f);
-/* The input gradient of class target for one input x. Returns 0 or -1 with f. */
-int core_input_grad(const struct core_model *m, const float *x, int target, float *grad, float *logits, core_fail *f);
 /* The engine's explain pass over n inputs in calls of at most the model's
  * chunk. Returns 0, or -1 with f (500). */
 int core_explain_pass(const struct core_model *m, const float *x, int n, int target, int guided, float *grad,

@@ -53,7 +53,7 @@ static int opt_int(core_arg_fn arg, void *ctx, const char *key, long lo, long hi
 }
 
 /* A number option in [lo, hi]. */
-static int opt_num(core_arg_fn arg, void *ctx, const char *key, double lo, double hi, double def, float *out,
+static int opt_num(core_arg_fn arg, void *ctx, const char *key, double lo, double hi, double def, double *out,
                    core_fail *f) {
     const char *s = arg(ctx, key);
     double v = def;
@@ -64,7 +64,7 @@ static int opt_num(core_arg_fn arg, void *ctx, const char *key, double lo, doubl
         if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
             return core_failf(f, CORE_E_BAD_PARAMETER, "%s must be a number in [%g,%g], not '%s'", key, lo, hi, s);
     }
-    *out = (float)v;
+    *out = v;
     return 0;
 }
 
@@ -82,10 +82,10 @@ static int method_allowed(const core_model *m, core_method me, core_fail *f) {
         if (cam)
             return core_failf(f, CORE_E_UNPROCESSABLE, "model '%s' is an MLP: %s needs a CNN's convolutional layers",
                               m->name, method_names[me]);
-        if (me == CORE_M_GUIDED_BACKPROP && mlp_activation(m->net) != MLP_ACT_RELU)
+        if (me == CORE_M_GUIDED_BACKPROP && (!m->net || mlp_activation(m->net) != MLP_ACT_RELU))
             return core_failf(f, CORE_E_UNPROCESSABLE,
                               "model '%s' is a %s MLP: guided_backprop is defined for relu networks only", m->name,
-                              mlp_act_name(mlp_activation(m->net)));
+                              m->net ? mlp_act_name(mlp_activation(m->net)) : "non-relu");
         return 0;
     }
     if (cam || me == CORE_M_GUIDED_BACKPROP) {
@@ -97,6 +97,18 @@ static int method_allowed(const core_model *m, core_method me, core_fail *f) {
                               method_names[me]);
     }
     return 0;
+}
+
+json_t *core_explain_info(const core_model *m) {
+    json_t *ok = json_array(), *no = json_object();
+    for (int i = 0; ok && no && i < CORE_M_COUNT; i++) {
+        core_fail f = {0};
+        if (method_allowed(m, (core_method)i, &f)) json_object_set_new(no, method_names[i], json_string(f.msg));
+        else json_array_append_new(ok, json_string(method_names[i]));
+    }
+    int cam = m->cnn ? lt_cam_default_layer(m->cnn) : -1;
+    return json_pack("{s:o, s:o, s:o}", "methods", ok, "unavailable", no, "gradcam_layer",
+                     cam >= 0 ? json_integer(cam) : json_null());
 }
 
 int core_explain_opts(const core_model *m, core_op op, const char *path_arg, core_arg_fn arg, void *ctx, core_opts *o,
@@ -245,8 +257,8 @@ static int occlusion(const core_model *m, const core_opts *o, const float *x, ex
     int h = m->height, w = m->width, c = m->channels, k = m->n_classes, chunk = core_model_chunk(m);
     size_t plane = (size_t)h * w, p = plane * c;
     int *ys = malloc((size_t)(h + 1) * sizeof *ys), *xs = malloc((size_t)(w + 1) * sizeof *xs);
-    float *x0 = malloc(p * sizeof *x0), *batch = malloc((size_t)chunk * p * sizeof *batch);
-    float *z = malloc((size_t)chunk * k * sizeof *z);
+    float *x0 = malloc(p * sizeof *x0), *batch = malloc(((size_t)chunk + 1) * p * sizeof *batch);
+    float *z = malloc(((size_t)chunk + 1) * k * sizeof *z);
     double *sum = calloc(plane, sizeof *sum);
     int *count = calloc(plane, sizeof *count), rc = -1;
     if (!ys || !xs || !x0 || !batch || !z || !sum || !count) {
@@ -255,12 +267,14 @@ static int occlusion(const core_model *m, const core_opts *o, const float *x, ex
     }
     baseline(m, 0, x0);
     int ny = window_starts(h, o->window, o->stride, ys), nx = window_starts(w, o->window, o->stride, xs);
-    int n = ny * nx, t = res->target;
-    float score = res->logits[t];
-    for (int b = 0; b < n; b += chunk) {
-        int nb = n - b < chunk ? n - b : chunk;
+    /* Row 0 of every batch is x itself: score(x) from the same pass as the windows it is compared with, so a
+     * window that changes nothing scores exactly 0 (a batch of another size can round differently). */
+    int n = ny * nx, t = res->target, per = chunk > 1 ? chunk - 1 : 1;
+    memcpy(batch, x, p * sizeof *batch);
+    for (int b = 0; b < n; b += per) {
+        int nb = n - b < per ? n - b : per;
         for (int j = 0; j < nb; j++) {
-            float *row = batch + (size_t)j * p;
+            float *row = batch + (size_t)(j + 1) * p;
             int y0 = ys[(b + j) / nx], x0w = xs[(b + j) % nx];
             memcpy(row, x, p * sizeof *row);
             for (int ch = 0; ch < c; ch++)
@@ -268,9 +282,9 @@ static int occlusion(const core_model *m, const core_opts *o, const float *x, ex
                     for (int xx = x0w; xx < x0w + o->window; xx++)
                         row[ch * plane + (size_t)y * w + xx] = x0[ch * plane + (size_t)y * w + xx];
         }
-        if (core_explain_pass(m, batch, nb, t, 0, NULL, z, NULL, f)) goto done;
+        if (core_explain_pass(m, batch, nb + 1, t, 0, NULL, z, NULL, f)) goto done;
         for (int j = 0; j < nb; j++) {
-            double d = (double)score - z[(size_t)j * k + t];
+            double d = (double)z[t] - z[(size_t)(j + 1) * k + t];
             int y0 = ys[(b + j) / nx], x0w = xs[(b + j) % nx];
             for (int y = y0; y < y0 + o->window; y++)
                 for (int xx = x0w; xx < x0w + o->window; xx++) {
@@ -361,7 +375,7 @@ static int explain(const core_model *m, const core_opts *o, const float *x, expl
             lo = x[i] < lo ? x[i] : lo;
             hi = x[i] > hi ? x[i] : hi;
         }
-        noise_ctx nc = {x, p, {{0}}, o->noise * (hi - lo)};
+        noise_ctx nc = {x, p, {{0}}, (float)(o->noise * (hi - lo))};
         rng_seed(&nc.r, o->seed);
         if (grad_sum(m, o->samples, res->target, noise_row, &nc, acc, f)) goto done;
         for (size_t i = 0; i < p; i++) res->attr[i] = (float)(acc[i] / o->samples);
@@ -392,7 +406,10 @@ static json_t *rows_json(const float *v, int h, int w) {
     json_t *rows = json_array();
     for (int y = 0; rows && y < h; y++) {
         json_t *row = json_array();
-        for (int x = 0; row && x < w; x++) json_array_append_new(row, json_real(v[(size_t)y * w + x]));
+        for (int x = 0; row && x < w; x++) {
+            float e = v[(size_t)y * w + x];
+            json_array_append_new(row, json_real(e == 0 ? 0.0 : e)); /* no -0 */
+        }
         json_array_append_new(rows, row);
     }
     return rows;
@@ -401,7 +418,7 @@ static json_t *rows_json(const float *v, int h, int w) {
 static json_t *params_json(const core_opts *o) {
     switch (o->method) {
     case CORE_M_SMOOTHGRAD:
-        return json_pack("{s:i, s:f, s:I}", "samples", o->samples, "noise", (double)o->noise, "seed",
+        return json_pack("{s:i, s:f, s:I}", "samples", o->samples, "noise", o->noise, "seed",
                          (json_int_t)o->seed);
     case CORE_M_INTEGRATED_GRADIENTS:
         return json_pack("{s:i, s:s}", "steps", o->steps, "baseline", o->baseline_zero ? "zero" : "black");
@@ -519,7 +536,7 @@ int core_run_classviz(const core_model *m, const core_opts *o, const core_input 
     if (in) memcpy(x, in->x, p * sizeof *x);
     else random_start(m, o->viz.seed, x);
     double ti = clock_now();
-    const float lr = o->viz.lr, wd = o->viz.weight_decay, l2 = o->l2;
+    const float lr = o->viz.lr, wd = o->viz.weight_decay, l2 = (float)o->l2;
     int frame = 0;
     for (int i = 1; i <= it; i++) {
         if (core_explain_pass(m, x, 1, o->klass, 0, g, z, NULL, f)) goto done;
@@ -569,7 +586,7 @@ int core_run_classviz(const core_model *m, const core_opts *o, const core_input 
     json_t *doc = json_pack("{s:s, s:{s:i, s:s}, s:s, s:i, s:i, s:f, s:I, s:f, s:i, s:i, s:o, s:o, s:{s:f, s:f, s:f}}",
                             "model", m->name, "class", "index", o->klass, "class", m->classes[o->klass], "start",
                             in ? "image" : "random", "iterations", it, "every", o->viz.every, "lr", (double)lr, "seed",
-                            (json_int_t)o->viz.seed, "l2", (double)l2, "width", w * o->scale, "height", h * o->scale,
+                            (json_int_t)o->viz.seed, "l2", o->l2, "width", w * o->scale, "height", h * o->scale,
                             "frames", list, "score", tr, "timing_ms", "decode", in ? in->decode_ms : 0.0, "inference",
                             ti * 1e3, "total", (clock_now() - t0) * 1e3);
     rc = core_out_json(doc, out, f);

@@ -358,11 +358,9 @@ static int run_saliency(const core_model *m, const core_opts *o, const core_inpu
     }
     double ti = clock_now();
     int target = o->target;
-    if (target < 0) {
-        if (core_forward(m, in->x, 1, logits, f)) goto done;
-        target = core_argmax(logits, k);
-    }
-    if (core_input_grad(m, in->x, target, grad, logits, f)) goto done;
+    /* One pass: the predicted class comes from the logits of the same forward pass the gradient goes back
+     * through (a forward pass first to choose it made saliency 1.4x slower than PyTorch's). */
+    if (core_explain_pass(m, in->x, 1, target, 0, grad, logits, &target, f)) goto done;
     ti = clock_now() - ti;
     out->infer_s = ti;
     int pred = core_argmax(logits, k);

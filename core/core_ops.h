@@ -41,6 +41,11 @@ typedef enum {
 const char *core_method_name(core_method m);
 int core_method_parse(const char *name);
 
+struct json_t;
+/* What GET /v1/models/{m} says of m's explanations: {"methods": [names m can run], "unavailable": {name: why},
+ * "gradcam_layer": Grad-CAM's default layer or null}; NULL when out of memory. */
+struct json_t *core_explain_info(const core_model *m);
+
 #define CORE_MAX_SAMPLES 1024   /* smoothgrad draws */
 #define CORE_MAX_STEPS 1024     /* integrated gradients steps */
 #define CORE_MAX_NOISE 10.0     /* smoothgrad noise, a fraction of the input's range */
@@ -66,7 +71,7 @@ typedef struct {
     /* explain */
     core_method method;
     int samples;        /* smoothgrad draws */
-    float noise;        /* smoothgrad: sigma = noise * (max - min of x) */
+    double noise;       /* smoothgrad: sigma = noise * (max - min of x) */
     uint64_t seed;      /* smoothgrad */
     int steps;          /* integrated gradients */
     int baseline_zero;  /* integrated gradients: 1 zero tensor, 0 black (the preprocessed all-zero image) */
@@ -74,7 +79,7 @@ typedef struct {
     int cam_layer;      /* gradcam, guided_gradcam: index in `features` */
     /* class visualisation */
     int klass;          /* the class whose score is raised */
-    float l2;           /* L2 penalty on the image */
+    double l2;          /* L2 penalty on the image */
 } core_opts;
 
 /* Where option values come from (a query string, the CLI's flags): the value of key, or NULL. */

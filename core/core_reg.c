@@ -1,5 +1,6 @@
 /* core_reg.c -- model registry: load folders, keep an immutable snapshot, swap it under a mutex. */
 #include "core_reg.h"
+#include "core_ops.h"
 #include "clock.h"
 #include "core_engine.h"
 #include "core_samples.h"
@@ -372,6 +373,7 @@ core_model *core_model_load(const char *dir, const char *name, char *err, size_t
                                                                                  "sizes")))))
         goto nomem;
     if (m->cnn && json_object_set_new(summary, "layers", json_integer(lt_model_n_layers(m->cnn)))) goto nomem;
+    if (json_object_set_new(summary, "explain", core_explain_info(m))) goto nomem;
     detail = json_deep_copy(summary);
     if (!detail) goto nomem;
     if (json_object_set(detail, "manifest", manifest) ||

@@ -1,12 +1,13 @@
 /* fuzz_query.c -- libFuzzer target: each image route's query parameters and path parameters (core_opts_parse, core_input_parse_invert).
  *
  * Input: byte 0 picks the operation (predict, saliency, filters,
- * activations) and the model (an MLP, or a CNN whose `features` are faked
+ * activations, explain, class visualisation) and the model (an MLP, or a CNN whose `features` are faked
  * below); then a line with the {l} path segment, a line with {f}, and the
  * rest is the query string, split and %-decoded by libmicrohttpd's own
  * MHD_http_unescape as the daemon gets it. Reaches top_k; target, format,
  * overlay, scale; the layer and filter lookup; iterations, every, lr, seed;
- * and invert; and the samples routes' n, seed and class
+ * explain's method, samples, noise, steps, baseline, layer, window, stride;
+ * the class visualisation's class and l2; and invert; and the samples routes' n, seed and class
  * (srv_samples_parse_*), read from the same string. A CNN's layers come from the shim, which this build stubs out:
  * the link wraps lt_model_n_layers and lt_layer_get_info (-Wl,--wrap) with a
  * fake `features` of conv2d, relu, maxpool2d, conv2d. */
@@ -49,7 +50,7 @@ int __wrap_lt_layer_get_info(const lt_model *model, int layer, lt_layer_info *in
     return LT_OK;
 }
 
-static const core_engine fake_cnn_engine = {"torchscript", 1, 16, 0, NULL, NULL, NULL};
+static const core_engine fake_cnn_engine = {"torchscript", 1, 16, 0, NULL, NULL};
 static char fake_cnn_handle; /* a non-NULL lt_model* the wrapped functions recognise */
 
 /* ==== The query string ==== */
@@ -86,8 +87,8 @@ static const char *query_arg(void *ctx, const char *key) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!size) return 0;
-    core_op op = (core_op)(data[0] % 4);
-    int cnn = data[0] / 4 % 2;
+    core_op op = (core_op)(data[0] % 6);
+    int cnn = data[0] / 6 % 2;
     data++;
     size--;
     char *layer = fuzz_take_line(&data, &size), *filter = fuzz_take_line(&data, &size);
@@ -110,6 +111,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (o.target < -1 || o.target >= m.n_classes || o.scale < 1 || o.scale > CORE_MAX_SCALE) __builtin_trap();
         if (op == CORE_OP_FILTERS && (o.viz.iterations < 1 || o.viz.every < 1 || o.viz.every > o.viz.iterations ||
                                       !(o.viz.lr > 0) || o.filter < 0 || o.filter >= fake_layers[o.layer].channels))
+            __builtin_trap();
+        if (op == CORE_OP_EXPLAIN &&
+            ((unsigned)o.method >= CORE_M_COUNT || o.samples < 1 || o.samples > CORE_MAX_SAMPLES || !(o.noise >= 0) ||
+             o.noise > CORE_MAX_NOISE || o.steps < 1 || o.steps > CORE_MAX_STEPS || o.window < 1 ||
+             o.window > m.height || o.window > m.width || o.stride < 1))
+            __builtin_trap();
+        if (op == CORE_OP_CLASSVIZ && (o.klass < 0 || o.klass >= m.n_classes || !(o.l2 >= 0) || o.l2 > CORE_MAX_L2 ||
+                                       o.viz.every < 1 || o.viz.every > o.viz.iterations))
             __builtin_trap();
     } else if (!f.msg[0]) {
         __builtin_trap();

@@ -14,7 +14,7 @@
 #include "core_engine.h"
 #include "srv_routes.h"
 
-static const core_engine fake_cnn_engine = {"torchscript", 1, 16, 0, NULL, NULL, NULL};
+static const core_engine fake_cnn_engine = {"torchscript", 1, 16, 0, NULL, NULL};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!size) return 0;

@@ -116,19 +116,26 @@ def corpus_body():
 
 
 def corpus_query():
-    # Byte 0: op (0 predict, 1 saliency, 2 filters, 3 activations) + 4 * cnn.
+    # Byte 0: op (0 predict, 1 saliency, 2 filters, 3 activations, 4 explain, 5 class visualisation) + 6 * cnn.
     put("fuzz_query", "predict_topk", b"\x00\n\ntop_k=3&invert=auto")
     put("fuzz_query", "predict_topk_big", b"\x00\n\ntop_k=99999999&invert=TRUE")
     put("fuzz_query", "saliency_target_name", b"\x01\n\ntarget=Sneaker&format=json&overlay=1&scale=4")
-    put("fuzz_query", "saliency_target_index", b"\x05\n\ntarget=9&format=png&overlay&scale=32&invert=no")
+    put("fuzz_query", "saliency_target_index", b"\x07\n\ntarget=9&format=png&overlay&scale=32&invert=no")
     put("fuzz_query", "saliency_escaped", b"\x01\n\ntarget=Ankle%20boot&format=%4aSON&invert=%ff")
-    put("fuzz_query", "filters_full", b"\x06\n0\n3\niterations=30&every=5&lr=0.1&seed=42&format=json&scale=2")
-    put("fuzz_query", "filters_bad", b"\x06\n1\n99\niterations=0&every=9&lr=1e400&seed=-1")
-    put("fuzz_query", "activations", b"\x07\n2\n\nformat=png&scale=3")
+    put("fuzz_query", "filters_full", b"\x08\n0\n3\niterations=30&every=5&lr=0.1&seed=42&format=json&scale=2")
+    put("fuzz_query", "filters_bad", b"\x08\n1\n99\niterations=0&every=9&lr=1e400&seed=-1")
+    put("fuzz_query", "activations", b"\x09\n2\n\nformat=png&scale=3")
     put("fuzz_query", "activations_mlp", b"\x03\n0\n\n")
     put("fuzz_query", "samples", b"\x00\n\nn=12&seed=42&class=Sneaker")
     put("fuzz_query", "samples_edges", b"\x00\n\nn=100&seed=18446744073709551616&class=9")
     put("fuzz_query", "samples_bad", b"\x00\n\nn=0x10&seed=-1&class=10")
+    put("fuzz_query", "explain_smoothgrad", b"\x04\n\nmethod=smoothgrad&samples=256&noise=0.2&seed=7&target=3")
+    put("fuzz_query", "explain_ig", b"\x0a\n\nmethod=integrated_gradients&steps=64&baseline=zero&format=json")
+    put("fuzz_query", "explain_gradcam", b"\x0a\n\nmethod=gradcam&layer=3&overlay=1&scale=2")
+    put("fuzz_query", "explain_occlusion", b"\x04\n\nmethod=occlusion&window=28&stride=1")
+    put("fuzz_query", "explain_bad", b"\x0a\n\nmethod=lime&samples=0&noise=nan&steps=99999&window=0")
+    put("fuzz_query", "classviz", b"\x05\nSneaker\n\niterations=10&every=2&l2=0.5&lr=0.05")
+    put("fuzz_query", "classviz_bad", b"\x0b\n10\n\nl2=-1&every=0")
 
 
 def corpus_safetensors():
