@@ -184,6 +184,10 @@ static void test_null_model(void)
     CHECK(lt_layer_get_info(NULL, 0, &li, err, sizeof err) < 0, "info");
     CHECK(lt_filter_viz(NULL, 0, 0, NULL, &vp, buf, 16, NULL, err,
                         sizeof err) < 0, "viz");
+    CHECK(lt_explain_pass(NULL, buf, 1, 0, 0, buf, NULL, NULL, err, sizeof err) < 0, "explain pass");
+    CHECK(lt_gradcam(NULL, buf, 0, 0, buf, 16, buf, NULL, NULL, err, sizeof err) < 0, "gradcam");
+    CHECK(lt_model_splits(NULL, err, sizeof err) == 0, "splits of NULL");
+    CHECK(lt_cam_default_layer(NULL) == -1, "cam layer of NULL");
     /* A NULL or zero-length error buffer is allowed. */
     CHECK(lt_forward(NULL, buf, 1, buf, NULL, 0) < 0, "forward, no err");
 }
@@ -476,6 +480,50 @@ static void test_reference(const char *dir)
           LT_EINVAL, "target -1");
     CHECK(lt_input_grad(m, inputs, r.classes, out, NULL, err, sizeof err) ==
           LT_EINVAL, "target K");
+    /* The explanation pass: the same gradients and logits as the whole
+     * model (it runs the model's layers one by one), alone and batched. */
+    CHECK(lt_model_splits(m, err, sizeof err) == 1, "the VGG does not split: %s", err);
+    {
+        int last_conv = -1, relu = -1, nl = lt_model_n_layers(m), *tg = calloc((size_t)r.n, sizeof *tg);
+        float *g = malloc(sizeof(float) * r.n * img), *z = malloc(sizeof(float) * r.n * r.classes);
+        CHECK(tg && g && z, "out of memory");
+        for (i = 0; i < nl; i++)
+            if (!lt_layer_get_info(m, i, &li, NULL, 0) && li.is_conv)
+                last_conv = i;
+        for (i = nl - 1; i > last_conv; i--)
+            if (!lt_layer_get_info(m, i, &li, NULL, 0) && !strcmp(li.type, "relu"))
+                relu = i;
+        CHECK(relu > last_conv && lt_cam_default_layer(m) == relu, "Grad-CAM layer %d, want %d",
+              lt_cam_default_layer(m), relu);
+        for (i = 0; tg && g && z && i < r.n; i++) {
+            CHECK(lt_explain_pass(m, inputs + i * img, 1, r.targets[i], 0, g, z, tg, err, sizeof err) == 0, "%s",
+                  err);
+            check_close("explain pass gradient", g, grads + i * img, img, 1e-5);
+            check_close("explain pass logits", z, logits + (size_t)i * r.classes, (size_t)r.classes, 1e-5);
+            CHECK(tg[0] == r.targets[i], "target %d, want %d", tg[0], r.targets[i]);
+        }
+        if (tg && g && z) {
+            CHECK(lt_explain_pass(m, inputs, r.n, -1, 0, NULL, z, tg, err, sizeof err) == 0, "%s", err);
+            check_close("batched explain logits", z, logits, (size_t)r.n * r.classes, 1e-5);
+            for (i = 0; i < r.n; i++) {
+                int best = 0;
+                for (j = 1; j < r.classes; j++)
+                    if (logits[i * r.classes + j] > logits[i * r.classes + best])
+                        best = j;
+                CHECK(tg[i] == best, "row %d: target %d, argmax %d", i, tg[i], best);
+            }
+            CHECK(lt_explain_pass(m, inputs, 0, 0, 0, g, z, tg, err, sizeof err) == LT_EINVAL, "explain batch 0");
+            CHECK(lt_explain_pass(m, inputs, 1, r.classes, 0, g, z, tg, err, sizeof err) == LT_EINVAL,
+                  "explain target K");
+            CHECK(lt_gradcam(m, inputs, nl, 0, g, img, z, NULL, NULL, err, sizeof err) == LT_EINVAL,
+                  "gradcam layer n");
+            CHECK(lt_gradcam(m, inputs, 0, 0, g, 1, z, NULL, NULL, err, sizeof err) == LT_EINVAL,
+                  "gradcam short layer map");
+        }
+        free(tg);
+        free(g);
+        free(z);
+    }
     CHECK(lt_forward(m, inputs, 0, out, err, sizeof err) == LT_EINVAL,
           "batch 0");
     CHECK(lt_forward(m, inputs, -3, out, err, sizeof err) == LT_EINVAL,
