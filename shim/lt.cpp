@@ -374,6 +374,8 @@ torch::Tensor run_step(const lt_step &s, const torch::Tensor &x, bool native, bo
         return guided ? GuidedRelu::apply(x) : torch::relu(x);
     if (s.kind == lt_step::IDENTITY)
         return x;
+    if (s.kind == lt_step::FLATTEN) // the head's own step: no module behind it
+        return torch::flatten(x, 1);
     if (!native || s.kind == lt_step::MODULE) {
         torch::jit::Module mod = s.mod; // a handle; shares the object
         return mod.forward({x}).toTensor();
@@ -389,8 +391,6 @@ torch::Tensor run_step(const lt_step &s, const torch::Tensor &x, bool native, bo
         return torch::adaptive_avg_pool2d(x, s.out_size);
     case lt_step::LINEAR:
         return torch::linear(x, s.w, s.b);
-    case lt_step::FLATTEN:
-        return torch::flatten(x, 1);
     default:
         throw std::logic_error("unhandled step");
     }

@@ -581,6 +581,86 @@ class V2Busy(Served):
             self.assertEqual(b["outputs"][0]["shape"], [2, 10])
 
 
+class Split(unittest.TestCase):
+    """A CNN whose output is not head(features(x)) (its forward adds a bias of its own after the classifier) serves
+    every explanation that needs only the whole model, and answers 422 with the reason for Grad-CAM and guided
+    backprop, which need it split at a layer; the tiny VGG beside it splits."""
+
+    @classmethod
+    def setUpClass(cls):
+        import torch
+        from torch import nn
+
+        class Odd(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+                self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+                self.classifier = nn.Linear(4, 10)
+                self.shift = nn.Parameter(torch.linspace(-1, 1, 10))
+
+            def forward(self, x):
+                return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1)) + self.shift
+
+        cls.tmp = tempfile.mkdtemp(prefix="loupe-split-")
+        torch.manual_seed(0)
+        odd = os.path.join(cls.tmp, "odd")
+        os.makedirs(odd)
+        torch.jit.save(torch.jit.script(Odd().eval()), os.path.join(odd, "model.ts"))
+        man = manifest("tiny")
+        man["name"] = "odd"
+        man["layers"] = [{"index": i, "name": "features.%d" % i, "type": t, "channels": 4}
+                         for i, t in enumerate(["conv2d", "relu", "maxpool2d"])]
+        with open(os.path.join(odd, "model.json"), "w") as f:
+            json.dump(man, f)
+        shutil.copytree(os.path.join(STORE, "tiny"), os.path.join(cls.tmp, "tiny"))
+        cls.d = fx.Daemon(LOUPE, cls.tmp, "--drain-grace", "0")
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.d.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        fx.require(rc == 0, "loupe serve exited %d\n%s" % (rc, cls.d.read_log()))
+
+    def explain(self, model, method):
+        st, _, body = self.d.json("POST", "/v1/models/%s/explain?method=%s&format=json" % (model, method), png(0),
+                                  {"Content-Type": "image/png"})
+        return st, body
+
+    def test_whole_model_methods_work(self):
+        for method in ("gradient", "input_x_gradient", "smoothgrad", "integrated_gradients", "occlusion"):
+            st, body = self.explain("odd", method)
+            self.assertEqual(st, 200, (method, body))
+            self.assertEqual(np.array(body["attribution"]).shape, (1, 32, 32), method)
+
+    def test_layer_methods_refused_with_the_reason(self):
+        for method in ("gradcam", "guided_gradcam", "guided_backprop"):
+            st, body = self.explain("odd", method)
+            self.assertEqual(st, 422, (method, body))
+            self.assertEqual(body["error"]["code"], "unprocessable", body)
+            self.assertIn("head(features(x)) differs from the model's output", body["error"]["message"])
+        st, _, info = self.d.json("GET", "/v1/models/odd")
+        self.assertEqual(st, 200, info)
+        self.assertEqual(sorted(info["explain"]["unavailable"]), ["gradcam", "guided_backprop", "guided_gradcam"])
+        st, _, info = self.d.json("GET", "/v1/models/tiny")
+        self.assertEqual(info["explain"]["unavailable"], {}, info)
+        self.assertEqual(len(info["explain"]["methods"]), 8, info)
+
+    def test_gradient_is_the_whole_models(self):
+        import torch
+        st, body = self.explain("odd", "gradient")
+        self.assertEqual(st, 200, body)
+        m = torch.jit.load(os.path.join(self.tmp, "odd", "model.ts"))
+        x = preprocess("tiny", IMAGES[0]).requires_grad_(True)
+        out = m(x)
+        t = body["target"]["index"]
+        self.assertEqual(t, int(out.argmax()))
+        g, = torch.autograd.grad(out[0, t], x)
+        ref = g[0].numpy()
+        got = np.array(body["attribution"])
+        self.assertLessEqual(np.abs(got - ref).max(), 1e-4 * np.abs(ref).max())
+
+
 class Cli(unittest.TestCase):
     """loupe predict|saliency|visualize write what the API answers."""
 
