@@ -88,7 +88,7 @@ int core_model_chunk(const core_model *m) {
 int core_explain_pass(const core_model *m, const float *x, int n, int target, int guided, float *grad, float *logits,
                       int *targets, core_fail *f) {
     size_t nin = (size_t)m->channels * m->height * m->width, k = (size_t)m->n_classes;
-    int chunk = core_model_chunk(m);
+    int chunk = m->engine->chunk; /* fixed: the same request, the same batches, the same bits */
     char err[256] = "";
     for (int b = 0; b < n; b += chunk) {
         int nb = n - b < chunk ? n - b : chunk;

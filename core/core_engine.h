@@ -33,8 +33,9 @@ extern const core_engine core_engine_torch;
  * (core_model.chunk when the warm-up chose one, else the engine's).
  * Returns 0, or -1 with f (500: the pass failed; out of memory). */
 int core_forward(const struct core_model *m, const float *x, int n, float *logits, core_fail *f);
-/* The engine's explain pass over n inputs in calls of at most the model's
- * chunk. Returns 0, or -1 with f (500). */
+/* The engine's explain pass over n inputs in calls of at most the engine's
+ * chunk (never the warm-up's timed choice: the same request must give the
+ * same bits everywhere). Returns 0, or -1 with f (500). */
 int core_explain_pass(const struct core_model *m, const float *x, int n, int target, int guided, float *grad,
                       float *logits, int *targets, core_fail *f);
 /* Images per engine call for m (the warm-up's choice, else the engine's). */

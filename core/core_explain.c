@@ -21,6 +21,10 @@
 #define DEFAULT_WINDOW 4
 #define DEFAULT_STRIDE 2
 #define DEFAULT_L2 0.01
+/* Images per batch of the batched methods: fixed, not the warm-up's timed choice, so that the same request gives
+ * the same bits in every daemon and in `loupe explain` (a batch of another size can round differently). 32 holds
+ * IG's default 32 steps and SmoothGrad's 25 draws in one batch. */
+#define EXPLAIN_BATCH 32
 /* Adam as torch.optim.Adam's defaults, with the filter route's weight decay. */
 #define ADAM_B1 0.9f
 #define ADAM_B2 0.999f
@@ -135,27 +139,35 @@ int core_explain_opts(const core_model *m, core_op op, const char *path_arg, cor
     if (core_parse_output(arg, ctx, o, f)) return -1;
     if (core_parse_bool(oq, &o->overlay))
         return core_failf(f, CORE_E_BAD_PARAMETER, "overlay must be 0 or 1, not '%s'", oq);
+    /* Only the chosen method's parameters are read: another method's, even out of range, are ignored. */
     int side_min = m->height < m->width ? m->height : m->width, side_max = m->height + m->width - side_min;
-    if (opt_int(arg, ctx, "samples", 1, CORE_MAX_SAMPLES, DEFAULT_SAMPLES, &o->samples, f) ||
-        opt_num(arg, ctx, "noise", 0, CORE_MAX_NOISE, DEFAULT_NOISE, &o->noise, f) ||
-        opt_int(arg, ctx, "steps", 1, CORE_MAX_STEPS, DEFAULT_STEPS, &o->steps, f) ||
-        opt_int(arg, ctx, "window", 1, side_min, side_min < DEFAULT_WINDOW ? side_min : DEFAULT_WINDOW, &o->window,
-                f) ||
-        opt_int(arg, ctx, "stride", 1, side_max, DEFAULT_STRIDE, &o->stride, f))
-        return -1;
+    o->samples = DEFAULT_SAMPLES;
+    o->noise = DEFAULT_NOISE;
+    o->steps = DEFAULT_STEPS;
+    o->window = side_min < DEFAULT_WINDOW ? side_min : DEFAULT_WINDOW;
+    o->stride = DEFAULT_STRIDE;
     const char *sq = arg(ctx, "seed"), *bq = arg(ctx, "baseline"), *lq = arg(ctx, "layer");
-    if (sq) {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(sq, &end, 10);
-        if (errno || end == sq || *end || *sq < '0' || *sq > '9')
-            return core_failf(f, CORE_E_BAD_PARAMETER, "seed must be a whole number in [0,%" PRIu64 "], not '%s'",
-                              UINT64_MAX, sq);
-        o->seed = (uint64_t)v;
+    switch (o->method) {
+    case CORE_M_SMOOTHGRAD:
+        if (opt_int(arg, ctx, "samples", 1, CORE_MAX_SAMPLES, DEFAULT_SAMPLES, &o->samples, f) ||
+            opt_num(arg, ctx, "noise", 0, CORE_MAX_NOISE, DEFAULT_NOISE, &o->noise, f) ||
+            (sq && core_parse_seed(sq, &o->seed, f)))
+            return -1;
+        break;
+    case CORE_M_INTEGRATED_GRADIENTS:
+        if (opt_int(arg, ctx, "steps", 1, CORE_MAX_STEPS, DEFAULT_STEPS, &o->steps, f)) return -1;
+        if (bq && strcmp(bq, "black") && strcmp(bq, "zero"))
+            return core_failf(f, CORE_E_BAD_PARAMETER, "baseline must be black or zero, not '%s'", bq);
+        o->baseline_zero = bq && !strcmp(bq, "zero");
+        break;
+    case CORE_M_OCCLUSION:
+        if (opt_int(arg, ctx, "window", 1, side_min, o->window, &o->window, f) ||
+            opt_int(arg, ctx, "stride", 1, side_max, DEFAULT_STRIDE, &o->stride, f))
+            return -1;
+        break;
+    default:
+        break;
     }
-    if (bq && strcmp(bq, "black") && strcmp(bq, "zero"))
-        return core_failf(f, CORE_E_BAD_PARAMETER, "baseline must be black or zero, not '%s'", bq);
-    o->baseline_zero = bq && !strcmp(bq, "zero");
     if (method_allowed(m, o->method, f)) return -1;
     o->cam_layer = -1;
     if (o->method == CORE_M_GRADCAM || o->method == CORE_M_GUIDED_GRADCAM) {
@@ -192,13 +204,17 @@ static void baseline(const core_model *m, int zero, float *x0) {
         for (size_t i = 0; i < plane; i++) x0[c * plane + i] = zero ? 0.0f : (0.0f - m->mean_c[c]) / m->std_c[c];
 }
 
-/* Gradients of target at n inputs made by make(k, row) for k = 0..n-1, in batches of the model's chunk;
+static int explain_batch(const core_model *m) {
+    return m->engine->chunk < EXPLAIN_BATCH ? m->engine->chunk : EXPLAIN_BATCH;
+}
+
+/* Gradients of target at n inputs made by make(k, row) for k = 0..n-1, in batches of explain_batch;
  * their sum (in double, in draw order) into acc [P]. */
 typedef void (*row_fn)(void *ctx, int k, float *row);
 
 static int grad_sum(const core_model *m, int n, int target, row_fn make, void *ctx, double *acc, core_fail *f) {
     size_t p = (size_t)m->channels * m->height * m->width;
-    int chunk = core_model_chunk(m);
+    int chunk = explain_batch(m);
     float *x = malloc((size_t)chunk * p * sizeof *x), *g = malloc((size_t)chunk * p * sizeof *g);
     int rc = -1;
     if (!x || !g) {
@@ -254,7 +270,7 @@ static int window_starts(int side, int win, int stride, int *starts) {
 }
 
 static int occlusion(const core_model *m, const core_opts *o, const float *x, explain_res *res, core_fail *f) {
-    int h = m->height, w = m->width, c = m->channels, k = m->n_classes, chunk = core_model_chunk(m);
+    int h = m->height, w = m->width, c = m->channels, k = m->n_classes, chunk = explain_batch(m);
     size_t plane = (size_t)h * w, p = plane * c;
     int *ys = malloc((size_t)(h + 1) * sizeof *ys), *xs = malloc((size_t)(w + 1) * sizeof *xs);
     float *x0 = malloc(p * sizeof *x0), *batch = malloc(((size_t)chunk + 1) * p * sizeof *batch);

@@ -119,15 +119,18 @@ int core_parse_viz(core_arg_fn arg, void *ctx, core_opts *o, core_fail *f) {
             return core_failf(f, CORE_E_BAD_PARAMETER, "lr must be a number in (0,%g], not '%s'", CORE_VIZ_MAX_LR, lq);
         o->viz.lr = (float)v;
     }
-    if (sq) {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(sq, &end, 10);
-        if (errno || end == sq || *end || *sq == '-' || *sq == '+' || *sq == ' ')
-            return core_failf(f, CORE_E_BAD_PARAMETER, "seed must be a whole number in [0,%" PRIu64 "], not '%s'", UINT64_MAX,
-                        sq);
-        o->viz.seed = (uint64_t)v;
-    }
+    return sq ? core_parse_seed(sq, &o->viz.seed, f) : 0;
+}
+
+int core_parse_seed(const char *s, uint64_t *out, core_fail *f) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    /* At most 2^63-1: the answers echo the seed as a JSON integer, which Jansson keeps as int64_t. */
+    if (errno || end == s || *end || *s < '0' || *s > '9' || v > (unsigned long long)INT64_MAX)
+        return core_failf(f, CORE_E_BAD_PARAMETER, "seed must be a whole number in [0,%" PRId64 "], not '%s'", INT64_MAX,
+                          s);
+    *out = (uint64_t)v;
     return 0;
 }
 

@@ -20,6 +20,8 @@ int core_parse_bool(const char *s, int *out);
 int core_parse_target(const core_model *m, const char *s);
 /* format and scale into o; 0 or -1 with f (400). */
 int core_parse_output(core_arg_fn arg, void *ctx, core_opts *o, core_fail *f);
+/* A seed: a whole number in [0, 2^63-1] (echoed exactly as a JSON integer); 0 or -1 with f (400). */
+int core_parse_seed(const char *s, uint64_t *out, core_fail *f);
 /* The Adam settings of the filter route (iterations, every, lr, seed) into o->viz; 0 or -1 with f. */
 int core_parse_viz(core_arg_fn arg, void *ctx, core_opts *o, core_fail *f);
 

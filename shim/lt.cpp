@@ -38,6 +38,10 @@ struct lt_step {
     std::vector<int64_t> stride, padding, dilation, kernel, out_size;
     int64_t groups = 1;
     bool ceil_mode = false;
+    // CONV followed by its BN and a ReLU: the three run as one autograd node
+    // (ConvBnRelu) when gradients are asked for; bn_scale = gamma / sqrt(var + eps).
+    bool fused = false;
+    torch::Tensor bn_scale;
 };
 
 struct lt_model {
@@ -396,15 +400,82 @@ torch::Tensor run_step(const lt_step &s, const torch::Tensor &x, bool native, bo
     }
 }
 
-// steps[from..to] on x. BatchNorm stays apart from its convolution: folding
-// it in changes the rounding, and with it which element wins a max-pool
-// window of near-equal values, which moves gradients far past 1e-4.
+// Conv2d -> BatchNorm2d (eval) -> ReLU as one autograd node. The forward
+// makes the modules' own ATen calls, so its values are the model's to the
+// bit; the backward is written out: d/dz = g where the output is positive
+// (guided: and g is positive), d/dy = that times gamma / sqrt(var + eps),
+// d/dx = the transposed convolution of it. That is one node in place of
+// three, two elementwise passes in place of BatchNorm's and ReLU's backward
+// kernels, and no gradients of the frozen weights.
+struct ConvBnRelu : public torch::autograd::Function<ConvBnRelu> {
+    static torch::Tensor forward(torch::autograd::AutogradContext *ctx, torch::Tensor x, int64_t step, bool guided)
+    {
+        const lt_step &c = *reinterpret_cast<const lt_step *>(step);
+        const lt_step &bn = *(&c + 1);
+        torch::Tensor y = torch::conv2d(x, c.w, c.b, c.stride, c.padding, c.dilation, c.groups);
+        torch::Tensor z = torch::batch_norm(y, bn.w, bn.b, bn.mean, bn.var, false, 0.0, bn.eps, false);
+        z.relu_();
+        ctx->save_for_backward({z});
+        ctx->saved_data["step"] = step;
+        ctx->saved_data["guided"] = guided;
+        ctx->saved_data["h"] = x.size(2);
+        ctx->saved_data["w"] = x.size(3);
+        return z;
+    }
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
+                                                   torch::autograd::variable_list grads)
+    {
+        const lt_step &c = *reinterpret_cast<const lt_step *>(ctx->saved_data["step"].toInt());
+        torch::Tensor z = ctx->get_saved_variables()[0], g = grads[0];
+        torch::Tensor keep = ctx->saved_data["guided"].toBool() ? (z > 0).logical_and_(g > 0) : z > 0;
+        torch::Tensor gy = torch::where(keep, g * c.bn_scale, torch::zeros({}, g.options()));
+        // The transposed convolution gives back the input's size only up to
+        // output_padding when the stride does not divide it evenly.
+        int64_t in[2] = {ctx->saved_data["h"].toInt(), ctx->saved_data["w"].toInt()};
+        std::vector<int64_t> opad(2);
+        for (int d = 0; d < 2; d++)
+            opad[d] = in[d] - ((gy.size(2 + d) - 1) * c.stride[d] - 2 * c.padding[d] +
+                               c.dilation[d] * (c.w.size(2 + d) - 1) + 1);
+        torch::Tensor gx = torch::conv_transpose2d(gy, c.w, {}, c.stride, c.padding, opad, c.groups, c.dilation);
+        return {gx, torch::Tensor(), torch::Tensor()};
+    }
+};
+
+// steps[from..to] on x. A fused Conv2d-BatchNorm-ReLU runs as one node when
+// all three are in range and gradients are recorded. BatchNorm is never
+// folded into the convolution's weights: that changes the forward values'
+// rounding, and with it which element wins a max-pool window of near-equal
+// values, which moved gradients far past 1e-4 on a barely trained VGG.
 torch::Tensor run_steps(const lt_model *m, const std::vector<lt_step> &steps, torch::Tensor x, size_t from,
                         size_t to, bool guided)
 {
-    for (size_t i = from; i <= to && i < steps.size(); i++)
+    bool grad = torch::GradMode::is_enabled() && x.requires_grad();
+    for (size_t i = from; i <= to && i < steps.size(); i++) {
+        if (m->native && grad && steps[i].fused && i + 2 <= to) {
+            x = ConvBnRelu::apply(x, reinterpret_cast<int64_t>(&steps[i]), guided);
+            i += 2;
+            continue;
+        }
         x = run_step(steps[i], x, m->native, guided);
+    }
     return x;
+}
+
+// Mark each native Conv2d -> BatchNorm2d -> ReLU for ConvBnRelu.
+void fuse_steps(std::vector<lt_step> &steps)
+{
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i + 2 < steps.size(); i++) {
+        lt_step &c = steps[i], &bn = steps[i + 1];
+        if (c.kind != lt_step::CONV || bn.kind != lt_step::BN || steps[i + 2].kind != lt_step::RELU ||
+            bn.mean.size(0) != c.w.size(0) || c.w.size(2) < 1)
+            continue;
+        torch::Tensor scale = (bn.var + bn.eps).rsqrt();
+        if (bn.w.defined())
+            scale = bn.w * scale;
+        c.bn_scale = scale.view({1, -1, 1, 1}).contiguous();
+        c.fused = true;
+    }
 }
 
 torch::Tensor run_head(const lt_model *m, torch::Tensor y, bool guided)
@@ -430,6 +501,7 @@ void build_plan(lt_model *m)
     }
     for (const torch::jit::Module &l : m->layers)
         m->feat.push_back(make_step(l));
+    fuse_steps(m->feat);
     if (m->module.hasattr("avgpool") && m->module.attr("avgpool").isModule()) {
         m->head.push_back(make_step(m->module.attr("avgpool").toModule()));
         lt_step flat;

@@ -124,6 +124,32 @@ def torch_features(name, img, layer):
 M64 = (1 << 64) - 1
 
 
+def torch_gradcam(name, img, layer):
+    """Grad-CAM as docs/api.md defines it, on the same model.ts: A = features[layer]'s output, the
+    rest of features and the head (classifier(flatten(avgpool(y)))) on top; for the predicted class.
+    Returns (layer_map [h,w], attribution [H,W], target)."""
+    import torch
+    import torch.nn.functional as F
+    m = torch_model(name)
+    x = preprocess(name, img)
+    feats = list(m.features.children())
+    with torch.no_grad():
+        for mod in feats[:layer + 1]:
+            x = mod(x)
+    a = x.clone().requires_grad_(True)
+    y = a
+    for mod in feats[layer + 1:]:
+        y = mod(y)
+    out = m.classifier(torch.flatten(m.avgpool(y), 1))
+    t = int(out[0].argmax())
+    out[0, t].backward()
+    w = a.grad[0].mean((1, 2))
+    cam = torch.relu((w[:, None, None] * a[0]).sum(0)).detach()
+    size = manifest(name)["input"]["height"], manifest(name)["input"]["width"]
+    up = F.interpolate(cam[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    return cam.numpy(), up.numpy(), t
+
+
 def random_start(name, seed):
     """The seeded start image of GET .../filters (pixels uniform in [150,180]/255, as docs/api.md
     says), normalised, as [1,C,H,W]: splitmix64, the generator shim/lt.cpp names a seed's image with."""
@@ -428,8 +454,11 @@ class BadParams(Served):
                               ("(0,10]",))
 
     def test_seed(self):
-        for v in ("-1", "abc", "99999999999999999999999"):
+        for v in ("-1", "abc", "99999999999999999999999", str(1 << 63)):
             self.assert_error(*self.get("/v1/models/tiny/filters/0/0?seed=" + v)[::2], 400, "bad_parameter")
+        st, _, body = self.d.json("GET", "/v1/models/tiny/filters/0/0?iterations=1&every=1&format=json&seed=%d"
+                                  % ((1 << 63) - 1))
+        self.assertEqual((st, body["seed"]), (200, (1 << 63) - 1), body)
 
     def test_format_and_scale(self):
         for q in ("format=gif", "scale=0", "scale=33", "scale=x"):
@@ -768,6 +797,12 @@ class Docs(Served):
                 q = dict(kv.split("=") for kv in ln.split("?")[1].rstrip("'").split("&"))
                 frames = int(q["iterations"]) // int(q["every"])
                 self.assertEqual(size, (frames * 32 * int(q["scale"]), 32 * int(q["scale"])))
+            elif "/explain?method=gradcam&overlay=1&scale=8" in ln:
+                self.assertEqual(size, (32 * 8, 32 * 8))
+            elif "/classes/" in ln:
+                q = dict(kv.split("=") for kv in ln.split("?")[1].rstrip("'").split("&"))
+                frames = int(q["iterations"]) // int(q["every"])
+                self.assertEqual(size, (frames * 32 * int(q["scale"]), 32 * int(q["scale"])))
             elif "/activations/2?scale=4" in ln:
                 c = layers[2]["channels"]
                 cols = math.ceil(math.sqrt(c))
@@ -807,6 +842,15 @@ class Docs(Served):
             self.assertEqual([f["iteration"] for f in b["frames"]], [5, 10])
             want, _ = torch_filter_viz("tiny", random_start("tiny", 0), 40, 5, 10, b["lr"])
             np.testing.assert_allclose(b["mean_activation"], want, rtol=1e-4, atol=1e-6 * max(1.0, np.abs(want).max()))
+        elif "/explain?method=gradcam&format=json" in ln:
+            self.assertEqual((b["model"], b["method"], b["params"]), ("tiny", "gradcam", {"layer": 42}))
+            self.assertEqual((b["layer"]["index"], b["layer"]["type"]), (42, "relu"))
+            cam, up, t = torch_gradcam("tiny", IMAGES[0], 42)
+            self.assertEqual(b["target"]["index"], t)
+            self.assertEqual(list(cam.shape), [b["layer"]["height"], b["layer"]["width"]])
+            tol = 1e-4 * max(np.abs(up).max(), 1e-12)
+            np.testing.assert_allclose(np.array(b["layer_map"]), cam, atol=tol)
+            np.testing.assert_allclose(np.array(b["attribution"]), up[None], atol=tol)
         elif "/activations/42?format=json" in ln:
             self.assertEqual(b["layer"]["index"], 42)
             want = torch_features("tiny", IMAGES[0], 42)

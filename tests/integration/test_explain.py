@@ -601,8 +601,12 @@ class Mlp(Served):
                     self.assertAlmostEqual(b["params"][k], v, places=6)
                 else:
                     self.assertEqual(b["params"][k], v, (method, k))
-        b = self.explain("mlp", 0, method="smoothgrad", samples=7, noise=0.5, seed=12345678901234567890)
-        self.assertEqual((b["params"]["samples"], b["params"]["seed"]), (7, 12345678901234567890))
+        # The largest seed, 2^63-1, is echoed exactly (a JSON integer); 2^63 is past the range.
+        b = self.explain("mlp", 0, method="smoothgrad", samples=7, noise=0.5, seed=(1 << 63) - 1)
+        self.assertEqual((b["params"]["samples"], b["params"]["seed"]), (7, (1 << 63) - 1))
+        st, _, e = self.explain_raw("mlp", 0, method="smoothgrad", seed=1 << 63)
+        self.assertEqual((st, e["error"]["code"]), (400, "bad_parameter"), e)
+        self.assertIn("9223372036854775807", e["error"]["message"])
         self.assertAlmostEqual(b["params"]["noise"], 0.5, places=6)
         b = self.explain("mlp", 0, method="integrated_gradients", steps=5, baseline="zero")
         self.assertEqual(b["params"], {"steps": 5, "baseline": "zero"})
