@@ -70,7 +70,7 @@ screenshots: build
 	@rm -rf $(BUILD)/screenshots && mkdir -p docs/img
 	LOUPE_BIN=$(abspath $(BUILD))/cli/loupe NODE_PATH=$(abspath $(BUILD))/tests/e2e/node_modules \
 	  LOUPE_SCREENSHOTS=$(abspath $(BUILD))/screenshots LOUPE_E2E_CNN_TRAIN="$(SCREENSHOT_CNN)" $(PYTHON) tests/e2e/run_e2e.py
-	cp $(addprefix $(BUILD)/screenshots/,explore.png explore-cnn.png training.png reports.png) docs/img/
+	cp $(addprefix $(BUILD)/screenshots/,explore.png explore-cnn.png explore-compare.png training.png reports.png) docs/img/
 
 PREFIX ?= /usr/local
 install: build
