@@ -537,18 +537,12 @@ int core_run_classviz(const core_model *m, const core_opts *o, const core_input 
     float *x = malloc(p * sizeof *x), *g = malloc(p * sizeof *g), *m1 = calloc(p, sizeof *m1);
     float *v2 = calloc(p, sizeof *v2), *frames = malloc((size_t)n * p * sizeof *frames);
     float *z = malloc((size_t)k * sizeof *z), *trace = malloc(((size_t)it + 1) * sizeof *trace);
-    uint8_t *rgb = NULL;
     int rc = -1;
     if (!x || !g || !m1 || !v2 || !frames || !z || !trace) {
         core_failf(f, CORE_E_NOMEM, "out of memory for %d frames", n);
         goto done;
     }
-    size_t ow = (size_t)w * o->scale * n, oh = (size_t)h * o->scale;
-    if (ow * oh > CORE_MAX_PNG_PIXELS) {
-        core_failf(f, CORE_E_BAD_PARAMETER, "scale %d makes a %zux%zu strip; at most %u pixels", o->scale, ow, oh,
-                   CORE_MAX_PNG_PIXELS);
-        goto done;
-    }
+    if (core_strip_check(n, w, h, o->scale, f)) goto done;
     if (in) memcpy(x, in->x, p * sizeof *x);
     else random_start(m, o->viz.seed, x);
     double ti = clock_now();
@@ -579,25 +573,10 @@ int core_run_classviz(const core_model *m, const core_opts *o, const core_input 
     ti = clock_now() - ti;
     out->infer_s = ti;
     if (!o->as_json) {
-        if (!(rgb = malloc(ow * oh * 3))) {
-            core_failf(f, CORE_E_NOMEM, "out of memory");
-            goto done;
-        }
-        for (int i = 0; i < n; i++) core_blit(frames + (size_t)i * p, c, w, h, o->scale, rgb, ow * 3, i * w * o->scale, 0);
-        rc = core_out_png(rgb, (int)ow, (int)oh, out, f);
+        rc = core_frames_png(frames, n, c, w, h, o->scale, out, f);
         goto done;
     }
-    json_t *list = json_array(), *tr = json_array();
-    for (int i = 0; list && i < n; i++) {
-        char *b64 = core_png_b64(frames + (size_t)i * p, c, w, h, o->scale);
-        if (!b64) {
-            json_decref(list);
-            list = NULL;
-            break;
-        }
-        json_array_append_new(list, json_pack("{s:i, s:s}", "iteration", (i + 1) * o->viz.every, "png", b64));
-        free(b64);
-    }
+    json_t *list = core_frames_json(frames, n, c, w, h, o->scale, o->viz.every), *tr = json_array();
     for (int i = 0; tr && i <= it; i++) json_array_append_new(tr, json_real(trace[i]));
     json_t *doc = json_pack("{s:s, s:{s:i, s:s}, s:s, s:i, s:i, s:f, s:I, s:f, s:i, s:i, s:o, s:o, s:{s:f, s:f, s:f}}",
                             "model", m->name, "class", "index", o->klass, "class", m->classes[o->klass], "start",
@@ -614,6 +593,5 @@ done:
     free(frames);
     free(z);
     free(trace);
-    free(rgb);
     return rc;
 }

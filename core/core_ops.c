@@ -418,6 +418,39 @@ int core_heatmap_png(const float *map, const core_opts *o, const core_input *in,
     return rc;
 }
 
+int core_strip_check(int n, int w, int h, int scale, core_fail *f) {
+    size_t ow = (size_t)w * scale * n, oh = (size_t)h * scale;
+    if (ow * oh > MAX_PNG_PIXELS)
+        return core_failf(f, CORE_E_BAD_PARAMETER, "scale %d makes a %zux%zu strip; at most %u pixels", scale, ow, oh,
+                          MAX_PNG_PIXELS);
+    return 0;
+}
+
+int core_frames_png(const float *frames, int n, int c, int w, int h, int scale, core_out *out, core_fail *f) {
+    size_t ow = (size_t)w * scale * n, oh = (size_t)h * scale, per = (size_t)c * w * h;
+    uint8_t *rgb = malloc(ow * oh * 3);
+    if (!rgb) return core_failf(f, CORE_E_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) core_blit(frames + (size_t)i * per, c, w, h, scale, rgb, ow * 3, i * w * scale, 0);
+    int rc = core_out_png(rgb, (int)ow, (int)oh, out, f);
+    free(rgb);
+    return rc;
+}
+
+json_t *core_frames_json(const float *frames, int n, int c, int w, int h, int scale, int every) {
+    size_t per = (size_t)c * w * h;
+    json_t *list = json_array();
+    for (int i = 0; list && i < n; i++) {
+        char *b64 = core_png_b64(frames + (size_t)i * per, c, w, h, scale);
+        if (!b64) {
+            json_decref(list);
+            return NULL;
+        }
+        json_array_append_new(list, json_pack("{s:i, s:s}", "iteration", (i + 1) * every, "png", b64));
+        free(b64);
+    }
+    return list;
+}
+
 /* ==== Filters and activations (CNNs) ==== */
 
 static json_t *layer_doc(const core_model *m, int layer) {
@@ -433,19 +466,13 @@ static int run_filters(const core_model *m, const core_opts *o, const core_input
     size_t per = (size_t)c * w * h;
     float *frames = malloc((size_t)n * per * sizeof *frames);
     float *trace = o->as_json ? malloc(((size_t)o->viz.iterations + 1) * sizeof *trace) : NULL;
-    uint8_t *rgb = NULL;
     char err[512];
     int rc = -1;
     if (!frames || (o->as_json && !trace)) {
         core_failf(f, CORE_E_NOMEM, "out of memory for %d frames", n);
         goto done;
     }
-    size_t ow = (size_t)w * o->scale * n, oh = (size_t)h * o->scale;
-    if (ow * oh > MAX_PNG_PIXELS) {
-        core_failf(f, CORE_E_BAD_PARAMETER, "scale %d makes a %zux%zu strip; at most %u pixels", o->scale, ow, oh,
-             MAX_PNG_PIXELS);
-        goto done;
-    }
+    if (core_strip_check(n, w, h, o->scale, f)) goto done;
     double ti = clock_now();
     int lr = lt_filter_viz(m->cnn, o->layer, o->filter, in ? in->x : NULL, &o->viz, frames, (size_t)n * per, trace,
                            err, sizeof err);
@@ -456,25 +483,10 @@ static int run_filters(const core_model *m, const core_opts *o, const core_input
     }
     out->infer_s = ti;
     if (!o->as_json) {
-        if (!(rgb = malloc(ow * oh * 3))) {
-            core_failf(f, CORE_E_NOMEM, "out of memory");
-            goto done;
-        }
-        for (int i = 0; i < n; i++) core_blit(frames + (size_t)i * per, c, w, h, o->scale, rgb, ow * 3, i * w * o->scale, 0);
-        rc = core_out_png(rgb, (int)ow, (int)oh, out, f);
+        rc = core_frames_png(frames, n, c, w, h, o->scale, out, f);
         goto done;
     }
-    json_t *list = json_array(), *tr = json_array();
-    for (int i = 0; list && i < n; i++) {
-        char *b64 = core_png_b64(frames + (size_t)i * per, c, w, h, o->scale);
-        if (!b64) {
-            json_decref(list);
-            list = NULL;
-            break;
-        }
-        json_array_append_new(list, json_pack("{s:i, s:s}", "iteration", (i + 1) * o->viz.every, "png", b64));
-        free(b64);
-    }
+    json_t *list = core_frames_json(frames, n, c, w, h, o->scale, o->viz.every), *tr = json_array();
     for (int i = 0; tr && i <= o->viz.iterations; i++) json_array_append_new(tr, json_real(trace[i]));
     json_t *doc = json_pack("{s:s, s:o, s:i, s:s, s:i, s:i, s:f, s:I, s:i, s:i, s:o, s:o, s:{s:f, s:f, s:f}}",
                             "model", m->name, "layer", layer_doc(m, o->layer), "filter", o->filter, "start",
@@ -486,7 +498,6 @@ static int run_filters(const core_model *m, const core_opts *o, const core_input
 done:
     free(frames);
     free(trace);
-    free(rgb);
     return rc;
 }
 

@@ -41,6 +41,13 @@ double core_normalise_p99(float *map, int n);
 int core_heatmap_png(const float *map, const core_opts *o, const core_input *in, int w, int h, core_out *out,
                      core_fail *f);
 
+/* 0 when a strip of n frames of w x h enlarged by scale is small enough for a PNG, else -1 with f (400). */
+int core_strip_check(int n, int w, int h, int scale, core_fail *f);
+/* Frames [n, C, h, w] in [0,1] side by side as one PNG strip into out; 0 or -1 with f. */
+int core_frames_png(const float *frames, int n, int c, int w, int h, int scale, core_out *out, core_fail *f);
+/* The frames as [{"iteration": (i+1)*every, "png": base64}]; NULL when out of memory. */
+json_t *core_frames_json(const float *frames, int n, int c, int w, int h, int scale, int every);
+
 /* The explanation operations (core_explain.c). */
 int core_explain_opts(const core_model *m, core_op op, const char *path_arg, core_arg_fn arg, void *ctx, core_opts *o,
                       core_fail *f);

@@ -257,3 +257,23 @@ def make_report(folder, quick=True):
         f.write("# Reproduction of the seed report (quick)\n\nCE(y, p) = H(y) + KL(y ‖ p) → minimised.\n\n"
                 "![mlp_loss_relu.png](figures/mlp_loss_relu.png)\n")
     return rep
+
+
+def random_start(inp, seed):
+    """The seeded start image of GET .../filters and .../classes/{c}/visualize (pixels uniform in
+    [150,180]/255 from splitmix64, the generator that names a seed's image in the shim and in core),
+    normalised by the manifest's input (mean, std per channel), as float32 [1,C,H,W]."""
+    m64 = (1 << 64) - 1
+    c, h, w = inp["channels"], inp["height"], inp["width"]
+    out = np.empty((c, h * w), np.float32)
+    state = seed
+    for k in range(c):
+        mean = float(np.float32(inp["mean"][k if len(inp["mean"]) > 1 else 0]))
+        std = float(np.float32(inp["std"][k if len(inp["std"]) > 1 else 0]))
+        for i in range(h * w):
+            state = (state + 0x9E3779B97F4A7C15) & m64
+            z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & m64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m64
+            u = ((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0)
+            out[k, i] = ((150.0 + 30.0 * u) / 255.0 - mean) / std
+    return out.reshape(1, c, h, w)

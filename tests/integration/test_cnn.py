@@ -121,9 +121,6 @@ def torch_features(name, img, layer):
                 return x[0].numpy()
 
 
-M64 = (1 << 64) - 1
-
-
 def torch_gradcam(name, img, layer):
     """Grad-CAM as docs/api.md defines it, on the same model.ts: A = features[layer]'s output, the
     rest of features and the head (classifier(flatten(avgpool(y)))) on top; for the predicted class.
@@ -151,22 +148,9 @@ def torch_gradcam(name, img, layer):
 
 
 def random_start(name, seed):
-    """The seeded start image of GET .../filters (pixels uniform in [150,180]/255, as docs/api.md
-    says), normalised, as [1,C,H,W]: splitmix64, the generator shim/lt.cpp names a seed's image with."""
+    """The seeded start image of GET .../filters as [1,C,H,W] (loupe_fixture.random_start)."""
     import torch
-    inp = manifest(name)["input"]
-    c, h, w = inp["channels"], inp["height"], inp["width"]
-    out = np.empty((c, h * w), np.float32)
-    state = seed
-    for k in range(c):
-        mean, std = float(np.float32(inp["mean"][k])), float(np.float32(inp["std"][k]))
-        for i in range(h * w):
-            state = (state + 0x9E3779B97F4A7C15) & M64
-            z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & M64
-            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-            u = ((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0)
-            out[k, i] = ((150.0 + 30.0 * u) / 255.0 - mean) / std
-    return torch.from_numpy(out.reshape(1, c, h, w))
+    return torch.from_numpy(fx.random_start(manifest(name)["input"], seed))
 
 
 def torch_filter_viz(name, x0, layer, filt, iterations, lr=0.1):

@@ -418,25 +418,11 @@ def spearman(a, b):
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-M64 = (1 << 64) - 1
-
-
 def random_start(r, seed):
-    """The filter route's seeded start image (pixels uniform in [150,180]/255 from splitmix64, as
-    test_cnn.py's random_start), normalised, as [1,C,H,W] in the reference's dtype."""
+    """The seeded start image of the class visualisation's GET (loupe_fixture.random_start), as
+    [1,C,H,W] in the reference's dtype."""
     import torch
-    out = np.empty((r.c, r.h * r.w), np.float32)
-    state = seed
-    for k in range(r.c):
-        mean = float(np.float32(r.input["mean"][k if len(r.input["mean"]) > 1 else 0]))
-        std = float(np.float32(r.input["std"][k if len(r.input["std"]) > 1 else 0]))
-        for i in range(r.h * r.w):
-            state = (state + 0x9E3779B97F4A7C15) & M64
-            z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & M64
-            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-            u = ((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0)
-            out[k, i] = ((150.0 + 30.0 * u) / 255.0 - mean) / std
-    return torch.from_numpy(out.reshape(1, r.c, r.h, r.w)).to(r.dtype)
+    return torch.from_numpy(fx.random_start(r.input, seed)).to(r.dtype)
 
 
 def class_viz(r, x0, c, iterations, lr, l2):
