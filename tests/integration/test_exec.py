@@ -107,6 +107,31 @@ class Health(Held):
         self.assertEqual(b["batch"], 1)
 
 
+class ExplainLane(Held):
+    """Explanations and class visualisations run on the heavy lane for every kind of model, MLPs too:
+    with its one worker held and no queue they answer 429 with Retry-After, while predictions on the
+    main lane still answer; once it is released they run."""
+    args = Held.args + ("--expensive-concurrency", "1", "--expensive-queue", "0")
+
+    def test_429_on_the_heavy_lane(self):
+        held = self.hold("heavy")
+        for path, body in (("/v1/models/alpha/explain?method=gradient", png(0)),
+                           ("/v1/models/alpha/explain?method=occlusion", png(0)),
+                           ("/v1/models/alpha/classes/Sneaker/visualize", None)):
+            st, h, b = self.d.json("POST" if body else "GET", path, body, {"Content-Type": "image/png"} if body else {})
+            self.assertEqual(st, 429, (path, b))
+            self.assertEqual(b["error"]["code"], "too_many_requests", b)
+            self.assertIn("retry-after", h)
+        st, _, b = self.predict(png(0))
+        self.assertEqual(st, 200, b)
+        self.release(held)
+        self.wait_for("an idle heavy lane", lambda: self.gauge("loupe_queue_running", "heavy") == 0)
+        st, _, b = self.d.json("POST", "/v1/models/alpha/explain?method=smoothgrad&samples=4&format=json", png(0),
+                               {"Content-Type": "image/png"})
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["params"]["samples"], 4)
+
+
 class QueueFull(Held):
     """A full lane answers 429 with Retry-After at once, on predict and V2 infer alike."""
     args = ("--threads", "4", "--workers", "1", "--queue", "1", "--drain-grace", "0")
