@@ -38,10 +38,7 @@ struct lt_step {
     std::vector<int64_t> stride, padding, dilation, kernel, out_size;
     int64_t groups = 1;
     bool ceil_mode = false;
-    // CONV followed by its BN and a ReLU: the three run as one autograd node
-    // (ConvBnRelu) when gradients are asked for; bn_scale = gamma / sqrt(var + eps).
-    bool fused = false;
-    torch::Tensor bn_scale;
+    torch::Tensor scale;      // BN: gamma / sqrt(var + eps), [1, C, 1, 1] (its backward in eval mode)
 };
 
 struct lt_model {
@@ -55,6 +52,7 @@ struct lt_model {
     std::vector<lt_step> head;              // avgpool, flatten, classifier's children
     bool splits = false;                    // head(features(x)) == module(x), checked at load
     bool native = false;                    // the steps run natively (else each module's forward)
+    bool taped = false;                     // every step native: gradients by the tape, not autograd
     std::string split_why;                  // why not, when !splits
 };
 
@@ -400,82 +398,128 @@ torch::Tensor run_step(const lt_step &s, const torch::Tensor &x, bool native, bo
     }
 }
 
-// Conv2d -> BatchNorm2d (eval) -> ReLU as one autograd node. The forward
-// makes the modules' own ATen calls, so its values are the model's to the
-// bit; the backward is written out: d/dz = g where the output is positive
-// (guided: and g is positive), d/dy = that times gamma / sqrt(var + eps),
-// d/dx = the transposed convolution of it. That is one node in place of
-// three, two elementwise passes in place of BatchNorm's and ReLU's backward
-// kernels, and no gradients of the frozen weights.
-struct ConvBnRelu : public torch::autograd::Function<ConvBnRelu> {
-    static torch::Tensor forward(torch::autograd::AutogradContext *ctx, torch::Tensor x, int64_t step, bool guided)
-    {
-        const lt_step &c = *reinterpret_cast<const lt_step *>(step);
-        const lt_step &bn = *(&c + 1);
-        torch::Tensor y = torch::conv2d(x, c.w, c.b, c.stride, c.padding, c.dilation, c.groups);
-        torch::Tensor z = torch::batch_norm(y, bn.w, bn.b, bn.mean, bn.var, false, 0.0, bn.eps, false);
-        z.relu_();
-        ctx->save_for_backward({z});
-        ctx->saved_data["step"] = step;
-        ctx->saved_data["guided"] = guided;
-        ctx->saved_data["h"] = x.size(2);
-        ctx->saved_data["w"] = x.size(3);
-        return z;
-    }
-    static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
-                                                   torch::autograd::variable_list grads)
-    {
-        const lt_step &c = *reinterpret_cast<const lt_step *>(ctx->saved_data["step"].toInt());
-        torch::Tensor z = ctx->get_saved_variables()[0], g = grads[0];
-        torch::Tensor keep = ctx->saved_data["guided"].toBool() ? (z > 0).logical_and_(g > 0) : z > 0;
-        torch::Tensor gy = torch::where(keep, g * c.bn_scale, torch::zeros({}, g.options()));
-        // The transposed convolution gives back the input's size only up to
-        // output_padding when the stride does not divide it evenly.
-        int64_t in[2] = {ctx->saved_data["h"].toInt(), ctx->saved_data["w"].toInt()};
-        std::vector<int64_t> opad(2);
-        for (int d = 0; d < 2; d++)
-            opad[d] = in[d] - ((gy.size(2 + d) - 1) * c.stride[d] - 2 * c.padding[d] +
-                               c.dilation[d] * (c.w.size(2 + d) - 1) + 1);
-        torch::Tensor gx = torch::conv_transpose2d(gy, c.w, {}, c.stride, c.padding, opad, c.groups, c.dilation);
-        return {gx, torch::Tensor(), torch::Tensor()};
-    }
-};
-
-// steps[from..to] on x. A fused Conv2d-BatchNorm-ReLU runs as one node when
-// all three are in range and gradients are recorded. BatchNorm is never
-// folded into the convolution's weights: that changes the forward values'
-// rounding, and with it which element wins a max-pool window of near-equal
-// values, which moved gradients far past 1e-4 on a barely trained VGG.
+// steps[from..to] on x, through autograd when gradients are recorded.
+// BatchNorm is never folded into the convolution's weights: that changes the
+// forward values' rounding, and with it which element wins a max-pool window
+// of near-equal values, which moved gradients far past 1e-4 on a barely
+// trained VGG.
 torch::Tensor run_steps(const lt_model *m, const std::vector<lt_step> &steps, torch::Tensor x, size_t from,
                         size_t to, bool guided)
 {
-    bool grad = torch::GradMode::is_enabled() && x.requires_grad();
-    for (size_t i = from; i <= to && i < steps.size(); i++) {
-        if (m->native && grad && steps[i].fused && i + 2 <= to) {
-            x = ConvBnRelu::apply(x, reinterpret_cast<int64_t>(&steps[i]), guided);
-            i += 2;
-            continue;
-        }
+    for (size_t i = from; i <= to && i < steps.size(); i++)
         x = run_step(steps[i], x, m->native, guided);
+    return x;
+}
+
+// ---- The tape: gradients without autograd ----
+//
+// When every step is native, the explanation passes record what each step's
+// backward needs and run the backward themselves: no autograd graph, no
+// nodes, no gradient buffers of frozen weights. The forward makes the
+// modules' own ATen calls, so its values are the model's to the bit (which
+// element wins each max-pool window included); the backward is the
+// chain rule written out per kind:
+//   Conv2d   the input gradient alone (convolution_backward, output_mask
+//            {input}: oneDNN where the forward used it)
+//   BN+ReLU  g * gamma / sqrt(var + eps), zero where the output is not
+//            positive (guided: and where g is not positive)
+//   MaxPool  max_pool2d_with_indices_backward with the forward's indices
+//   Linear   g W;  avgpool, flatten: their shapes back
+struct tape_entry {
+    const lt_step *s;
+    const lt_step *bn;  // a BatchNorm run with the ReLU that follows it (s), or null
+    torch::Tensor in, out, idx;
+};
+
+torch::Tensor tape_forward(const std::vector<lt_step> &steps, torch::Tensor x, size_t from, size_t to,
+                           std::vector<tape_entry> &tape)
+{
+    for (size_t i = from; i <= to && i < steps.size(); i++) {
+        const lt_step &s = steps[i];
+        tape_entry e{&s, nullptr, x, torch::Tensor(), torch::Tensor()};
+        if (s.kind == lt_step::BN && i + 1 <= to && steps[i + 1].kind == lt_step::RELU) {
+            x = run_step(s, x, true, false).relu_(); // BN's output is no one else's: ReLU in place
+            e.bn = &s;
+            e.s = &steps[++i];
+        } else if (s.kind == lt_step::MAXPOOL) {
+            auto r = torch::max_pool2d_with_indices(x, s.kernel, s.stride, s.padding, s.dilation, s.ceil_mode);
+            x = std::get<0>(r);
+            e.idx = std::get<1>(r);
+        } else {
+            x = run_step(s, x, true, false);
+        }
+        e.out = x;
+        tape.push_back(e);
     }
     return x;
 }
 
-// Mark each native Conv2d -> BatchNorm2d -> ReLU for ConvBnRelu.
-void fuse_steps(std::vector<lt_step> &steps)
+torch::Tensor tape_backward(const std::vector<tape_entry> &tape, torch::Tensor g, bool guided)
+{
+    for (auto it = tape.rbegin(); it != tape.rend(); ++it) {
+        const lt_step &s = *it->s;
+        switch (s.kind) {
+        case lt_step::RELU:
+            // ReLU's own backward kernel (zero where the output is not positive), after BatchNorm's scale;
+            // guided: negative gradients are dropped first.
+            if (guided)
+                g = g.clamp_min(0);
+            g = at::threshold_backward(it->bn ? g * it->bn->scale : g, it->out, 0);
+            break;
+        case lt_step::BN:
+            g = g * s.scale;
+            break;
+        case lt_step::CONV:
+            g = std::get<0>(at::convolution_backward(g, it->in, s.w, c10::nullopt, s.stride, s.padding, s.dilation,
+                                                     false, {0, 0}, s.groups, {true, false, false}));
+            break;
+        case lt_step::MAXPOOL:
+            g = at::max_pool2d_with_indices_backward(g, it->in, s.kernel, s.stride, s.padding, s.dilation,
+                                                     s.ceil_mode, it->idx);
+            break;
+        case lt_step::ADAPTIVE_AVG:
+            g = at::_adaptive_avg_pool2d_backward(g.contiguous(), it->in);
+            break;
+        case lt_step::LINEAR:
+            g = g.matmul(s.w);
+            break;
+        case lt_step::FLATTEN:
+            g = g.reshape(it->in.sizes());
+            break;
+        case lt_step::IDENTITY:
+            break;
+        default:
+            throw std::logic_error("a step the tape cannot differentiate");
+        }
+    }
+    return g;
+}
+
+// d sum_i out[i][t_i] / d x for the tape that made out from x.
+torch::Tensor tape_grad(const std::vector<tape_entry> &tape, const torch::Tensor &out, const torch::Tensor &t,
+                        bool guided)
+{
+    torch::Tensor g = torch::zeros_like(out);
+    g.scatter_(1, t.view({-1, 1}), 1.0);
+    return tape_backward(tape, g, guided);
+}
+
+// BatchNorm's eval-mode backward scale, and whether every step is native.
+void prepare_tape(lt_model *m)
 {
     torch::NoGradGuard no_grad;
-    for (size_t i = 0; i + 2 < steps.size(); i++) {
-        lt_step &c = steps[i], &bn = steps[i + 1];
-        if (c.kind != lt_step::CONV || bn.kind != lt_step::BN || steps[i + 2].kind != lt_step::RELU ||
-            bn.mean.size(0) != c.w.size(0) || c.w.size(2) < 1)
-            continue;
-        torch::Tensor scale = (bn.var + bn.eps).rsqrt();
-        if (bn.w.defined())
-            scale = bn.w * scale;
-        c.bn_scale = scale.view({1, -1, 1, 1}).contiguous();
-        c.fused = true;
-    }
+    bool all = true;
+    for (std::vector<lt_step> *steps : {&m->feat, &m->head})
+        for (lt_step &s : *steps) {
+            if (s.kind == lt_step::BN) {
+                torch::Tensor scale = (s.var + s.eps).rsqrt();
+                if (s.w.defined())
+                    scale = s.w * scale;
+                s.scale = scale.view({1, -1, 1, 1}).contiguous();
+            }
+            all = all && s.kind != lt_step::MODULE;
+        }
+    m->taped = m->native && all;
 }
 
 torch::Tensor run_head(const lt_model *m, torch::Tensor y, bool guided)
@@ -501,7 +545,6 @@ void build_plan(lt_model *m)
     }
     for (const torch::jit::Module &l : m->layers)
         m->feat.push_back(make_step(l));
-    fuse_steps(m->feat);
     if (m->module.hasattr("avgpool") && m->module.attr("avgpool").isModule()) {
         m->head.push_back(make_step(m->module.attr("avgpool").toModule()));
         lt_step flat;
@@ -532,6 +575,7 @@ void build_plan(lt_model *m)
             if (diff <= 1e-4 * scale) {
                 m->splits = true;
                 m->split_why.clear();
+                prepare_tape(m);
                 return;
             }
             char buf[160];
@@ -956,9 +1000,15 @@ extern "C" int lt_explain_pass(lt_model *model, const float *input, int n, int t
     return guarded("lt_explain_pass", err, err_len, [&]() {
         torch::Tensor x = input_tensor(model, input, n);
         torch::Tensor out, g;
-        if (grad == nullptr) {
+        std::vector<tape_entry> feat_tape, head_tape;
+        bool taped = grad != nullptr && model->taped;
+        if (grad == nullptr || taped) {
             torch::NoGradGuard no_grad;
-            out = model->splits ? run_plan(model, x, false) : logits_of(model, x);
+            if (taped)
+                out = tape_forward(model->head, tape_forward(model->feat, x, 0, model->feat.size() - 1, feat_tape),
+                                   0, model->head.size() - 1, head_tape);
+            else
+                out = model->splits ? run_plan(model, x, false) : logits_of(model, x);
         } else {
             torch::AutoGradMode grad_mode(true);
             x.requires_grad_(true);
@@ -968,11 +1018,15 @@ extern "C" int lt_explain_pass(lt_model *model, const float *input, int n, int t
             throw std::runtime_error("the model answered shape " + c10::str(out.sizes()));
         torch::Tensor t = target >= 0 ? torch::full({n}, static_cast<int64_t>(target), torch::kLong)
                                       : out.detach().argmax(1);
-        if (grad != nullptr) {
+        if (taped) {
+            torch::NoGradGuard no_grad;
+            g = tape_backward(feat_tape, tape_grad(head_tape, out, t, guided != 0), guided != 0);
+        } else if (grad != nullptr) {
             torch::Tensor score = out.gather(1, t.view({n, 1})).sum();
             g = torch::autograd::grad({score}, {x})[0];
-            copy_out(g, grad, static_cast<size_t>(n) * static_cast<size_t>(image_numel(model->params)));
         }
+        if (grad != nullptr)
+            copy_out(g, grad, static_cast<size_t>(n) * static_cast<size_t>(image_numel(model->params)));
         if (logits != nullptr)
             copy_out(out, logits, static_cast<size_t>(n) * model->n_classes);
         if (targets != nullptr)
@@ -1014,13 +1068,28 @@ extern "C" int lt_gradcam(lt_model *model, const float *input, int layer, int ta
             torch::NoGradGuard no_grad;
             a = run_steps(model, model->feat, input_tensor(model, input, 1), 0, static_cast<size_t>(layer), false);
         }
-        torch::AutoGradMode grad_mode(true);
-        a = a.detach().requires_grad_(true);
-        torch::Tensor y = run_steps(model, model->feat, a, static_cast<size_t>(layer) + 1, model->feat.size() - 1,
-                                    false);
-        torch::Tensor out = run_head(model, y, false);
-        int t = target >= 0 ? target : static_cast<int>(out.detach().argmax(1)[0].item<int64_t>());
-        torch::Tensor da = torch::autograd::grad({out.select(1, t).sum()}, {a})[0];
+        torch::Tensor out, da;
+        int t = target;
+        if (model->taped) {
+            torch::NoGradGuard no_grad;
+            std::vector<tape_entry> feat_tape, head_tape;
+            out = tape_forward(model->head,
+                               tape_forward(model->feat, a, static_cast<size_t>(layer) + 1, model->feat.size() - 1,
+                                            feat_tape),
+                               0, model->head.size() - 1, head_tape);
+            if (t < 0)
+                t = static_cast<int>(out.argmax(1)[0].item<int64_t>());
+            da = tape_backward(feat_tape, tape_grad(head_tape, out, torch::full({1}, t, torch::kLong), false), false);
+        } else {
+            torch::AutoGradMode grad_mode(true);
+            a = a.detach().requires_grad_(true);
+            torch::Tensor y = run_steps(model, model->feat, a, static_cast<size_t>(layer) + 1,
+                                        model->feat.size() - 1, false);
+            out = run_head(model, y, false);
+            if (t < 0)
+                t = static_cast<int>(out.detach().argmax(1)[0].item<int64_t>());
+            da = torch::autograd::grad({out.select(1, t).sum()}, {a})[0];
+        }
         torch::NoGradGuard no_grad;
         torch::Tensor w = da.mean({2, 3}, true);
         torch::Tensor lm = torch::relu((w * a.detach()).sum(1, true));
