@@ -147,6 +147,9 @@ def train_quick(out):
 
 # ==== The machine ====
 
+CAP_VARS = ("ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE")
+
+
 def cpu_info():
     model, flags = platform.processor() or "?", set()
     try:
@@ -625,6 +628,9 @@ def report(args, rows, res, run_info):
         "chunk for predict: %d)" % (run_info["model"], run_info["batch"], run_info["batch_from"],
                                     run_info["warmup_chunk"]),
         "CPU: %s, %d cores, %s (flags: %s)" % (cpu["model"], cpu["cores"], cpu["isa"], " ".join(cpu["isa_flags"])),
+        # The kernels both sides may use, when capped below the CPU's (e.g. AVX2 on an AVX-512 machine).
+        "ISA caps: %s" % (", ".join("%s=%s" % (k, os.environ[k]) for k in CAP_VARS if os.environ.get(k))
+                          or "none (each library picks the widest this CPU runs)"),
         "load average (1, 5, 15 min): %.2f %.2f %.2f at the start, %.2f %.2f %.2f at the end" % (
             run_info["load_start"] + run_info["load_end"]),
         "eager: torch %s in Python, %d torch thread, OpenBLAS %s thread, %s, nice %d" % (
