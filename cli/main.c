@@ -26,6 +26,8 @@ static const subcommand subcommands[] = {
     {"split", split_main, "print the train/validation/test indices of a data split as JSON"},
     {"train-vgg", train_vgg_main, "fine-tune a VGG on Fashion-MNIST (training/train_vgg.py with a Python that has torch)"},
     {"reproduce", reproduce_main, "run the seed report's experiments into reports/ (training/reproduce.py)"},
+    {"sanity-check", sanity_check_main,
+     "explanation methods under cascading randomisation, as Adebayo et al. 2018 (training/sanity_check.py)"},
     {"probe", probe_main, "GET a URL once, exit 0 on a 2xx answer (health checks without curl)"},
 #ifdef LOUPE_HAVE_SERVER
     {"serve", srv_serve_main, "serve the model store over HTTP"},
@@ -58,7 +60,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: loupe <command> [options]   (loupe <command> --help for its options)\n"
                "       loupe --version\n\ncommands:\n");
     for (size_t i = 0; i < N_SUBCOMMANDS; i++)
-        fprintf(f, "  %-10s %s\n", subcommands[i].name, subcommands[i].help);
+        fprintf(f, "  %-12s %s\n", subcommands[i].name, subcommands[i].help);
 }
 
 int main(int argc, char **argv) {

@@ -1,4 +1,4 @@
-/* pyrun.c -- `loupe train-vgg` and `loupe reproduce`: the Python trainers, run with a Python that has torch. */
+/* pyrun.c -- `loupe train-vgg`, `loupe reproduce` and `loupe sanity-check`: Python scripts, run with a Python that has torch. */
 #define _DEFAULT_SOURCE /* setenv, access under -std=c11 */
 #include "pyrun.h"
 
@@ -110,12 +110,22 @@ int train_vgg_main(int argc, char **argv) {
     return run("train-vgg", "train_vgg.py", NULL, NULL, argc, argv);
 }
 
-int reproduce_main(int argc, char **argv) {
-    /* reproduce.py runs `loupe train-mlp` and `loupe split`: this very binary. */
+/* run() for a script that runs loupe itself: told `--loupe <this very binary>` unless argv has --loupe. */
+static int run_with_self(const char *cmd, const char *script_name, int argc, char **argv) {
     static char self[PATH_MAX];
     if (paths_self_exe(self, sizeof self)) snprintf(self, sizeof self, "loupe");
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--loupe") || !strncmp(argv[i], "--loupe=", 8))
-            return run("reproduce", "reproduce.py", NULL, NULL, argc, argv);
-    return run("reproduce", "reproduce.py", "--loupe", self, argc, argv);
+            return run(cmd, script_name, NULL, NULL, argc, argv);
+    return run(cmd, script_name, "--loupe", self, argc, argv);
+}
+
+int reproduce_main(int argc, char **argv) {
+    /* reproduce.py runs `loupe train-mlp` and `loupe split`. */
+    return run_with_self("reproduce", "reproduce.py", argc, argv);
+}
+
+int sanity_check_main(int argc, char **argv) {
+    /* sanity_check.py serves the randomised models with `loupe serve`. */
+    return run_with_self("sanity-check", "sanity_check.py", argc, argv);
 }
