@@ -2,12 +2,13 @@
 #   make run    install what is missing, build, serve the store; train the MLP, then a CNN in the background, if missing
 #   make test   install what is missing, build (plain, ASan+UBSan, TSan, fuzz), run every test, build and run the slim image
 #   make reproduce [ARGS=--quick]   run the seed report's experiments and write reports/<name>/report.md
+#   make sanity [SANITY_ARGS=...]  the explanation methods' sanity check into docs/explanations.md
 #   make fuzz [FUZZ_SECONDS=600]    build the libFuzzer targets with clang (build-fuzz) and fuzz each that long
 #   make install [PREFIX=/usr/local]  bin/loupe, share/loupe/{static,docs,training}
 #   make screenshots                the page's screenshots (tiny MLP and CNN) into docs/img/ for the README
 #   make image [TARGET=default|slim|trainer] [TAG=...]   build the Dockerfile (docker, else podman)
 #   make image-test [TARGET=default]  build the image and run it as a container runtime would (scripts/test-image.sh)
-.PHONY: all run test test-tsan test-fuzz fuzz deps build build-asan reproduce clean install image image-test screenshots
+.PHONY: all run test test-tsan test-fuzz fuzz deps build build-asan reproduce sanity clean install image image-test screenshots
 
 JOBS ?= $(shell nproc)
 # Debian's Python, which has torch, sklearn and matplotlib (the python3 first on PATH may not).
@@ -60,6 +61,20 @@ run: deps
 
 reproduce: build
 	$(PYTHON) training/reproduce.py --loupe $(BUILD)/cli/loupe $(ARGS)
+
+# The explanation methods' sanity check (cascading randomisation; docs/explanations.md) on the
+# default VGG (VGG16-BN at width 1/4, `loupe train-vgg`'s default recipe: 24 epochs or 18 minutes
+# on a CPU) and the default MLP (relu, 20 epochs, as `make run` trains it), each trained first
+# when missing; rewrites the generated part of docs/explanations.md and docs/img/sanity_*.
+MODELS ?= models
+SANITY_ARGS ?=
+sanity: build
+	@test -f $(MODELS)/mlp-relu/weights.safetensors || \
+	  $(BUILD)/cli/loupe train-mlp --activation relu --epochs 20 --out $(MODELS)/mlp-relu
+	@test -f $(MODELS)/vgg16-w25/checkpoint.pt || \
+	  $(BUILD)/cli/loupe train-vgg --out $(MODELS)/vgg16-w25 --quiet
+	$(BUILD)/cli/loupe sanity-check --cnn $(MODELS)/vgg16-w25 --mlp $(MODELS)/mlp-relu \
+	  --out docs/img --doc docs/explanations.md $(SANITY_ARGS)
 
 # The e2e test's run (tests/e2e/run_e2e.py) with a CNN trained longer than the test's (a few
 # minutes), so that its filters show more than noise; the screenshots the README shows are copied
