@@ -686,7 +686,7 @@ def plot_curves(results, path):
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
@@ -1004,9 +1004,14 @@ def run(args, t0):
                       os.path.join(args.out, "sanity_maps_%s.png" % fam.kind))
         log("figures in %.0f s" % (time.time() - t2))
     report["seconds"] = time.time() - t0
+    text = json.dumps(report, indent=1)
+    # Lists of numbers on one line each: the per-image values would take
+    # a line a number.
+    text = re.sub(r"\[\s*(-?[0-9][-0-9.e,\s]*?)\s*\]",
+                  lambda m: "[" + ", ".join(re.split(r",\s*", m.group(1)))
+                  + "]", text)
     with open(os.path.join(args.out, "sanity_results.json"), "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
+        f.write(text + "\n")
     if args.doc:
         update_doc(args.doc, generated_section(
             report, os.path.dirname(os.path.abspath(args.doc)),
