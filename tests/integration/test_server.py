@@ -925,6 +925,30 @@ class Docs(Served):
             self.assertEqual(sal.shape, (28, 28))
             self.assertTrue(0 <= sal.min() and sal.max() == 1.0, (sal.min(), sal.max()))
             self.assertGreater(b["gradient_at_top"], 0)
+        elif "/explain?" in ln and "format=json" in ln:
+            b = doc()
+            self.assertEqual((b["model"], b["method"], b["params"]), ("alpha", "integrated_gradients",
+                                                                      {"steps": 64, "baseline": "black"}))
+            self.assertEqual(b["target"]["index"], self.baseline["index"])
+            a, mp = np.array(b["attribution"]), np.array(b["map"])
+            self.assertEqual((a.shape, mp.shape), ((1, 28, 28), (28, 28)))
+            self.assertTrue(0 <= mp.min() and mp.max() == 1.0, (mp.min(), mp.max()))
+            # Completeness: the attributions add up to score(x) - score(x0), up to the 64-step sum's error.
+            self.assertAlmostEqual(a.sum() - b["convergence_delta"], b["score"] - b["baseline_score"], places=3)
+            self.assertLess(abs(b["convergence_delta"]), 0.1 * abs(b["score"] - b["baseline_score"]))
+        elif "/explain?" in ln:
+            name = ln.split(" -o ")[1].split()[0]
+            self.assertEqual((status, out), (200, ""))
+            self.assertEqual(png_size(name)[1], (280, 280))  # 28 x --scale 10
+        elif "/visualize?" in ln and "format=json" in ln:
+            b = doc()
+            self.assertEqual((b["model"], b["class"], b["start"]), ("alpha", {"index": 7, "class": "Sneaker"}, "image"))
+            self.assertEqual(([f["iteration"] for f in b["frames"]], len(b["score"])), ([5, 10], 11))
+            self.assertGreater(b["score"][-1], b["score"][0])  # the image was optimised to raise the class's score
+        elif "/visualize?" in ln:
+            name = ln.split(" -o ")[1].split()[0]
+            self.assertEqual((status, out), (200, ""))
+            self.assertEqual(png_size(name)[1], (3 * 28 * 4, 28 * 4))  # 30 / 10 frames side by side, --scale 4
         elif "saliency" in ln:
             name = ln.split(" -o ")[1].split()[0]
             self.assertEqual((status, out), (200, ""))
