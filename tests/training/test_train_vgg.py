@@ -338,27 +338,8 @@ def test_split_is_seeded_and_disjoint():
 
 # ==== Saliency sanity (Adebayo et al. 2018) ====
 
-def rankdata(a):
-    """Ranks 1..n of a flat array, ties given their average rank."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    order = np.argsort(a, kind="mergesort")
-    s = a[order]
-    first = np.r_[True, s[1:] != s[:-1]]
-    group = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], len(a)] - 1
-    ranks = np.empty(len(a))
-    ranks[order] = ((starts + ends) / 2.0 + 1)[group]
-    return ranks
-
-
-def spearman(a, b):
-    """Spearman's rank correlation: Pearson's r of the (average) ranks."""
-    ra = rankdata(a)
-    rb = rankdata(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+# The sanity check's own statistics (training/sanity_check.py), tested here too.
+from sanity_check import rankdata, spearman  # noqa: E402
 
 
 def test_spearman():
