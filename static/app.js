@@ -417,6 +417,7 @@
     $('entropy').hidden = true;
     setImage('saliency', null);
     $('saliency-empty').hidden = false;
+    $('saliency-empty').textContent = 'The heatmap of the chosen method appears here.'; // not the last model's message
     setImage('acts-img', null);
     stopCompare(state.source ? '' : 'Draw or upload an image first.');
   }

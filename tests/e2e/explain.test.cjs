@@ -307,7 +307,8 @@ async function main() {
     await step('a tanh MLP: guided backprop answered with the server\'s reason too, the other five shown', async () => {
       expected = /\/explain\?method=(gradcam|guided_gradcam|guided_backprop)&/;
       await page.selectOption('#model', TANH);
-      await page.waitForFunction(() => /is not available/.test(document.getElementById('saliency-empty').textContent));
+      // The message must name this model: the one the relu MLP left may still be there for a moment.
+      await page.waitForFunction((t) => document.getElementById('saliency-empty').textContent.includes('is not available for ' + t), TANH);
       assert.equal(await page.textContent('#saliency-empty'), 'Guided backprop is not available for ' + TANH + ': ' + reasonTanh.replace(/\.$/, '') + '.');
       await page.waitForFunction((m) => /^All 8 methods/.test(document.getElementById('compare-status').textContent) &&
         document.querySelectorAll('#compare-grid img').length === 5, null, { timeout: 60000 });
