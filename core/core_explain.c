@@ -423,19 +423,6 @@ done:
 
 /* ==== Answers ==== */
 
-static json_t *rows_json(const float *v, int h, int w) {
-    json_t *rows = json_array();
-    for (int y = 0; rows && y < h; y++) {
-        json_t *row = json_array();
-        for (int x = 0; row && x < w; x++) {
-            float e = v[(size_t)y * w + x];
-            json_array_append_new(row, json_real(e == 0 ? 0.0 : e)); /* no -0 */
-        }
-        json_array_append_new(rows, row);
-    }
-    return rows;
-}
-
 static json_t *params_json(const core_opts *o) {
     switch (o->method) {
     case CORE_M_SMOOTHGRAD:
@@ -473,12 +460,7 @@ int core_run_explain(const core_model *m, const core_opts *o, const core_input *
     if (explain(m, o, in->x, &res, f)) goto done;
     ti = clock_now() - ti;
     out->infer_s = ti;
-    for (size_t i = 0; i < plane; i++) {
-        float s = 0;
-        for (int c = 0; c < res.ac; c++) s += fabsf(res.attr[c * plane + i]);
-        map[i] = s;
-    }
-    double top = core_normalise_p99(map, (int)plane);
+    double top = core_abs_map(res.attr, res.ac, (int)plane, map);
     if (top < 0) {
         core_failf(f, CORE_E_NOMEM, "out of memory");
         goto done;
@@ -490,14 +472,14 @@ int core_run_explain(const core_model *m, const core_opts *o, const core_input *
     int pred = core_argmax(res.logits, k);
     mlp_softmax(res.logits, k, probs);
     json_t *attr = json_array();
-    for (int c = 0; attr && c < res.ac; c++) json_array_append_new(attr, rows_json(res.attr + c * plane, h, w));
+    for (int c = 0; attr && c < res.ac; c++) json_array_append_new(attr, core_rows_json(res.attr + c * plane, h, w));
     json_t *doc = json_pack("{s:s, s:s, s:{s:i, s:s}, s:{s:i, s:s, s:f}, s:f, s:i, s:i, s:i, s:o, s:o, s:o, s:f, "
                             "s:b}",
                             "model", m->name, "method", core_method_name(o->method), "target", "index", res.target,
                             "class", m->classes[res.target], "prediction", "index", pred, "class", m->classes[pred],
                             "probability", (double)probs[pred], "score", (double)res.logits[res.target], "channels",
                             m->channels, "height", h, "width", w, "params", params_json(o), "attribution", attr, "map",
-                            rows_json(map, h, w), "map_top", top, "inverted", in->inverted);
+                            core_rows_json(map, h, w), "map_top", top, "inverted", in->inverted);
     if (doc && o->method == CORE_M_INTEGRATED_GRADIENTS) {
         json_object_set_new(doc, "convergence_delta", json_real(res.delta));
         json_object_set_new(doc, "baseline_score", json_real(res.base_score));
@@ -506,7 +488,7 @@ int core_run_explain(const core_model *m, const core_opts *o, const core_input *
         json_object_set_new(doc, "layer",
                             json_pack("{s:i, s:s, s:i, s:i, s:i}", "index", o->cam_layer, "type", res.li.type,
                                       "channels", res.li.channels, "height", res.li.height, "width", res.li.width));
-        json_object_set_new(doc, "layer_map", rows_json(res.layer_map, res.li.height, res.li.width));
+        json_object_set_new(doc, "layer_map", core_rows_json(res.layer_map, res.li.height, res.li.width));
     }
     if (doc)
         json_object_set_new(doc, "timing_ms",

@@ -347,6 +347,28 @@ double core_normalise_p99(float *g, int n) {
     return top > 0 ? top : 0;
 }
 
+double core_abs_map(const float *attr, int channels, int plane, float *map) {
+    for (int i = 0; i < plane; i++) {
+        float v = 0;
+        for (int c = 0; c < channels; c++) v += fabsf(attr[(size_t)c * plane + i]);
+        map[i] = v;
+    }
+    return core_normalise_p99(map, plane);
+}
+
+json_t *core_rows_json(const float *v, int h, int w) {
+    json_t *rows = json_array();
+    for (int y = 0; rows && y < h; y++) {
+        json_t *row = json_array();
+        for (int x = 0; row && x < w; x++) {
+            float e = v[(size_t)y * w + x];
+            json_array_append_new(row, json_real(e == 0 ? 0.0 : e)); /* no -0 */
+        }
+        json_array_append_new(rows, row);
+    }
+    return rows;
+}
+
 static int run_saliency(const core_model *m, const core_opts *o, const core_input *in, double t0,
                         core_out *out, core_fail *f) {
     int k = m->n_classes, w = m->width, h = m->height, c = m->channels;
@@ -369,12 +391,7 @@ static int run_saliency(const core_model *m, const core_opts *o, const core_inpu
     int pred = core_argmax(logits, k);
     mlp_softmax(logits, k, logits);
     /* One value per pixel: |gradient| summed over the input's channels. */
-    for (size_t i = 0; i < plane; i++) {
-        float s = 0;
-        for (int ch = 0; ch < c; ch++) s += fabsf(grad[(size_t)ch * plane + i]);
-        map[i] = s;
-    }
-    double top = core_normalise_p99(map, (int)plane);
+    double top = core_abs_map(grad, c, (int)plane, map);
     if (top < 0) {
         core_failf(f, CORE_E_NOMEM, "out of memory");
         goto done;
@@ -383,12 +400,7 @@ static int run_saliency(const core_model *m, const core_opts *o, const core_inpu
         rc = core_heatmap_png(map, o, in, w, h, out, f);
         goto done;
     }
-    json_t *rows = json_array();
-    for (int y = 0; rows && y < h; y++) {
-        json_t *row = json_array();
-        for (int x = 0; row && x < w; x++) json_array_append_new(row, json_real(map[(size_t)y * w + x]));
-        json_array_append_new(rows, row);
-    }
+    json_t *rows = core_rows_json(map, h, w);
     json_t *doc = json_pack("{s:s, s:{s:i, s:s}, s:{s:i, s:s, s:f}, s:i, s:i, s:o, s:f, s:b, s:{s:f, s:f, s:f}}",
                             "model", m->name, "target", "index", target, "class", m->classes[target], "prediction",
                             "index", pred, "class", m->classes[pred], "probability", (double)logits[pred], "width", w,

@@ -37,6 +37,10 @@ int core_argmax(const float *v, int n);
 /* map [n] (non-negative) to [0,1] by its 99th percentile (the maximum when that is 0), clipped; returns the raw
  * value that maps to 1 (0 for an all-zero map), or -1 when out of memory. Non-finite values become 0. */
 double core_normalise_p99(float *map, int n);
+/* map [plane] = |attr [channels, plane]| summed over channels, normalised as core_normalise_p99 (its return). */
+double core_abs_map(const float *attr, int channels, int plane, float *map);
+/* v [h, w] as a JSON array of rows (-0 written as 0); NULL when out of memory. */
+json_t *core_rows_json(const float *v, int h, int w);
 /* The heatmap PNG of map [h, w] in [0,1] (over the input when o->overlay), enlarged by o->scale. */
 int core_heatmap_png(const float *map, const core_opts *o, const core_input *in, int w, int h, core_out *out,
                      core_fail *f);

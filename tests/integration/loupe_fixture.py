@@ -15,6 +15,7 @@ import struct
 import subprocess
 import tempfile
 import time
+import unittest
 import zlib
 
 import numpy as np
@@ -277,3 +278,36 @@ def random_start(inp, seed):
             u = ((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0)
             out[k, i] = ((150.0 + 30.0 * u) / 255.0 - mean) / std
     return out.reshape(1, c, h, w)
+
+
+class CliAgainstDaemon(unittest.TestCase):
+    """An offline command against the daemon's answer: a daemon on the class's STORE (set `loupe`
+    and `store`) and the first test image as shoe.png in a temporary folder (`img`); cli() runs
+    `loupe ARGS`, api() asks the daemon (both assert success)."""
+    loupe = None
+    store = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="loupe-%s-" % cls.__name__.lower())
+        cls.img = os.path.join(cls.tmp, "shoe.png")
+        with open(cls.img, "wb") as f:
+            f.write(png_gray(test_set()[0][0]))
+        cls.d = Daemon(cls.loupe, cls.store, "--drain-grace", "0")
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.d.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        require(rc == 0, "loupe serve exited %d\n%s" % (rc, cls.d.read_log()))
+
+    def cli(self, *args, ok=True):
+        r = subprocess.run([self.loupe, *args], capture_output=True)
+        if ok:
+            self.assertEqual(r.returncode, 0, r.stderr)
+        return r
+
+    def api(self, method, path, body=None):
+        st, _, data = self.d.request(method, path, body, {"Content-Type": "image/png"} if body else {})
+        self.assertEqual(st, 200, data[:300])
+        return data

@@ -674,31 +674,10 @@ class Split(unittest.TestCase):
         self.assertLessEqual(np.abs(got - ref).max(), 1e-4 * np.abs(ref).max())
 
 
-class Cli(unittest.TestCase):
+class Cli(fx.CliAgainstDaemon):
     """loupe predict|saliency|visualize write what the API answers."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="loupe-cnn-cli-")
-        cls.img = os.path.join(cls.tmp, "shoe.png")
-        with open(cls.img, "wb") as f:
-            f.write(png(0))
-        cls.d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.d.stop()
-
-    def cli(self, *args, ok=True):
-        r = subprocess.run([LOUPE, *args], capture_output=True)
-        if ok:
-            self.assertEqual(r.returncode, 0, r.stderr)
-        return r
-
-    def api(self, method, path, body=None):
-        st, _, data = self.d.request(method, path, body, {"Content-Type": "image/png"} if body else {})
-        self.assertEqual(st, 200, data[:300])
-        return data
+    loupe = LOUPE
+    store = STORE
 
     def test_predict(self):
         got = json.loads(self.cli("predict", os.path.join(STORE, "tiny"), self.img).stdout)

@@ -982,31 +982,10 @@ class Visualize(Served):
                 np.testing.assert_array_equal(strip[:, 2 * size * i:2 * size * (i + 1)], frame)
 
 
-class Cli(unittest.TestCase):
+class Cli(fx.CliAgainstDaemon):
     """`loupe explain` and `loupe visualize --class` write what the routes answer."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="loupe-explain-cli-")
-        cls.img = os.path.join(cls.tmp, "shoe.png")
-        with open(cls.img, "wb") as f:
-            f.write(png(0))
-        cls.d = fx.Daemon(LOUPE, STORE, "--drain-grace", "0")
-
-    @classmethod
-    def tearDownClass(cls):
-        fx.require(cls.d.stop() == 0, cls.d.read_log())
-
-    def cli(self, *args, ok=True):
-        r = subprocess.run([LOUPE, *args], capture_output=True)
-        if ok:
-            self.assertEqual(r.returncode, 0, r.stderr)
-        return r
-
-    def api(self, method, path, body=None):
-        st, _, data = self.d.request(method, path, body, {"Content-Type": "image/png"} if body else {})
-        self.assertEqual(st, 200, data[:300])
-        return data
+    loupe = LOUPE
+    store = STORE
 
     def same_json(self, cli_out, api_out):
         got, want = json.loads(cli_out), json.loads(api_out)
