@@ -814,32 +814,6 @@ extern "C" int lt_forward(lt_model *model, const float *input, int n,
     });
 }
 
-extern "C" int lt_input_grad(lt_model *model, const float *input, int target,
-                             float *grad, float *logits, char *err,
-                             size_t err_len)
-{
-    if (model == nullptr || input == nullptr || grad == nullptr) {
-        set_err(err, err_len, "lt_input_grad: NULL argument");
-        return LT_EINVAL;
-    }
-    if (target < 0 || target >= model->n_classes) {
-        set_err(err, err_len, "target class %d does not exist (valid: 0..%d)",
-                target, model->n_classes - 1);
-        return LT_EINVAL;
-    }
-    return guarded("lt_input_grad", err, err_len, [&]() {
-        torch::AutoGradMode grad_mode(true);
-        torch::Tensor x = input_tensor(model, input, 1).requires_grad_(true);
-        torch::Tensor out = logits_of(model, x);
-        torch::Tensor score = out.select(1, target).sum();
-        torch::Tensor g = torch::autograd::grad({score}, {x})[0];
-        copy_out(g, grad, static_cast<size_t>(image_numel(model->params)));
-        if (logits != nullptr)
-            copy_out(out, logits, static_cast<size_t>(model->n_classes));
-        return LT_OK;
-    });
-}
-
 extern "C" int lt_activations(lt_model *model, const float *input, int layer,
                               float *out, size_t out_len, char *err,
                               size_t err_len)

@@ -111,16 +111,6 @@ int lt_forward(lt_model *model, const float *input, int n, float *logits,
                char *err, size_t err_len);
 
 /*
- * Vanilla backprop: the gradient of the pre-softmax score of class `target`
- * with respect to the input image.
- * input:  [C, H, W] normalised
- * grad:   [C, H, W] written by the call
- * logits: [K] written when not NULL (the same forward pass)
- */
-int lt_input_grad(lt_model *model, const float *input, int target, float *grad,
-                  float *logits, char *err, size_t err_len);
-
-/*
  * The output of layer `layer` of `features` for one image: features[0..layer]
  * run in order, the result copied out.
  * input: [C, H, W] normalised

@@ -28,8 +28,6 @@
       (m, l, i, e, el))                                                                        \
     X(int, lt_forward, (lt_model *m, const float *x, int n, float *o, char *e, size_t el),     \
       (m, x, n, o, e, el))                                                                     \
-    X(int, lt_input_grad, (lt_model *m, const float *x, int t, float *g, float *o, char *e,   \
-                           size_t el), (m, x, t, g, o, e, el))                                 \
     X(int, lt_activations, (lt_model *m, const float *x, int l, float *o, size_t ol, char *e, \
                             size_t el), (m, x, l, o, ol, e, el))                               \
     X(int, lt_viz_n_frames, (const lt_viz_params *p), (p))                                     \
@@ -147,9 +145,6 @@ int lt_layer_get_info(const lt_model *m, int l, lt_layer_info *i, char *e, size_
 }
 int lt_forward(lt_model *m, const float *x, int n, float *o, char *e, size_t el) {
     return ready(e, el) ? p_lt_forward(m, x, n, o, e, el) : LT_ENOTORCH;
-}
-int lt_input_grad(lt_model *m, const float *x, int t, float *g, float *o, char *e, size_t el) {
-    return ready(e, el) ? p_lt_input_grad(m, x, t, g, o, e, el) : LT_ENOTORCH;
 }
 int lt_activations(lt_model *m, const float *x, int l, float *o, size_t ol, char *e, size_t el) {
     return ready(e, el) ? p_lt_activations(m, x, l, o, ol, e, el) : LT_ENOTORCH;

@@ -112,18 +112,6 @@ int lt_forward(lt_model *model, const float *input, int n, float *logits,
     return LT_ENOTORCH;
 }
 
-int lt_input_grad(lt_model *model, const float *input, int target, float *grad,
-                  float *logits, char *err, size_t err_len)
-{
-    (void)model;
-    (void)input;
-    (void)target;
-    (void)grad;
-    (void)logits;
-    stub_err(err, err_len);
-    return LT_ENOTORCH;
-}
-
 int lt_activations(lt_model *model, const float *input, int layer, float *out,
                    size_t out_len, char *err, size_t err_len)
 {
