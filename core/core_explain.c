@@ -72,11 +72,10 @@ static int opt_num(core_arg_fn arg, void *ctx, const char *key, double lo, doubl
     return 0;
 }
 
-static int method_list(char *buf, size_t len) {
+static void method_list(char *buf, size_t len) {
     size_t o = 0;
     for (int i = 0; i < CORE_M_COUNT && o < len; i++)
         o += (size_t)snprintf(buf + o, len - o, "%s%s", i ? ", " : "", method_names[i]);
-    return 0;
 }
 
 /* Whether m can run method; 0, or -1 with f (422) saying why not. */

@@ -802,10 +802,8 @@ extern "C" int lt_forward(lt_model *model, const float *input, int n,
         set_err(err, err_len, "lt_forward: NULL argument");
         return LT_EINVAL;
     }
-    if (n < 1 || n > kMaxBatch) {
-        set_err(err, err_len, "batch size %d not in [1, %d]", n, kMaxBatch);
+    if (check_n(n, err, err_len) != LT_OK)
         return LT_EINVAL;
-    }
     return guarded("lt_forward", err, err_len, [&]() {
         torch::NoGradGuard no_grad;
         torch::Tensor out = logits_of(model, input_tensor(model, input, n));
