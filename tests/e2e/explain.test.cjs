@@ -10,7 +10,7 @@
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { chromium } = require('playwright-core');
+const { launch } = require('./browser.cjs');
 
 const env = (k) => {
   if (!process.env[k]) throw new Error('explain.test.cjs: ' + k + ' is not set');
@@ -86,11 +86,7 @@ async function main() {
   assert.equal(st3, 422, JSON.stringify(refused3));
   const reasonTanh = refused3.error.message;
 
-  const browser = await chromium.launch({
-    executablePath: process.env.LOUPE_CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
     page.setDefaultTimeout(30000);

@@ -6,7 +6,7 @@
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { chromium } = require('playwright-core');
+const { launch } = require('./browser.cjs');
 
 const env = (k) => {
   if (!process.env[k]) throw new Error('page.test.cjs: ' + k + ' is not set');
@@ -40,11 +40,7 @@ const inked = (page, sel) => page.$eval(sel, (c) => {
 });
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.LOUPE_CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const problems = watch(page, () => false);

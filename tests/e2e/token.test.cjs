@@ -4,15 +4,12 @@
 'use strict';
 
 const assert = require('node:assert/strict');
-const { chromium } = require('playwright-core');
+const { launch } = require('./browser.cjs');
 
 async function main() {
   const url = process.env.LOUPE_URL, model = process.env.LOUPE_MODEL, token = process.env.LOUPE_TOKEN;
   assert.ok(url && model && token, 'token.test.cjs: LOUPE_URL, LOUPE_MODEL and LOUPE_TOKEN must be set');
-  const browser = await chromium.launch({
-    executablePath: process.env.LOUPE_CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage();
     page.setDefaultTimeout(20000);
